@@ -1,0 +1,172 @@
+//! One backend per database, behind the [`Backend`] trait. Execution (copy, and later capture,
+//! cutover and verify) only ever talks to a shard through this trait.
+//!
+//! Rows travel as [`Value`]s decoded by the source backend and bound by the destination backend.
+//! A move's source and destination are the same kind of database (preflight refuses mixing), so
+//! a backend may use whatever representation is exact for it (PostgreSQL, for instance, may move
+//! every column through its lossless text form).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ident::Dialect;
+use crate::map::{Bound, Key};
+use crate::shard_url::ShardUrl;
+
+pub mod mysql;
+pub mod postgres;
+pub mod sqlite;
+
+/// A column value as read from a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "lowercase")]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    /// f64 kept as bits so that NaN, -0.0 and every payload survive exactly.
+    Float(u64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// The shard key this value holds, when it can be one.
+    pub fn as_key(&self) -> Option<Key> {
+        match self {
+            Value::Int(v) => Some(Key::Int(*v)),
+            Value::UInt(v) => i64::try_from(*v).ok().map(Key::Int),
+            Value::Text(s) => Some(Key::Text(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Primary-key values of one row, in primary-key column order: the copy cursor.
+pub type PkValues = Vec<Value>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    /// The type as the database spells it (normalized to lower case), e.g. `bigint`,
+    /// `numeric(10,2)`, `varchar(255)`. Preflight compares these between source and destination.
+    pub data_type: String,
+    pub nullable: bool,
+    /// The default expression as the database reports it, if any.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub unique: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Primary-key column names in key order. Never empty: preflight refuses tables without one.
+    pub primary_key: Vec<String>,
+    /// Secondary indexes (the primary key's own index excluded).
+    pub indexes: Vec<Index>,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// A predicate on the shard-key column pushed into SQL to skip rows that cannot move. It may
+/// admit more rows than move; execution routes every row in Rust regardless.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyFilter {
+    All,
+    /// Key in any of the half-open intervals `[from, to)` (None unbounded).
+    Ranges(Vec<(Option<Bound>, Option<Bound>)>),
+    /// Integer key with `key mod modulus` (mathematical, never negative) in `residues`.
+    Residues {
+        modulus: u64,
+        residues: Vec<u64>,
+    },
+}
+
+/// One page of rows in primary-key order.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Every row read, columns in `TableSchema::columns` order.
+    pub rows: Vec<Vec<Value>>,
+    /// The shard-key value of each row (same order as `rows`).
+    pub keys: Vec<Key>,
+    /// Primary key of the last row read: the cursor to continue after. None when no rows.
+    pub last: Option<PkValues>,
+    /// Approximate payload bytes read, for progress and estimates.
+    pub bytes: u64,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn dialect(&self) -> Dialect;
+
+    /// The shard's name in the map (never its URL).
+    fn shard(&self) -> &str;
+
+    async fn ping(&self) -> Result<()>;
+
+    /// The table's definition, or None when the table does not exist.
+    async fn describe(&self, table: &str) -> Result<Option<TableSchema>>;
+
+    /// Creates the table with its columns, NOT NULL, defaults and primary key, but without
+    /// secondary indexes (those are built after the copy, which is faster).
+    async fn create_table(&self, schema: &TableSchema) -> Result<()>;
+
+    /// Creates the secondary indexes that do not exist yet.
+    async fn create_indexes(&self, schema: &TableSchema) -> Result<()>;
+
+    /// Up to `limit` rows with primary key greater than `after` (all rows when None), in
+    /// primary-key order, restricted by `filter` on the column `key_column`. Keyset pagination:
+    /// never OFFSET.
+    async fn read_batch(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        after: Option<&PkValues>,
+        filter: &KeyFilter,
+        limit: usize,
+    ) -> Result<Batch>;
+
+    /// Writes rows (columns in schema order) with an idempotent upsert on the primary key, in
+    /// one transaction: replaying the same rows leaves the same table.
+    async fn upsert(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<u64>;
+
+    /// Deletes the rows with these primary keys, in one transaction.
+    async fn delete(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<u64>;
+
+    /// Calls `f(key, rows, bytes)` for each distinct shard-key value of rows matching `filter`,
+    /// streaming; used to count what each move will copy without reading whole rows.
+    async fn key_counts(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        filter: &KeyFilter,
+        f: &mut (dyn FnMut(Key, u64, u64) + Send),
+    ) -> Result<()>;
+}
+
+/// Connects to a shard. The URL is resolved here (env: lookups, overrides) and never appears in
+/// an error message.
+pub async fn connect(shard: &str, url: &ShardUrl) -> Result<Arc<dyn Backend>> {
+    let raw = url.resolve(shard).map_err(anyhow::Error::msg)?;
+    match crate::shard_url::dialect_of(&raw) {
+        Some(Dialect::Sqlite) => sqlite::connect(shard, &raw).await,
+        Some(Dialect::Postgres) => postgres::connect(shard, &raw).await,
+        Some(Dialect::Mysql) => mysql::connect(shard, &raw).await,
+        None => anyhow::bail!("shard {shard}: unsupported URL scheme"),
+    }
+}

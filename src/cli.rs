@@ -1,0 +1,238 @@
+//! Command-line parsing. `main` turns these clap structs into the typed options that the
+//! handlers in `commands` take; handlers never see clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reshard",
+    version,
+    about = "Plan and carry out online resharding of application-sharded databases",
+    long_about = "Plan and carry out online resharding of application-sharded databases.\n\n\
+        Workflow: `reshard plan` diffs two partition maps into a reviewed JSON plan; \
+        `reshard apply --dry-run` checks it against the shards in CI; `reshard apply` copies \
+        the moving rows as a resumable job; `reshard status` and `reshard resume` follow it.",
+    after_help = "Exit codes: 0 done; 1 failed (resumable) or different (plan --check); \
+        2 bad input or refused; 3 verification mismatch; 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Diff two partition maps into a migration plan (pure: reads two files, touches no database)
+    Plan(PlanArgs),
+    /// Print the shard that owns each key under a map
+    Route(RouteArgs),
+    /// Carry out a plan as a resumable job (or check it with --dry-run)
+    Apply(ApplyArgs),
+    /// Continue an interrupted or failed job from its recorded progress
+    Resume(ResumeArgs),
+    /// Show a job's state and per-move progress
+    Status(StatusArgs),
+    /// List jobs in the catalog
+    Jobs(JobsArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  reshard plan --from plans/ring-add/old.json --to plans/ring-add/new.json\n  \
+    reshard plan --from old.json --to new.json -o plan.json\n  \
+    reshard plan --from old.json --to new.json --check plan.json   # CI: exit 1 if stale"
+)]
+pub struct PlanArgs {
+    /// The current partition map (JSON)
+    #[arg(long, value_name = "OLD.json")]
+    pub from: PathBuf,
+    /// The partition map to move to (JSON)
+    #[arg(long, value_name = "NEW.json")]
+    pub to: PathBuf,
+    /// Write the plan JSON to this file (the text summary still goes to stdout)
+    #[arg(short = 'o', long, value_name = "PLAN.json", conflicts_with = "check")]
+    pub output: Option<PathBuf>,
+    /// What to print on stdout: a table for reviewers, or the plan JSON
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Recompute the plan and compare it with this file: exit 0 when identical, 1 when not
+    #[arg(long, value_name = "PLAN.json")]
+    pub check: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  reshard route --map plans/ring-add/new.json 42 1001\n  \
+    seq 1 1000000 | reshard route --map new.json > owners.tsv"
+)]
+pub struct RouteArgs {
+    /// Route with this map file
+    #[arg(long, value_name = "MAP.json")]
+    pub map: PathBuf,
+    /// Keys to route; with none, keys are read from standard input, one per line
+    pub keys: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// Bars on a terminal, plain lines otherwise
+    Auto,
+    Bars,
+    Plain,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArg {
+    /// The catalog database holding routing, jobs and progress
+    #[arg(
+        long,
+        env = "RESHARD_CATALOG",
+        default_value = "sqlite://reshard.db",
+        value_name = "URL"
+    )]
+    pub catalog: String,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  reshard apply plan.json --dry-run            # CI: preflight and estimate, writes nothing\n  \
+    reshard apply plan.json --create-tables --yes\n  \
+    reshard status && reshard resume"
+)]
+pub struct ApplyArgs {
+    /// The plan made by `reshard plan`
+    #[arg(value_name = "PLAN.json")]
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Preflight and estimate only; writes nothing anywhere. Exit 0 when apply would start
+    #[arg(long)]
+    pub dry_run: bool,
+    /// What --dry-run prints
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Rows read per batch; progress is recorded after every batch
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub batch_size: usize,
+    /// Moves copied at the same time
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub parallel: usize,
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    /// Create tables missing at a destination from the source's definition
+    #[arg(long)]
+    pub create_tables: bool,
+    /// Proceed even when rows of the moving keys already exist at a destination
+    #[arg(long)]
+    pub allow_existing: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The job to resume (default: the most recent unfinished job)
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Moves copied at the same time
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The job to show (default: the most recent)
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+}
+
+impl From<FormatArg> for commands::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Text => commands::Format::Text,
+            FormatArg::Json => commands::Format::Json,
+        }
+    }
+}
+
+impl From<ProgressArg> for commands::ProgressMode {
+    fn from(p: ProgressArg) -> Self {
+        match p {
+            ProgressArg::Auto => commands::ProgressMode::Auto,
+            ProgressArg::Bars => commands::ProgressMode::Bars,
+            ProgressArg::Plain => commands::ProgressMode::Plain,
+            ProgressArg::Json => commands::ProgressMode::Json,
+        }
+    }
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn dispatch(cli: Cli) -> i32 {
+    use commands::*;
+    match cli.command {
+        Command::Plan(a) => plan::run(plan::PlanOptions {
+            from: a.from,
+            to: a.to,
+            output: a.output,
+            format: a.format.into(),
+            check: a.check,
+        }),
+        Command::Route(a) => route::run(route::RouteOptions {
+            map: a.map,
+            keys: a.keys,
+        }),
+        Command::Apply(a) => apply::run(apply::ApplyOptions {
+            plan: a.plan,
+            catalog: a.catalog.catalog,
+            dry_run: a.dry_run,
+            format: a.format.into(),
+            batch_size: a.batch_size,
+            parallel: a.parallel,
+            progress: a.progress.into(),
+            yes: a.yes,
+            create_tables: a.create_tables,
+            allow_existing: a.allow_existing,
+        }),
+        Command::Resume(a) => apply::resume(apply::ResumeOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            progress: a.progress.into(),
+            parallel: a.parallel,
+        }),
+        Command::Status(a) => status::run(status::StatusOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            format: a.format.into(),
+        }),
+        Command::Jobs(a) => status::jobs(status::JobsOptions {
+            catalog: a.catalog.catalog,
+            format: a.format.into(),
+        }),
+    }
+}

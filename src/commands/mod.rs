@@ -1,0 +1,44 @@
+//! Command handlers. Each takes typed options, validates all input before any I/O, and returns
+//! the process exit code.
+
+pub mod apply;
+pub mod plan;
+pub mod route;
+pub mod status;
+
+use crate::error::exit_code;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Auto,
+    Bars,
+    Plain,
+    Json,
+}
+
+/// Prints an error the way every command does and returns its documented exit code.
+pub fn report(err: anyhow::Error) -> i32 {
+    eprintln!("reshard: {err:#}");
+    exit_code(&err)
+}
+
+/// Runs an async handler on a fresh runtime; commands that need no I/O never start one.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match rt.block_on(f) {
+        Ok(()) => 0,
+        Err(e) => report(e),
+    }
+}
