@@ -10,6 +10,7 @@ pub mod error;
 pub mod hashing;
 pub mod ident;
 pub mod map;
+pub mod picture;
 pub mod plan;
 pub mod planner;
 pub mod shard_url;
