@@ -14,6 +14,7 @@ pub mod picture;
 pub mod plan;
 pub mod planner;
 pub mod shard_url;
+pub mod sqlroute;
 
 pub use map::{Key, Map, Partitioner};
 pub use plan::Plan;
