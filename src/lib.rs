@@ -15,6 +15,7 @@ pub mod plan;
 pub mod planner;
 pub mod shard_url;
 pub mod sqlroute;
+pub mod triggers;
 
 pub use map::{Key, Map, Partitioner};
 pub use plan::Plan;
