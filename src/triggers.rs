@@ -65,8 +65,7 @@ pub fn log_table(table: &str) -> String {
 /// spliced into DDL.
 pub fn is_safe_type_name(t: &str) -> bool {
     t.len() <= 80
-        && t
-            .chars()
+        && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '(' | ')' | ',' | '_'))
 }
 
@@ -161,8 +160,16 @@ pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capt
             let trunc = q(&aux_name("_rs_trunc", &schema.name));
             let changed = format!(
                 "({}) IS DISTINCT FROM ({})",
-                tracked.iter().map(|c| format!("NEW.{}", q(c))).collect::<Vec<_>>().join(", "),
-                tracked.iter().map(|c| format!("OLD.{}", q(c))).collect::<Vec<_>>().join(", ")
+                tracked
+                    .iter()
+                    .map(|c| format!("NEW.{}", q(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tracked
+                    .iter()
+                    .map(|c| format!("OLD.{}", q(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             install.push(format!(
                 "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $reshard$\n\
@@ -246,7 +253,10 @@ pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capt
                 (
                     "i",
                     "INSERT",
-                    format!("INSERT INTO {log} ({insert_cols}) VALUES ('I', {});", image("NEW")),
+                    format!(
+                        "INSERT INTO {log} ({insert_cols}) VALUES ('I', {});",
+                        image("NEW")
+                    ),
                 ),
                 (
                     "u",
@@ -261,7 +271,10 @@ pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capt
                 (
                     "d",
                     "DELETE",
-                    format!("INSERT INTO {log} ({insert_cols}) VALUES ('D', {});", image("OLD")),
+                    format!(
+                        "INSERT INTO {log} ({insert_cols}) VALUES ('D', {});",
+                        image("OLD")
+                    ),
                 ),
             ] {
                 let name = q(&aux_name(&format!("_rs_cap{suffix}"), &schema.name));
@@ -319,9 +332,13 @@ pub fn guard(
             "INSERT INTO {fence} (dst) VALUES {} ON CONFLICT (dst) DO NOTHING",
             rows.join(", ")
         ),
-        Dialect::Mysql => format!("INSERT IGNORE INTO {fence} (dst) VALUES {}", rows.join(", ")),
+        Dialect::Mysql => format!(
+            "INSERT IGNORE INTO {fence} (dst) VALUES {}",
+            rows.join(", ")
+        ),
     });
-    let route_for = |row: &str| owner_sql(dialect, new_map, &format!("{row}.{}", q(key)), RING_TABLE);
+    let route_for =
+        |row: &str| owner_sql(dialect, new_map, &format!("{row}.{}", q(key)), RING_TABLE);
     let new_route = match route_for("NEW") {
         Ok(r) => r,
         Err(SqlRouteError::NoHashInSqlite(_)) => return Ok(None),
@@ -377,7 +394,11 @@ pub fn guard(
                 (
                     "u",
                     "UPDATE",
-                    format!("{} {}", check(&new_route.owner_expr), check(&old_route.owner_expr)),
+                    format!(
+                        "{} {}",
+                        check(&new_route.owner_expr),
+                        check(&old_route.owner_expr)
+                    ),
                 ),
                 ("d", "DELETE", check(&old_route.owner_expr)),
             ] {
@@ -396,7 +417,10 @@ pub fn guard(
                 (
                     "u",
                     "UPDATE",
-                    format!("dst IN ({}, {})", new_route.owner_expr, old_route.owner_expr),
+                    format!(
+                        "dst IN ({}, {})",
+                        new_route.owner_expr, old_route.owner_expr
+                    ),
                 ),
                 ("d", "DELETE", format!("dst = {}", old_route.owner_expr)),
             ] {
@@ -449,7 +473,10 @@ mod tests {
         let long = "t".repeat(63);
         let n = aux_name("_rs_guardu", &long);
         assert!(n.len() <= 63, "{n}");
-        assert_ne!(aux_name("_rs_log", &long), aux_name("_rs_log", &"t".repeat(62)));
+        assert_ne!(
+            aux_name("_rs_log", &long),
+            aux_name("_rs_log", &"t".repeat(62))
+        );
         assert_eq!(aux_name("_rs_log", "users"), "_rs_log_users");
     }
 

@@ -2,9 +2,12 @@
 //! the Rust router key for key, on every backend that can compute it.
 
 use reshard::ident::Dialect;
-use reshard::map::{Key, Map};
+use reshard::map::Map;
 use reshard::sqlroute::owner_sql;
-use sqlx::{Connection, Executor, Row};
+mod common;
+
+use common::conn::RawConn;
+use common::db::{Kind, TestDb};
 
 /// A fixed-seed generator so a failure is reproducible.
 struct Rng(u64);
@@ -165,167 +168,23 @@ fn range_json(rng: &mut Rng, bounds: Vec<String>) -> String {
     format!(r#"{{"kind":"range","ranges":[{}]}}"#, parts.join(","))
 }
 
-fn require() -> bool {
-    std::env::var("RESHARD_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
-}
-
-async fn check_pg() {
-    let admin_url =
-        std::env::var("PG_URL").unwrap_or("postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-        Ok(c) => c,
-        Err(e) if !require() => return eprintln!("skipped: postgres not reachable ({e})"),
-        Err(e) => panic!("postgres not reachable and RESHARD_REQUIRE_BACKENDS=1: {e}"),
+async fn check(kind: Kind, setup: &[&str]) {
+    let Some(db) = TestDb::create(kind, "sqlroute") else {
+        return;
     };
-    let db = format!("reshard_sqlroute_{}", std::process::id());
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {db}").as_str())
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", admin_url.rsplit_once('/').unwrap().0);
-    let result = async {
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        c.execute("CREATE TABLE ik (k BIGINT PRIMARY KEY); CREATE TABLE tk (k TEXT PRIMARY KEY)")
-            .await
-            .unwrap();
-        run_checks(&mut Conn::Pg(&mut c), Dialect::Postgres).await;
+    let mut c = RawConn::open(&db).await;
+    for s in setup {
+        c.execute(s).await.unwrap();
+    }
+    let d = match kind {
+        Kind::Postgres => Dialect::Postgres,
+        Kind::Mysql => Dialect::Mysql,
+        Kind::Sqlite => Dialect::Sqlite,
     };
-    result.await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
+    run_checks(&mut c, d).await;
 }
 
-async fn check_mysql() {
-    let admin_url =
-        std::env::var("MYSQL_URL").unwrap_or("mysql://root@127.0.0.1:3306/mysql".into());
-    let mut admin = match sqlx::MySqlConnection::connect(&admin_url).await {
-        Ok(c) => c,
-        Err(e) if !require() => return eprintln!("skipped: mysql not reachable ({e})"),
-        Err(e) => panic!("mysql not reachable and RESHARD_REQUIRE_BACKENDS=1: {e}"),
-    };
-    let db = format!("reshard_sqlroute_{}", std::process::id());
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {db} CHARACTER SET utf8mb4").as_str())
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", admin_url.rsplit_once('/').unwrap().0);
-    let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    c.execute("CREATE TABLE ik (k BIGINT PRIMARY KEY)")
-        .await
-        .unwrap();
-    c.execute("CREATE TABLE tk (k VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci PRIMARY KEY)").await.unwrap();
-    run_checks(&mut Conn::My(&mut c), Dialect::Mysql).await;
-    drop(c);
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {db}").as_str())
-        .await
-        .unwrap();
-}
-
-enum Conn<'a> {
-    Pg(&'a mut sqlx::PgConnection),
-    My(&'a mut sqlx::MySqlConnection),
-    Lite(&'a mut sqlx::SqliteConnection),
-}
-
-impl Conn<'_> {
-    async fn exec(&mut self, sql: &str) {
-        match self {
-            Conn::Pg(c) => c.execute(sql).await.map(|_| ()),
-            Conn::My(c) => c.execute(sql).await.map(|_| ()),
-            Conn::Lite(c) => c.execute(sql).await.map(|_| ()),
-        }
-        .unwrap_or_else(|e| panic!("{e}\n{sql}"));
-    }
-
-    async fn insert_keys(&mut self, ints: &[i64], texts: &[String]) {
-        for k in ints {
-            match self {
-                Conn::Pg(c) => sqlx::query("INSERT INTO ik VALUES ($1)")
-                    .bind(k)
-                    .execute(&mut **c)
-                    .await
-                    .map(|_| ()),
-                Conn::My(c) => sqlx::query("INSERT INTO ik VALUES (?)")
-                    .bind(k)
-                    .execute(&mut **c)
-                    .await
-                    .map(|_| ()),
-                Conn::Lite(c) => sqlx::query("INSERT INTO ik VALUES (?)")
-                    .bind(k)
-                    .execute(&mut **c)
-                    .await
-                    .map(|_| ()),
-            }
-            .unwrap();
-        }
-        for k in texts {
-            match self {
-                Conn::Pg(c) => sqlx::query("INSERT INTO tk VALUES ($1)")
-                    .bind(k)
-                    .execute(&mut **c)
-                    .await
-                    .map(|_| ()),
-                // The unicode_ci collation treats some distinct strings as equal; skip those.
-                Conn::My(c) => sqlx::query("INSERT IGNORE INTO tk VALUES (?)")
-                    .bind(k)
-                    .execute(&mut **c)
-                    .await
-                    .map(|_| ()),
-                Conn::Lite(c) => sqlx::query("INSERT INTO tk VALUES (?)")
-                    .bind(k)
-                    .execute(&mut **c)
-                    .await
-                    .map(|_| ()),
-            }
-            .unwrap();
-        }
-    }
-
-    /// (key as text, owner index) for every row.
-    async fn owners(&mut self, table: &str, expr: &str) -> Vec<(Key, i64)> {
-        let sql = format!("SELECT k, {expr} AS o FROM {table} AS t");
-        let int = table == "ik";
-        macro_rules! rows {
-            ($c:expr) => {{
-                let rows = sqlx::query(&sql)
-                    .fetch_all(&mut **$c)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}\n{sql}"));
-                rows.iter()
-                    .map(|r| {
-                        let k = if int {
-                            Key::Int(r.get::<i64, _>(0))
-                        } else {
-                            Key::Text(r.get::<String, _>(0))
-                        };
-                        let o: i64 = r
-                            .try_get::<i64, _>(1)
-                            .unwrap_or_else(|_| r.get::<i32, _>(1) as i64);
-                        (k, o)
-                    })
-                    .collect()
-            }};
-        }
-        match self {
-            Conn::Pg(c) => rows!(c),
-            Conn::My(c) => rows!(c),
-            Conn::Lite(c) => rows!(c),
-        }
-    }
-}
-
-async fn run_checks(c: &mut Conn<'_>, dialect: Dialect) {
+async fn run_checks(c: &mut RawConn, dialect: Dialect) {
     let mut rng = Rng(0x5eed_0000 + dialect as u64);
     let maps = maps(&mut rng, dialect != Dialect::Sqlite);
     let mut ints = int_keys(&mut rng);
@@ -348,7 +207,7 @@ async fn run_checks(c: &mut Conn<'_>, dialect: Dialect) {
     ints.dedup();
     texts.sort();
     texts.dedup();
-    c.insert_keys(&ints, &texts).await;
+    insert_keys(c, &ints, &texts).await;
     let mut checked = 0;
     for (i, (m, int)) in maps.into_iter().enumerate() {
         let part = m.compile();
@@ -356,7 +215,7 @@ async fn run_checks(c: &mut Conn<'_>, dialect: Dialect) {
         let key = format!("t.{}", dialect.quote("k"));
         let r = owner_sql(dialect, &m.partitioning, &key, &aux).unwrap();
         for s in &r.setup {
-            c.exec(s).await;
+            c.execute(s).await.unwrap_or_else(|e| panic!("{e}\n{s}"));
         }
         for table in ["ik", "tk"] {
             // Integer-routed maps only take integer keys.
@@ -367,7 +226,8 @@ async fn run_checks(c: &mut Conn<'_>, dialect: Dialect) {
             if table == "ik" && m.partitioning.key_kind() == reshard::map::KeyKind::Text {
                 continue;
             }
-            for (k, o) in c.owners(table, &r.owner_expr).await {
+            let sql = format!("SELECT k, {} AS o FROM {table} AS t", r.owner_expr);
+            for (k, o) in c.pairs(&sql, table == "ik").await {
                 let want = part.owner_index(&k).unwrap();
                 assert_eq!(
                     o as usize, want,
@@ -378,29 +238,68 @@ async fn run_checks(c: &mut Conn<'_>, dialect: Dialect) {
             }
         }
         for s in &r.teardown {
-            c.exec(s).await;
+            c.execute(s).await.unwrap_or_else(|e| panic!("{e}\n{s}"));
         }
     }
     assert!(checked > 5_000, "only {checked} keys checked");
 }
 
+/// Keys go in as literals: integers printed by Rust, text as hex so no quoting is involved.
+async fn insert_keys(c: &mut RawConn, ints: &[i64], texts: &[String]) {
+    let values: Vec<String> = ints.iter().map(|k| format!("({k})")).collect();
+    c.execute(&format!("INSERT INTO ik VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let mysql = matches!(c, RawConn::My(_));
+    let mut values = Vec::new();
+    for k in texts {
+        let hex: String = k.bytes().map(|b| format!("{b:02x}")).collect();
+        let lit = match c {
+            RawConn::Pg(_) => format!("convert_from('\\x{hex}'::bytea, 'UTF8')"),
+            RawConn::My(_) => format!("CONVERT(X'{hex}' USING utf8mb4)"),
+            RawConn::Lite(_) => format!("CAST(X'{hex}' AS TEXT)"),
+        };
+        values.push(format!("({lit})"));
+    }
+    // The unicode_ci collation treats some distinct strings as equal; skip those.
+    let verb = if mysql { "INSERT IGNORE" } else { "INSERT" };
+    c.execute(&format!("{verb} INTO tk VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn postgres_routes_like_rust() {
-    check_pg().await;
+    check(
+        Kind::Postgres,
+        &[
+            "CREATE TABLE ik (k BIGINT PRIMARY KEY)",
+            "CREATE TABLE tk (k TEXT PRIMARY KEY)",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn mariadb_routes_like_rust() {
-    check_mysql().await;
+    check(
+        Kind::Mysql,
+        &[
+            "CREATE TABLE ik (k BIGINT PRIMARY KEY)",
+            "CREATE TABLE tk (k VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci PRIMARY KEY)",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sqlite_routes_ranges_and_identity_like_rust() {
-    let mut c = sqlx::SqliteConnection::connect("sqlite::memory:")
-        .await
-        .unwrap();
-    c.execute("CREATE TABLE ik (k INTEGER PRIMARY KEY); CREATE TABLE tk (k TEXT PRIMARY KEY)")
-        .await
-        .unwrap();
-    run_checks(&mut Conn::Lite(&mut c), Dialect::Sqlite).await;
+    check(
+        Kind::Sqlite,
+        &[
+            "CREATE TABLE ik (k INTEGER PRIMARY KEY)",
+            "CREATE TABLE tk (k TEXT PRIMARY KEY)",
+        ],
+    )
+    .await;
 }
