@@ -9,14 +9,16 @@
 //! deleted by their sequence numbers (never "everything below a position"), so a transaction that
 //! commits late with a lower sequence number is still seen.
 //!
-//! The guard is a BEFORE trigger that computes the key's owner under the new map
-//! ([`crate::sqlroute`]) and reads that owner's row of the shard's `_reshard_fence` table with a
-//! locking read (`FOR SHARE` / `LOCK IN SHARE MODE`). Raising a fence is an UPDATE of that one
-//! row: it waits for the in-flight transactions that wrote moving keys (they hold the row's shared
-//! lock), and every later writer of a moving key sees the committed flag even inside an older
-//! REPEATABLE READ snapshot, because locking reads read the latest version. Writers of keys that
-//! do not move lock other rows and are never blocked. After the flip the flag stays set, and the
-//! same trigger refuses stale writers. reshard's own writes (reverse sync, deleting moved rows)
+//! The guard is a BEFORE trigger that computes the key's owner under the old and the new map
+//! ([`crate::sqlroute`]) and reads the row of the shard's `_reshard_fence` table for that
+//! (old owner, new owner) pair — one row per move — with a locking read (`FOR SHARE` /
+//! `LOCK IN SHARE MODE`). Raising a fence is an UPDATE of that one row: it waits for the
+//! in-flight transactions that wrote the move's keys (they hold the row's shared lock), and every
+//! later writer of those keys sees the committed flag even inside an older REPEATABLE READ
+//! snapshot, because locking reads read the latest version. Keys that do not move have no row
+//! and are never blocked. The same table serves both directions: on the source the fence goes up
+//! for the flip and stays up to refuse stale writers; on the destination it goes up for a
+//! rollback. reshard's own writes (reverse sync, deleting moved rows)
 //! set a session flag the triggers honour (`reshard.bypass` on PostgreSQL, `@reshard_bypass` on
 //! MariaDB). SQLite has neither session variables nor digests in SQL: there the fence holds the
 //! database's write lock, guards exist only for maps SQL can route (ranges, identity modulo), and
@@ -35,7 +37,9 @@ pub const FENCE_SQLSTATE: &str = "RS001";
 pub const FENCE_MESSAGE: &str = "reshard: keys are moving, refresh routing and retry";
 
 pub const FENCE_TABLE: &str = "_reshard_fence";
-pub const RING_TABLE: &str = "_reshard_ring";
+/// Token tables for rings of the old and the new map.
+pub const RING_TABLE_OLD: &str = "_reshard_ring_old";
+pub const RING_TABLE_NEW: &str = "_reshard_ring_new";
 
 /// Whether an error message from a shard is the fence refusing a write.
 pub fn is_fence_error(sqlstate: Option<&str>, message: &str) -> bool {
@@ -295,8 +299,9 @@ pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capt
     })
 }
 
-/// Statements that install and remove the guard on one table of a source shard. `new_map` is the
-/// map being moved to; `owners` of the fence table are indices into `new_map.owners()`.
+/// Statements that install and remove the guard on one table of a shard taking part in a job.
+/// Fence rows are keyed by (old owner, new owner): indices into `old_map.owners()` and
+/// `new_map.owners()`, one row per move of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     /// Shard-wide objects (fence table, ring tokens), idempotent; run before the table's.
@@ -307,55 +312,72 @@ pub struct Guard {
     pub remove_shared: Vec<String>,
 }
 
-/// The guard for `schema` (shard key `key`), or None on SQLite when the new map routes by hash,
+/// A move's fence row: (index in the old map's owners, index in the new map's owners).
+pub type FencePair = (usize, usize);
+
+/// The guard for `schema` (shard key `key`), or None on SQLite when either map routes by hash,
 /// which SQLite cannot compute in SQL.
 pub fn guard(
     dialect: Dialect,
     schema: &TableSchema,
     key: &str,
+    old_map: &Partitioning,
     new_map: &Partitioning,
+    moves: &[FencePair],
 ) -> Result<Option<Guard>, TriggerError> {
     let q = |s: &str| dialect.quote(s);
     let t = q(&schema.name);
     let fence = q(FENCE_TABLE);
     column_type(schema, key)?;
-    let owners = new_map.owners().len();
     let mut shared = vec![format!(
-        "CREATE TABLE IF NOT EXISTS {fence} (dst INTEGER NOT NULL PRIMARY KEY, \
-         fenced INTEGER NOT NULL DEFAULT 0, move_id VARCHAR(64))"
+        "CREATE TABLE IF NOT EXISTS {fence} (src INTEGER NOT NULL, dst INTEGER NOT NULL, \
+         fenced INTEGER NOT NULL DEFAULT 0, move_id VARCHAR(64), PRIMARY KEY (src, dst))"
     )];
-    // One row per owner exists before any fence goes up, so that raising a fence updates an
+    // Every move's row exists before any fence goes up, so that raising a fence updates an
     // existing row (a record lock) instead of inserting one (a gap lock that writers starve).
-    let rows: Vec<String> = (0..owners).map(|i| format!("({i})")).collect();
-    shared.push(match dialect {
-        Dialect::Postgres | Dialect::Sqlite => format!(
-            "INSERT INTO {fence} (dst) VALUES {} ON CONFLICT (dst) DO NOTHING",
-            rows.join(", ")
-        ),
-        Dialect::Mysql => format!(
-            "INSERT IGNORE INTO {fence} (dst) VALUES {}",
-            rows.join(", ")
-        ),
-    });
-    let route_for =
-        |row: &str| owner_sql(dialect, new_map, &format!("{row}.{}", q(key)), RING_TABLE);
-    let new_route = match route_for("NEW") {
+    let rows: Vec<String> = moves.iter().map(|(s, d)| format!("({s}, {d})")).collect();
+    if !rows.is_empty() {
+        shared.push(match dialect {
+            Dialect::Postgres | Dialect::Sqlite => format!(
+                "INSERT INTO {fence} (src, dst) VALUES {} ON CONFLICT (src, dst) DO NOTHING",
+                rows.join(", ")
+            ),
+            Dialect::Mysql => {
+                format!(
+                    "INSERT IGNORE INTO {fence} (src, dst) VALUES {}",
+                    rows.join(", ")
+                )
+            }
+        });
+    }
+    // The (old owner, new owner) condition for the row image `row` (NEW or OLD), with the
+    // helper objects both maps' routing needs.
+    let pair_for = |row: &str| -> Result<(String, Vec<String>, Vec<String>), SqlRouteError> {
+        let k = format!("{row}.{}", q(key));
+        let o = owner_sql(dialect, old_map, &k, RING_TABLE_OLD)?;
+        let n = owner_sql(dialect, new_map, &k, RING_TABLE_NEW)?;
+        let cond = format!("src = {} AND dst = {}", o.owner_expr, n.owner_expr);
+        let setup = o.setup.into_iter().chain(n.setup).collect();
+        let teardown = o.teardown.into_iter().chain(n.teardown).collect();
+        Ok((cond, setup, teardown))
+    };
+    let (new_pair, setup, teardown) = match pair_for("NEW") {
         Ok(r) => r,
         Err(SqlRouteError::NoHashInSqlite(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let old_route = route_for("OLD")?;
-    shared.extend(new_route.setup.iter().cloned());
-    let mut remove_shared = new_route.teardown.clone();
+    let (old_pair, _, _) = pair_for("OLD")?;
+    shared.extend(setup);
+    let mut remove_shared = teardown;
     remove_shared.push(format!("DROP TABLE IF EXISTS {fence}"));
     let mut install = Vec::new();
     let mut remove = Vec::new();
     match dialect {
         Dialect::Postgres => {
             let func = q(&aux_name("_rs_guard", &schema.name));
-            let check = |expr: &str| {
+            let check = |cond: &str| {
                 format!(
-                    "SELECT fenced INTO f FROM {fence} WHERE dst = {expr} FOR SHARE;\n\
+                    "f := 0; SELECT fenced INTO f FROM {fence} WHERE {cond} FOR SHARE;\n\
                      IF f = 1 THEN RAISE EXCEPTION USING ERRCODE = '{FENCE_SQLSTATE}', \
                      MESSAGE = '{FENCE_MESSAGE}'; END IF;"
                 )
@@ -371,8 +393,8 @@ pub fn guard(
                    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;\n\
                    RETURN NEW;\n\
                  END $reshard$",
-                new_check = check(&new_route.owner_expr),
-                old_check = check(&old_route.owner_expr),
+                new_check = check(&new_pair),
+                old_check = check(&old_pair),
             ));
             install.push(format!("DROP TRIGGER IF EXISTS {func} ON {t}"));
             install.push(format!(
@@ -383,24 +405,20 @@ pub fn guard(
             remove.push(format!("DROP FUNCTION IF EXISTS {func}()"));
         }
         Dialect::Mysql => {
-            let check = |expr: &str| {
+            let check = |cond: &str| {
                 format!(
-                    "SET f = 0; SELECT fenced INTO f FROM {fence} WHERE dst = {expr} LOCK IN SHARE MODE; \
+                    "SET f = 0; SELECT fenced INTO f FROM {fence} WHERE {cond} LOCK IN SHARE MODE; \
                      IF f = 1 THEN SIGNAL SQLSTATE '{FENCE_SQLSTATE}' SET MESSAGE_TEXT = '{FENCE_MESSAGE}'; END IF;"
                 )
             };
             for (suffix, event, body) in [
-                ("i", "INSERT", check(&new_route.owner_expr)),
+                ("i", "INSERT", check(&new_pair)),
                 (
                     "u",
                     "UPDATE",
-                    format!(
-                        "{} {}",
-                        check(&new_route.owner_expr),
-                        check(&old_route.owner_expr)
-                    ),
+                    format!("{} {}", check(&new_pair), check(&old_pair)),
                 ),
-                ("d", "DELETE", check(&old_route.owner_expr)),
+                ("d", "DELETE", check(&old_pair)),
             ] {
                 let name = q(&aux_name(&format!("_rs_guard{suffix}"), &schema.name));
                 install.push(format!("DROP TRIGGER IF EXISTS {name}"));
@@ -413,16 +431,9 @@ pub fn guard(
         }
         Dialect::Sqlite => {
             for (suffix, event, cond) in [
-                ("i", "INSERT", format!("dst = {}", new_route.owner_expr)),
-                (
-                    "u",
-                    "UPDATE",
-                    format!(
-                        "dst IN ({}, {})",
-                        new_route.owner_expr, old_route.owner_expr
-                    ),
-                ),
-                ("d", "DELETE", format!("dst = {}", old_route.owner_expr)),
+                ("i", "INSERT", new_pair.clone()),
+                ("u", "UPDATE", format!("({new_pair}) OR ({old_pair})")),
+                ("d", "DELETE", old_pair.clone()),
             ] {
                 let name = q(&aux_name(&format!("_rs_guard{suffix}"), &schema.name));
                 install.push(format!("DROP TRIGGER IF EXISTS {name}"));
@@ -443,13 +454,15 @@ pub fn guard(
     }))
 }
 
-/// Raises or lowers the fence for the keys whose new owner is `dst` (an index into the new map's
-/// owners): one UPDATE of one existing row, to run in its own short transaction.
+/// Raises or lowers the fence of one move (binds: fenced 0/1, move id, src index, dst index):
+/// one UPDATE of one existing row, to run in its own short transaction.
 pub fn set_fence_sql(dialect: Dialect) -> String {
     let fence = dialect.quote(FENCE_TABLE);
     match dialect {
-        Dialect::Postgres => format!("UPDATE {fence} SET fenced = $1, move_id = $2 WHERE dst = $3"),
-        _ => format!("UPDATE {fence} SET fenced = ?, move_id = ? WHERE dst = ?"),
+        Dialect::Postgres => {
+            format!("UPDATE {fence} SET fenced = $1, move_id = $2 WHERE src = $3 AND dst = $4")
+        }
+        _ => format!("UPDATE {fence} SET fenced = ?, move_id = ? WHERE src = ? AND dst = ?"),
     }
 }
 

@@ -42,22 +42,69 @@ fn schema(kind: Kind) -> TableSchema {
     }
 }
 
-/// The new map: a ring where SQL can hash, a range split on SQLite.
-fn new_map(kind: Kind) -> Map {
-    let part = match kind {
-        Kind::Sqlite => {
-            r#"{"kind":"range","ranges":[{"from":null,"to":100,"shard":"s0"},{"from":100,"to":200,"shard":"s1"},{"from":200,"to":null,"shard":"s2"}]}"#
-        }
-        _ => r#"{"kind":"ring","hash":"sha1","vnodes":16,"nodes":["s0","s1","s2"]}"#,
-    };
+fn map_of(part: &str) -> Map {
     Map::parse(
         &format!(
             r#"{{"shards":{{"s0":"sqlite://a","s1":"sqlite://b","s2":"sqlite://c"}},
                "tables":[{{"name":"posts","key":"user_id"}}],"partitioning":{part}}}"#
         ),
-        "new.json",
+        "map.json",
     )
     .unwrap()
+}
+
+/// Old and new maps: hash routing where SQL can hash, ranges on SQLite.
+fn maps(kind: Kind) -> (Map, Map) {
+    match kind {
+        Kind::Sqlite => (
+            map_of(
+                r#"{"kind":"range","ranges":[{"from":null,"to":150,"shard":"s0"},{"from":150,"to":null,"shard":"s1"}]}"#,
+            ),
+            map_of(
+                r#"{"kind":"range","ranges":[{"from":null,"to":100,"shard":"s0"},{"from":100,"to":200,"shard":"s1"},{"from":200,"to":null,"shard":"s2"}]}"#,
+            ),
+        ),
+        _ => (
+            map_of(r#"{"kind":"modulo","hash":"md5","shards":["s0","s1"]}"#),
+            map_of(r#"{"kind":"ring","hash":"sha1","vnodes":16,"nodes":["s0","s1","s2"]}"#),
+        ),
+    }
+}
+
+/// Every (old owner, new owner) pair that is a move, as fence rows.
+fn move_pairs(old: &Map, new: &Map) -> Vec<(usize, usize)> {
+    let (o, n) = (old.compile(), new.compile());
+    let mut pairs = Vec::new();
+    for (i, a) in o.shards.iter().enumerate() {
+        for (j, b) in n.shards.iter().enumerate() {
+            if a != b {
+                pairs.push((i, j));
+            }
+        }
+    }
+    pairs
+}
+
+/// (old index, new index) of a key.
+fn pair_of(old: &Map, new: &Map, k: i64) -> (usize, usize) {
+    (
+        old.compile().owner_index(&Key::Int(k)).unwrap(),
+        new.compile().owner_index(&Key::Int(k)).unwrap(),
+    )
+}
+
+/// A key that moves into s2, and one that does not move.
+fn keys(old: &Map, new: &Map) -> (i64, i64) {
+    let n = new.compile();
+    let s2 = n.shards.iter().position(|s| s == "s2").unwrap();
+    let moving = (1..10_000).find(|k| pair_of(old, new, *k).1 == s2).unwrap();
+    let staying = (1..10_000)
+        .find(|k| {
+            let (a, b) = pair_of(old, new, *k);
+            old.compile().shards[a] == n.shards[b]
+        })
+        .unwrap();
+    (moving, staying)
 }
 
 /// Runs a write and says whether the fence refused it (any other error fails the test).
@@ -97,11 +144,19 @@ async fn check(kind: Kind) {
         }
         _ => "CREATE TABLE posts (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, body TEXT)",
     });
-    let map = new_map(kind);
+    let (old, new) = maps(kind);
     let cap = triggers::capture(d, &sch, "user_id").unwrap();
-    let guard = triggers::guard(d, &sch, "user_id", &map.partitioning)
-        .unwrap()
-        .unwrap();
+    let pairs = move_pairs(&old, &new);
+    let guard = triggers::guard(
+        d,
+        &sch,
+        "user_id",
+        &old.partitioning,
+        &new.partitioning,
+        &pairs,
+    )
+    .unwrap()
+    .unwrap();
     let mut c = AnyConnection::open(&db).await;
     c.run_all(&cap.install).await;
     c.run_all(&guard.shared).await;
@@ -128,29 +183,14 @@ async fn check(kind: Kind) {
         .collect();
     assert_eq!(log_rows(&db), want, "{kind:?}");
 
-    // Fence the keys whose new owner is s2; find one such key and one that is not.
-    let part = map.compile();
-    let s2 = part.shards.iter().position(|s| s == "s2").unwrap();
-    let moving = (1..10_000)
-        .find(|k| part.owner_index(&Key::Int(*k)).unwrap() == s2)
-        .unwrap();
-    let staying = (1..10_000)
-        .find(|k| part.owner_index(&Key::Int(*k)).unwrap() != s2)
-        .unwrap();
-    c.execute(
-        format!("INSERT INTO posts VALUES (100, {moving}, 'm'), (101, {staying}, 's')").as_str(),
-    )
-    .await
-    .unwrap();
-    c.execute(
-        format!(
-            "UPDATE {} SET fenced = 1 WHERE dst = {s2}",
-            d.quote(triggers::FENCE_TABLE)
-        )
-        .as_str(),
-    )
-    .await
-    .unwrap();
+    // Fence the move of one key; a key that does not move stays writable.
+    let (moving, staying) = keys(&old, &new);
+    let (src, dst) = pair_of(&old, &new, moving);
+    let rows = format!("INSERT INTO posts VALUES (100, {moving}, 'm'), (101, {staying}, 's')");
+    c.execute(&rows).await.unwrap();
+    let fence = d.quote(triggers::FENCE_TABLE);
+    let raise = format!("UPDATE {fence} SET fenced = 1 WHERE src = {src} AND dst = {dst}");
+    c.execute(&raise).await.unwrap();
     let before = log_rows(&db).len();
     assert!(
         refused(
@@ -256,17 +296,25 @@ async fn fence_waits_for_in_flight_writers(kind: Kind) {
     let d = dialect(kind);
     let sch = schema(kind);
     db.exec("CREATE TABLE posts (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, body TEXT)");
-    let map = new_map(kind);
-    let guard = triggers::guard(d, &sch, "user_id", &map.partitioning)
-        .unwrap()
-        .unwrap();
+    let (old, new) = maps(kind);
+    let pairs = move_pairs(&old, &new);
+    let guard = triggers::guard(
+        d,
+        &sch,
+        "user_id",
+        &old.partitioning,
+        &new.partitioning,
+        &pairs,
+    )
+    .unwrap()
+    .unwrap();
     let mut admin = AnyConnection::open(&db).await;
     admin.run_all(&guard.shared).await;
     admin.run_all(&guard.install).await;
-    let part = map.compile();
-    let s2 = part.shards.iter().position(|s| s == "s2").unwrap();
+    let (first, _) = keys(&old, &new);
+    let (src, dst) = pair_of(&old, &new, first);
     let moving: Vec<i64> = (1..10_000)
-        .filter(|k| part.owner_index(&Key::Int(*k)).unwrap() == s2)
+        .filter(|k| pair_of(&old, &new, *k) == (src, dst))
         .take(2)
         .collect();
     let fence = d.quote(triggers::FENCE_TABLE);
@@ -282,7 +330,7 @@ async fn fence_waits_for_in_flight_writers(kind: Kind) {
         _ => "SET SESSION innodb_lock_wait_timeout = 1",
     };
     admin.execute(timeout).await.unwrap();
-    let raise = format!("UPDATE {fence} SET fenced = 1 WHERE dst = {s2}");
+    let raise = format!("UPDATE {fence} SET fenced = 1 WHERE src = {src} AND dst = {dst}");
     assert!(
         admin.execute(raise.as_str()).await.is_err(),
         "{kind:?}: the fence must wait for the writer"
@@ -292,7 +340,7 @@ async fn fence_waits_for_in_flight_writers(kind: Kind) {
 
     // A REPEATABLE READ writer that took its snapshot before the fence is refused anyway.
     let mut rr = AnyConnection::open(&db).await;
-    let lower = format!("UPDATE {fence} SET fenced = 0 WHERE dst = {s2}");
+    let lower = format!("UPDATE {fence} SET fenced = 0 WHERE src = {src} AND dst = {dst}");
     admin.execute(lower.as_str()).await.unwrap();
     match kind {
         Kind::Postgres => rr
