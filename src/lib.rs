@@ -4,11 +4,13 @@
 //! from other Rust programs.
 
 pub mod backend;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod hashing;
 pub mod ident;
+pub mod job;
 pub mod map;
 pub mod plan;
 pub mod planner;
