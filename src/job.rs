@@ -64,13 +64,13 @@ impl JobState {
 
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
-        match (self, to) {
-            (Running, Interrupted | Failed | Copied | Cancelled) => true,
-            (Interrupted | Failed | Running, Running) => true,
-            (Interrupted | Failed, Cancelled) => true,
-            (Copied, Completed | Cancelled | Running) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Running, Interrupted | Failed | Copied | Cancelled)
+                | (Interrupted | Failed | Running, Running)
+                | (Interrupted | Failed, Cancelled)
+                | (Copied, Completed | Cancelled | Running)
+        )
     }
 }
 
@@ -131,10 +131,12 @@ pub fn new_job_id() -> String {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish()
 }
 

@@ -403,7 +403,10 @@ impl Catalog {
     /// `last_error` (cleared when None and the job runs again).
     pub async fn set_job_state(&self, job: &str, to: JobState, error: Option<&str>) -> Result<()> {
         let now = now_text();
-        let finished = matches!(to, JobState::Copied | JobState::Completed | JobState::Cancelled);
+        let finished = matches!(
+            to,
+            JobState::Copied | JobState::Completed | JobState::Cancelled
+        );
         let res: Result<()> = with_pool!(self, p => async {
             let mut tx = p.begin().await?;
             let cur: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
@@ -579,7 +582,9 @@ impl Catalog {
         // m2 before m10.
         out.sort_by_key(|m| {
             (
-                m.id.trim_start_matches('m').parse::<u64>().unwrap_or(u64::MAX),
+                m.id.trim_start_matches('m')
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX),
                 m.id.clone(),
             )
         });
@@ -597,13 +602,15 @@ impl Catalog {
         .with_context(|| format!("catalog {}: reading cursors of move {mv}", self.label))?;
         Ok(rows
             .into_iter()
-            .map(|(table, cursor_json, done, rows_read, rows_copied)| CursorRow {
-                table,
-                cursor_json,
-                done: done != 0,
-                rows_read: rows_read as u64,
-                rows_copied: rows_copied as u64,
-            })
+            .map(
+                |(table, cursor_json, done, rows_read, rows_copied)| CursorRow {
+                    table,
+                    cursor_json,
+                    done: done != 0,
+                    rows_read: rows_read as u64,
+                    rows_copied: rows_copied as u64,
+                },
+            )
             .collect())
     }
 

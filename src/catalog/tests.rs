@@ -75,7 +75,9 @@ async fn state_changes_are_checked_and_logged() {
     cat.set_move_state("j1", "m1", MoveState::Copied, None)
         .await
         .unwrap();
-    cat.set_job_state("j1", JobState::Copied, None).await.unwrap();
+    cat.set_job_state("j1", JobState::Copied, None)
+        .await
+        .unwrap();
     let m = &cat.moves("j1").await.unwrap()[0];
     assert_eq!((m.rows_copied, m.bytes_copied, m.copy_ms), (3, 30, 8));
     let c = &cat.cursors("j1", "m1").await.unwrap()[0];
@@ -129,7 +131,10 @@ async fn read_only_open_never_creates_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("none.db");
     let url = format!("sqlite://{}", path.display());
-    assert!(Catalog::open(&url, Access::ReadOnly).await.unwrap().is_none());
+    assert!(Catalog::open(&url, Access::ReadOnly)
+        .await
+        .unwrap()
+        .is_none());
     assert!(!path.exists());
 }
 
