@@ -18,6 +18,7 @@ use crate::shard_url::ShardUrl;
 
 pub mod mysql;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 /// A column value as read from a shard.
@@ -30,6 +31,9 @@ pub enum Value {
     UInt(u64),
     /// f64 kept as bits so that NaN, -0.0 and every payload survive exactly.
     Float(u64),
+    /// f32 (MySQL/MariaDB `FLOAT`) kept as bits: widening to f64 and back is exact for finite
+    /// values but may quiet a NaN, and the destination must be bound as a 4-byte float anyway.
+    Float32(u32),
     Text(String),
     Bytes(Vec<u8>),
 }
@@ -42,6 +46,31 @@ impl Value {
             Value::UInt(v) => i64::try_from(*v).ok().map(Key::Int),
             Value::Text(s) => Some(Key::Text(s.clone())),
             _ => None,
+        }
+    }
+
+    /// Approximate payload size in bytes, for progress and estimates.
+    pub fn approx_size(&self) -> u64 {
+        match self {
+            Value::Null => 1,
+            Value::Bool(_) => 1,
+            Value::Float32(_) => 4,
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => 8,
+            Value::Text(s) => s.len() as u64,
+            Value::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    pub fn from_f64(v: f64) -> Value {
+        Value::Float(v.to_bits())
+    }
+}
+
+impl From<&crate::map::Bound> for Value {
+    fn from(b: &crate::map::Bound) -> Value {
+        match b {
+            crate::map::Bound::Int(v) => Value::Int(*v),
+            crate::map::Bound::Text(s) => Value::Text(s.clone()),
         }
     }
 }
