@@ -73,7 +73,8 @@ pub struct PlanArgs {
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  reshard route --map plans/ring-add/new.json 42 1001\n  \
-    seq 1 1000000 | reshard route --map new.json > owners.tsv"
+    seq 1 1000000 | reshard route --map new.json > owners.tsv",
+    allow_negative_numbers = true
 )]
 pub struct RouteArgs {
     /// Route with this map file
