@@ -73,14 +73,15 @@ pub struct PlanArgs {
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  reshard route --map plans/ring-add/new.json 42 1001\n  \
-    seq 1 1000000 | reshard route --map new.json > owners.tsv",
-    allow_negative_numbers = true
+    seq 1 1000000 | reshard route --map new.json > owners.tsv"
 )]
 pub struct RouteArgs {
     /// Route with this map file
     #[arg(long, value_name = "MAP.json")]
     pub map: PathBuf,
     /// Keys to route; with none, keys are read from standard input, one per line
+    /// (negative integers need no `--`; other keys starting with `-` go after `--`)
+    #[arg(allow_negative_numbers = true)]
     pub keys: Vec<String>,
 }
 

@@ -209,8 +209,8 @@ mod tests {
         assert_eq!(
             out,
             vec![
+                "moves[0]: {\"id\":\"m1\"} vs (absent)".to_string(),
                 "summary.moved_fraction: 0.5 vs 0.4".to_string(),
-                "moves[0]: {\"id\":\"m1\"} vs (absent)".to_string()
             ]
         );
     }
