@@ -809,6 +809,19 @@ impl Partitioner {
     pub fn owner(&self, key: &Key) -> Result<&str, RouteError> {
         self.owner_index(key).map(|i| self.shards[i].as_str())
     }
+
+    /// For a ring: its hash, sorted tokens and each token's owner (an index into `shards`).
+    /// The planner diffs rings token by token and must see exactly the ring routing uses.
+    pub fn ring(&self) -> Option<(HashKind, &[Token], &[usize])> {
+        match &self.kind {
+            Compiled::Ring {
+                hash,
+                tokens,
+                owner,
+            } => Some((*hash, tokens, owner)),
+            _ => None,
+        }
+    }
 }
 
 /// Index of the first token strictly greater than `h`, wrapping to the smallest.
