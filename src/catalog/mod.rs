@@ -185,6 +185,15 @@ impl Catalog {
         }
     }
 
+    /// SQLite transactions that write must start as writers (BEGIN IMMEDIATE): a deferred one
+    /// that reads first fails with SQLITE_BUSY at its first write instead of waiting.
+    fn begin_sql(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "BEGIN IMMEDIATE",
+            Pool::Postgres(_) => "BEGIN",
+        }
+    }
+
     async fn has_schema(&self) -> Result<bool> {
         let n: i64 = match &self.pool {
             Pool::Sqlite(p) => {
@@ -248,7 +257,7 @@ impl Catalog {
         let fp = map_fingerprint(job.from);
         let map_json = job.from.canonical_json();
         let res: Result<()> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let current: Option<(i64, String, String)> =
                 sqlx::query_as("SELECT version, fingerprint, map_json FROM routing WHERE id = 1")
                     .fetch_optional(&mut *tx)
@@ -332,19 +341,13 @@ impl Catalog {
         let now = now_ms();
         let expires = now + ttl.as_millis() as i64;
         let res: Result<std::result::Result<(), String>> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
-            // Serialize lease takers: on SQLite a write lock; on PostgreSQL a row lock.
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            // Serialize lease takers: on SQLite BEGIN IMMEDIATE's write lock; on PostgreSQL a row lock.
             let q = if matches!(self.pool, Pool::Postgres(_)) {
                 "SELECT lease_owner, lease_expires_ms FROM jobs WHERE id = $1 FOR UPDATE"
             } else {
                 "SELECT lease_owner, lease_expires_ms FROM jobs WHERE id = $1"
             };
-            if matches!(self.pool, Pool::Sqlite(_)) {
-                // Upgrade to a write transaction before reading, so two takers cannot both see
-                // the lease free.
-                sqlx::query("UPDATE jobs SET updated_at = updated_at WHERE id = $1")
-                    .bind(job).execute(&mut *tx).await?;
-            }
             let row: Option<(Option<String>, Option<i64>)> =
                 sqlx::query_as(q).bind(job).fetch_optional(&mut *tx).await?;
             let Some((holder, until)) = row else {
@@ -408,7 +411,7 @@ impl Catalog {
             JobState::Copied | JobState::Completed | JobState::Cancelled
         );
         let res: Result<()> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let cur: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
                 .bind(job).fetch_optional(&mut *tx).await?;
             let Some(cur) = cur else { bail!("job {job} does not exist") };
@@ -447,7 +450,7 @@ impl Catalog {
     ) -> Result<()> {
         let now = now_text();
         let res: Result<()> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let cur: Option<String> =
                 sqlx::query_scalar("SELECT state FROM moves WHERE job_id = $1 AND move_id = $2")
                     .bind(job).bind(mv).fetch_optional(&mut *tx).await?;
@@ -484,7 +487,7 @@ impl Catalog {
     pub async fn record_move_error(&self, job: &str, mv: &str, error: &str) -> Result<()> {
         let now = now_text();
         let res: Result<()> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query(
                 "UPDATE moves SET last_error = $1, updated_at = $2 WHERE job_id = $3 AND move_id = $4",
             )
@@ -517,7 +520,7 @@ impl Catalog {
     ) -> Result<()> {
         let now = now_text();
         let res: Result<()> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query(
                 "UPDATE cursors SET cursor_json = COALESCE($1, cursor_json), done = $2, \
                  rows_read = rows_read + $3, rows_copied = rows_copied + $4, \

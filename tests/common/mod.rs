@@ -2,4 +2,5 @@
 //! `pub mod x;` line.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod db;
