@@ -244,7 +244,6 @@ async fn sqlite_trait() {
 }
 
 #[tokio::test]
-#[ignore = "postgres backend lands in the next commit"]
 async fn postgres_trait() {
     trait_behaviour(Kind::Postgres).await;
     text_keys(Kind::Postgres).await;
