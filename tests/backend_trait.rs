@@ -250,7 +250,6 @@ async fn postgres_trait() {
 }
 
 #[tokio::test]
-#[ignore = "mysql backend lands in a later commit"]
 async fn mysql_trait() {
     trait_behaviour(Kind::Mysql).await;
     text_keys(Kind::Mysql).await;

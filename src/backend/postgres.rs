@@ -44,6 +44,15 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
             ("DateStyle", "ISO,MDY"),
             ("IntervalStyle", "postgres"),
         ]);
+    // One direct attempt first: the pool would retry a refused connection until its acquire
+    // timeout, and retrying is the caller's decision (execution backs off on transient errors).
+    sqlx::Connection::close(
+        <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&opts)
+            .await
+            .map_err(|e| anyhow!("shard {shard}: cannot connect to PostgreSQL: {e}"))?,
+    )
+    .await
+    .ok();
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))
