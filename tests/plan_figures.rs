@@ -10,7 +10,8 @@ fn map(n_shards: usize, part: serde_json::Value) -> Map {
     let shards: serde_json::Map<String, serde_json::Value> = (0..n_shards)
         .map(|i| (format!("s{i}"), json!(format!("sqlite://data/s{i}.db"))))
         .collect();
-    let v = json!({"shards": shards, "tables": [{"name": "users", "key": "id"}], "partitioning": part});
+    let v =
+        json!({"shards": shards, "tables": [{"name": "users", "key": "id"}], "partitioning": part});
     Map::from_value(&v, "test").unwrap()
 }
 
@@ -19,11 +20,17 @@ fn names(n: usize) -> Vec<String> {
 }
 
 fn modulo(hash: &str, n: usize) -> Map {
-    map(n, json!({"kind": "modulo", "hash": hash, "shards": names(n)}))
+    map(
+        n,
+        json!({"kind": "modulo", "hash": hash, "shards": names(n)}),
+    )
 }
 
 fn ring(n: usize, vnodes: u32) -> Map {
-    map(n, json!({"kind": "ring", "hash": "sha1", "vnodes": vnodes, "nodes": names(n)}))
+    map(
+        n,
+        json!({"kind": "ring", "hash": "sha1", "vnodes": vnodes, "nodes": names(n)}),
+    )
 }
 
 #[test]
@@ -48,7 +55,10 @@ fn identity_modulo_4_to_8_moves_half_in_four_moves() {
         );
     }
     // Checked against routing, key by key.
-    let (a, b) = (modulo("identity", 4).compile(), modulo("identity", 8).compile());
+    let (a, b) = (
+        modulo("identity", 4).compile(),
+        modulo("identity", 8).compile(),
+    );
     let moved = (-5000i64..5000)
         .filter(|v| a.owner(&Key::Int(*v)).unwrap() != b.owner(&Key::Int(*v)).unwrap())
         .count();
@@ -67,7 +77,11 @@ fn modulo_4_to_5_moves_eighty_percent() {
             .moves
             .iter()
             .map(|m| match &m.segments {
-                Segments::Residues { modulus: 20, residues, .. } => residues.len(),
+                Segments::Residues {
+                    modulus: 20,
+                    residues,
+                    ..
+                } => residues.len(),
                 other => panic!("{other:?}"),
             })
             .sum();
@@ -118,7 +132,10 @@ fn ring_add_moves_only_arcs_to_the_new_node() {
         }
     }
     let observed = moved as f64 / 20_000.0;
-    assert!((observed - p.summary.moved_fraction).abs() < 0.02, "{observed}");
+    assert!(
+        (observed - p.summary.moved_fraction).abs() < 0.02,
+        "{observed}"
+    );
 }
 
 #[test]
@@ -149,7 +166,9 @@ fn different_hashes_are_sampled_deterministically() {
     assert_eq!(p.moves.len(), 12);
     assert!(p.moves.iter().all(|m| m.segments == Segments::Owners));
     // Byte-identical on a rerun (a smaller sample keeps the debug-build test quick).
-    let opts = reshard::planner::PlannerOptions { sample_keys: 20_000 };
+    let opts = reshard::planner::PlannerOptions {
+        sample_keys: 20_000,
+    };
     let run = || {
         reshard::planner::plan_labeled(&modulo("md5", 4), "a", &modulo("sha1", 4), "b", &opts)
             .unwrap()
