@@ -779,6 +779,10 @@ impl Partitioner {
                 owner,
                 integer,
             } => {
+                // A single unbounded range has no bounds to compare with: it takes any key.
+                if starts.len() == 1 {
+                    return Ok(owner[0]);
+                }
                 let b = match (integer, key) {
                     (true, Key::Int(v)) => Bound::Int(*v),
                     (true, Key::Text(s)) => match s.parse::<i64>() {
@@ -884,6 +888,15 @@ mod tests {
         assert_eq!(p.owner(&Key::Int(9)).unwrap(), "s0");
         assert_eq!(p.owner(&Key::Int(10)).unwrap(), "s1");
         assert_eq!(p.owner(&Key::Int(i64::MIN)).unwrap(), "s0");
+    }
+
+    #[test]
+    fn a_single_unbounded_range_takes_any_key() {
+        let m =
+            with(r#"{"kind":"range","ranges":[{"from":null,"to":null,"shard":"s1"}]}"#).unwrap();
+        let p = m.compile();
+        assert_eq!(p.owner(&Key::Text("abc".into())).unwrap(), "s1");
+        assert_eq!(p.owner(&Key::Int(-7)).unwrap(), "s1");
     }
 
     #[test]

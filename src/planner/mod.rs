@@ -138,12 +138,15 @@ pub fn plan_labeled(
     let removed: Vec<String> = before.difference(&after).map(|s| s.to_string()).collect();
     let minimum_fraction = (!added.is_empty() || !removed.is_empty())
         .then(|| round_fraction(minimum_to_balance(&shares_before, &shares_after)));
-    let ring_equivalent_fraction =
-        matches!(from.partitioning, Partitioning::Modulo { .. }).then(|| {
-            let common = before.intersection(&after).count() as f64;
-            let union = before.union(&after).count() as f64;
-            round_fraction(1.0 - common / union)
-        });
+    let ring_equivalent_fraction = matches!(
+        (&from.partitioning, &to.partitioning),
+        (Partitioning::Modulo { .. }, Partitioning::Modulo { .. })
+    )
+    .then(|| {
+        let common = before.intersection(&after).count() as f64;
+        let union = before.union(&after).count() as f64;
+        round_fraction(1.0 - common / union)
+    });
     let (method_name, sample_keys) = match method {
         Method::Exact => ("exact", None),
         Method::Independent => ("independent", None),

@@ -34,7 +34,12 @@ fn describe(m: &Map) -> String {
 }
 
 fn pct(x: f64) -> String {
-    format!("{:.3}%", x * 100.0)
+    if x > 0.0 && x < 0.000_005 {
+        // A sliver of a huge key space (say a 10^6-wide range of i64) is not nothing.
+        "<0.001%".to_string()
+    } else {
+        format!("{:.3}%", x * 100.0)
+    }
 }
 
 /// Cuts `s` to `n` characters, marking the cut.
