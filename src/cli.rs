@@ -80,6 +80,8 @@ pub struct RouteArgs {
     #[arg(long, value_name = "MAP.json")]
     pub map: PathBuf,
     /// Keys to route; with none, keys are read from standard input, one per line
+    /// (negative integers need no `--`; other keys starting with `-` go after `--`)
+    #[arg(allow_negative_numbers = true)]
     pub keys: Vec<String>,
 }
 

@@ -4,16 +4,25 @@
 //! from other Rust programs.
 
 pub mod backend;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
+pub mod copy;
 pub mod error;
+pub mod execute;
+pub mod failpoint;
 pub mod hashing;
 pub mod ident;
+pub mod job;
 pub mod map;
 pub mod picture;
 pub mod plan;
 pub mod planner;
+pub mod preflight;
+pub mod progress;
+pub mod retry;
 pub mod shard_url;
+pub mod signals;
 pub mod sqlroute;
 pub mod triggers;
 

@@ -779,6 +779,10 @@ impl Partitioner {
                 owner,
                 integer,
             } => {
+                // A single unbounded range has no bounds to compare with: it takes any key.
+                if starts.len() == 1 {
+                    return Ok(owner[0]);
+                }
                 let b = match (integer, key) {
                     (true, Key::Int(v)) => Bound::Int(*v),
                     (true, Key::Text(s)) => match s.parse::<i64>() {
@@ -808,6 +812,19 @@ impl Partitioner {
 
     pub fn owner(&self, key: &Key) -> Result<&str, RouteError> {
         self.owner_index(key).map(|i| self.shards[i].as_str())
+    }
+
+    /// For a ring: its hash, sorted tokens and each token's owner (an index into `shards`).
+    /// The planner diffs rings token by token and must see exactly the ring routing uses.
+    pub fn ring(&self) -> Option<(HashKind, &[Token], &[usize])> {
+        match &self.kind {
+            Compiled::Ring {
+                hash,
+                tokens,
+                owner,
+            } => Some((*hash, tokens, owner)),
+            _ => None,
+        }
     }
 }
 
@@ -871,6 +888,15 @@ mod tests {
         assert_eq!(p.owner(&Key::Int(9)).unwrap(), "s0");
         assert_eq!(p.owner(&Key::Int(10)).unwrap(), "s1");
         assert_eq!(p.owner(&Key::Int(i64::MIN)).unwrap(), "s0");
+    }
+
+    #[test]
+    fn a_single_unbounded_range_takes_any_key() {
+        let m =
+            with(r#"{"kind":"range","ranges":[{"from":null,"to":null,"shard":"s1"}]}"#).unwrap();
+        let p = m.compile();
+        assert_eq!(p.owner(&Key::Text("abc".into())).unwrap(), "s1");
+        assert_eq!(p.owner(&Key::Int(-7)).unwrap(), "s1");
     }
 
     #[test]

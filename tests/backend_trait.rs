@@ -244,14 +244,12 @@ async fn sqlite_trait() {
 }
 
 #[tokio::test]
-#[ignore = "postgres backend lands in the next commit"]
 async fn postgres_trait() {
     trait_behaviour(Kind::Postgres).await;
     text_keys(Kind::Postgres).await;
 }
 
 #[tokio::test]
-#[ignore = "mysql backend lands in a later commit"]
 async fn mysql_trait() {
     trait_behaviour(Kind::Mysql).await;
     text_keys(Kind::Mysql).await;

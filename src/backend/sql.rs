@@ -39,7 +39,12 @@ pub(crate) fn check_type(ty: &str) -> Result<()> {
             }
         }
     }
-    if ty.len() > 200 || !plain(ty) {
+    // PostgreSQL array types end in `[]` (possibly repeated).
+    let mut base = ty;
+    while let Some(b) = base.strip_suffix("[]") {
+        base = b;
+    }
+    if ty.len() > 200 || !plain(base) {
         bail!("column type {ty:?} has characters reshard does not accept in a type name");
     }
     Ok(())
@@ -337,6 +342,8 @@ mod tests {
             "bigint(20) unsigned",
             "enum('a','it''s')",
             "set('x')",
+            "integer[]",
+            "text[][]",
             "",
         ] {
             assert!(check_type(ok).is_ok(), "{ok}");
@@ -347,6 +354,8 @@ mod tests {
             "enum('a\\'')",
             "enum('a') , b int",
             "int--",
+            "int[]; drop",
+            "int[1]",
         ] {
             assert!(check_type(bad).is_err(), "{bad}");
         }

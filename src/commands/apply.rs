@@ -1,8 +1,19 @@
-//! `reshard apply` and `reshard resume`. Not implemented yet.
+//! `reshard apply` (with `--dry-run`) and `reshard resume`.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
 
 use super::{Format, ProgressMode};
+use crate::catalog::{Access, Catalog, NewJob};
+use crate::error::{InputError, Stop};
+use crate::execute::{JobOptions, Run};
+use crate::job::{new_job_id, JobState};
+use crate::plan::Plan;
+use crate::preflight::{self, Checks, Context, Report};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -26,12 +37,299 @@ pub struct ResumeOptions {
     pub parallel: Option<usize>,
 }
 
+fn validate(batch_size: usize, parallel: Option<usize>) -> Result<(), InputError> {
+    let mut p = Vec::new();
+    if batch_size == 0 {
+        p.push("--batch-size: must be at least 1".to_string());
+    }
+    if parallel == Some(0) {
+        p.push("--parallel: must be at least 1".to_string());
+    }
+    if p.is_empty() {
+        Ok(())
+    } else {
+        Err(InputError::many(p))
+    }
+}
+
 pub fn run(opts: ApplyOptions) -> i32 {
-    let _ = opts;
-    super::report(anyhow::anyhow!("apply is not implemented yet"))
+    // All input is checked before any I/O.
+    let plan = match Plan::load(&opts.plan) {
+        Ok(p) => p,
+        Err(e) => return super::report(e.into()),
+    };
+    if let Err(e) = validate(opts.batch_size, Some(opts.parallel)) {
+        return super::report(e.into());
+    }
+    if !opts.dry_run && !opts.yes && !std::io::stdin().is_terminal() {
+        return super::report(
+            Stop::Refused(
+                "apply writes to the shards and asks for confirmation, but standard input is \
+                 not a terminal; pass --yes to proceed without asking"
+                    .into(),
+            )
+            .into(),
+        );
+    }
+    if opts.dry_run {
+        match super::block_on_value(dry_run(&plan, &opts)) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(e) => super::report(e),
+        }
+    } else {
+        super::block_on(apply(plan, opts))
+    }
+}
+
+/// Connects, describes and checks; the report holds every problem found.
+async fn preflight_all(plan: &Plan, checks: &Checks) -> (Context, Report) {
+    let (mut ctx, mut problems) = preflight::connect(plan).await;
+    problems.extend(preflight::describe_all(&mut ctx).await);
+    let mut rep = if problems.is_empty() {
+        preflight::check(&ctx, checks).await
+    } else {
+        Report::default()
+    };
+    problems.append(&mut rep.problems);
+    rep.problems = problems;
+    (ctx, rep)
+}
+
+async fn dry_run(plan: &Plan, opts: &ApplyOptions) -> Result<bool> {
+    let mut problems = Vec::new();
+    let catalog = Catalog::open(&opts.catalog, Access::ReadOnly).await?;
+    if let Some(cat) = &catalog {
+        if let Err(e) = Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from) {
+            problems.push(format!("{e:#}"));
+        }
+        cat.close().await;
+    }
+    let checks = Checks {
+        create_tables: opts.create_tables,
+        allow_existing: opts.allow_existing,
+    };
+    let (ctx, rep) = preflight_all(plan, &checks).await;
+    problems.extend(rep.problems.iter().cloned());
+    let rate = if problems.is_empty() {
+        preflight::measure_read(&ctx, opts.batch_size).await?
+    } else {
+        None
+    };
+    let rows: u64 = rep.counts.iter().map(|c| c.rows).sum();
+    let bytes: u64 = rep.counts.iter().map(|c| c.bytes).sum();
+    let scanned: u64 = rep.counts.iter().map(|c| c.rows_scanned).sum();
+    // Reading is measured; writing is assumed to cost about as much again. A rough figure, for
+    // planning a maintenance window, not a promise.
+    let est = rate.map(|r| ((scanned + rows) as f64 / r).ceil() as u64);
+    let ok = problems.is_empty();
+    match opts.format {
+        Format::Json => {
+            let v = json!({
+                "would_start": ok,
+                "problems": problems,
+                "moves": rep.counts,
+                "rows": rows,
+                "bytes": bytes,
+                "create_tables": rep.missing.iter()
+                    .map(|(s, t)| json!({"shard": s, "table": t})).collect::<Vec<_>>(),
+                "estimated_seconds": est,
+                "read_rows_per_second": rate.map(|r| r.round()),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Text => {
+            println!("dry run of plan {} (nothing was written)", plan.fingerprint);
+            if !rep.counts.is_empty() {
+                println!(
+                    "{:<6} {:<16} {:<16} {:>12} {:>14}",
+                    "MOVE", "SOURCE", "DESTINATION", "ROWS", "BYTES"
+                );
+                for c in &rep.counts {
+                    println!(
+                        "{:<6} {:<16} {:<16} {:>12} {:>14}",
+                        c.id, c.source, c.destination, c.rows, c.bytes
+                    );
+                }
+                println!("{:<40} {rows:>12} {bytes:>14}", "total");
+            }
+            for (s, t) in &rep.missing {
+                println!("would create table {t} at {s}");
+            }
+            match est {
+                Some(s) => println!(
+                    "estimated duration: about {s} s (reads measured at {:.0} rows/s)",
+                    rate.unwrap_or(0.0)
+                ),
+                None if ok => println!("estimated duration: nothing to read"),
+                None => {}
+            }
+            if ok {
+                println!("apply would start");
+            } else {
+                println!("apply would NOT start:");
+                for p in &problems {
+                    println!("  - {p}");
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn confirm(plan: &Plan, rep: &Report) -> Result<bool> {
+    let rows: u64 = rep.counts.iter().map(|c| c.rows).sum();
+    eprint!(
+        "Copy {rows} rows in {} moves ({})? [y/N] ",
+        plan.moves.len(),
+        plan.moves
+            .iter()
+            .map(|m| format!("{} {}->{}", m.id, m.source, m.destination))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+async fn apply(plan: Plan, opts: ApplyOptions) -> Result<()> {
+    // Refuse a stale plan before touching anything: read-only first.
+    if let Some(cat) = Catalog::open(&opts.catalog, Access::ReadOnly).await? {
+        Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from)?;
+        cat.close().await;
+    }
+    let checks = Checks {
+        create_tables: opts.create_tables,
+        allow_existing: opts.allow_existing,
+    };
+    let (ctx, rep) = preflight_all(&plan, &checks).await;
+    if !rep.problems.is_empty() {
+        return Err(Stop::Refused(format!(
+            "preflight found {} problem(s); nothing was written:\n  - {}",
+            rep.problems.len(),
+            rep.problems.join("\n  - ")
+        ))
+        .into());
+    }
+    if !opts.yes && !confirm(&plan, &rep)? {
+        return Err(Stop::Refused("not confirmed; nothing was written".into()).into());
+    }
+    let stop = crate::signals::install().context("installing signal handlers")?;
+    let catalog = Arc::new(Catalog::open_rw(&opts.catalog).await?);
+    let job = new_job_id();
+    let options = JobOptions {
+        batch_size: opts.batch_size,
+        parallel: opts.parallel,
+        create: rep.missing.clone(),
+    };
+    let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
+    catalog
+        .create_job(NewJob {
+            id: &job,
+            plan_fingerprint: &plan.fingerprint,
+            plan_json: &plan.to_json(),
+            options_json: &serde_json::to_string(&options)?,
+            from: &plan.from,
+            tables: &tables,
+            moves: rep
+                .counts
+                .iter()
+                .map(|c| {
+                    (
+                        c.id.clone(),
+                        c.source.clone(),
+                        c.destination.clone(),
+                        c.rows,
+                        c.bytes,
+                    )
+                })
+                .collect(),
+        })
+        .await?;
+    println!("job {job}");
+    eprintln!("reshard: started job {job} ({} moves)", plan.moves.len());
+    let run = Run {
+        catalog: catalog.clone(),
+        catalog_url: &opts.catalog,
+        job: &job,
+        options,
+        progress: opts.progress,
+        stop,
+    };
+    let r = run.execute(ctx).await;
+    catalog.close().await;
+    r
 }
 
 pub fn resume(opts: ResumeOptions) -> i32 {
-    let _ = opts;
-    super::report(anyhow::anyhow!("resume is not implemented yet"))
+    if let Err(e) = validate(1, opts.parallel) {
+        return super::report(e.into());
+    }
+    super::block_on(resume_job(opts))
+}
+
+async fn resume_job(opts: ResumeOptions) -> Result<()> {
+    let Some(ro) = Catalog::open(&opts.catalog, Access::ReadOnly).await? else {
+        return Err(InputError::one(format!(
+            "--catalog: {} holds no jobs (it does not exist)",
+            crate::shard_url::redact(&opts.catalog)
+        ))
+        .into());
+    };
+    ro.close().await;
+    let catalog = Arc::new(Catalog::open_rw(&opts.catalog).await?);
+    let job = match &opts.job {
+        Some(j) => catalog
+            .job(j)
+            .await?
+            .ok_or_else(|| InputError::one(format!("job {j}: not in the catalog")))?,
+        None => catalog
+            .jobs()
+            .await?
+            .into_iter()
+            .find(|j| JobState::parse(&j.state).is_some_and(|s| s.resumable()))
+            .ok_or_else(|| InputError::one("no job to resume: every job has finished"))?,
+    };
+    let state = JobState::parse(&job.state);
+    if state == Some(JobState::Copied) {
+        eprintln!("reshard: job {} has already copied every move", job.id);
+        return Ok(());
+    }
+    if !state.is_some_and(|s| s.resumable()) {
+        return Err(Stop::Refused(format!(
+            "job {} is {} and cannot be resumed",
+            job.id, job.state
+        ))
+        .into());
+    }
+    let plan = Plan::parse(&job.plan_json, &format!("job {} plan", job.id))?;
+    let mut options: JobOptions = serde_json::from_str(&job.options_json)
+        .with_context(|| format!("job {}: unreadable options in the catalog", job.id))?;
+    if let Some(p) = opts.parallel {
+        options.parallel = p;
+    }
+    let (mut ctx, mut problems) = preflight::connect(&plan).await;
+    problems.extend(preflight::describe_all(&mut ctx).await);
+    if !problems.is_empty() {
+        return Err(anyhow::anyhow!(
+            "job {} cannot continue yet:\n  - {}",
+            job.id,
+            problems.join("\n  - ")
+        ));
+    }
+    let stop = crate::signals::install().context("installing signal handlers")?;
+    eprintln!("reshard: resuming job {}", job.id);
+    let run = Run {
+        catalog: catalog.clone(),
+        catalog_url: &opts.catalog,
+        job: &job.id,
+        options,
+        progress: opts.progress,
+        stop,
+    };
+    let r = run.execute(ctx).await;
+    catalog.close().await;
+    r
 }

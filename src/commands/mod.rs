@@ -42,3 +42,14 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> i3
         Err(e) => report(e),
     }
 }
+
+/// Like [`block_on`], for handlers whose success carries a value (such as "would start").
+pub fn block_on_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    f: F,
+) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("starting the async runtime"))?;
+    rt.block_on(f)
+}

@@ -1,8 +1,16 @@
-//! `reshard plan`. Not implemented yet.
+//! `reshard plan`: diff two maps into a plan; print it for review, write it, or check that a
+//! committed plan still matches its maps.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde_json::Value;
 
 use super::Format;
+use crate::error::{InputError, Stop};
+use crate::map::Map;
+use crate::planner::{self, PlannerOptions};
 
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -14,6 +22,196 @@ pub struct PlanOptions {
 }
 
 pub fn run(opts: PlanOptions) -> i32 {
-    let _ = opts;
-    super::report(anyhow::anyhow!("plan is not implemented yet"))
+    match execute(&opts) {
+        Ok(()) => 0,
+        Err(e) => super::report(e),
+    }
+}
+
+/// Loads both maps, reporting the problems of both files at once.
+pub fn load_maps(from: &Path, to: &Path) -> Result<(Map, Map), InputError> {
+    match (Map::load(from), Map::load(to)) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => {
+            let mut problems = Vec::new();
+            for r in [a, b] {
+                if let Err(e) = r {
+                    problems.extend(e.problems);
+                }
+            }
+            Err(InputError::many(problems))
+        }
+    }
+}
+
+fn execute(opts: &PlanOptions) -> anyhow::Result<()> {
+    // Everything is validated and computed before any file is written.
+    let (from, to) = load_maps(&opts.from, &opts.to)?;
+    let plan = planner::plan_labeled(
+        &from,
+        &opts.from.display().to_string(),
+        &to,
+        &opts.to.display().to_string(),
+        &PlannerOptions::default(),
+    )?;
+    let json = plan.to_json();
+
+    if let Some(check) = &opts.check {
+        return check_against(check, &json);
+    }
+    if let Some(out) = &opts.output {
+        write_atomically(out, &json)
+            .with_context(|| format!("writing the plan to {}", out.display()))?;
+    }
+    let shown = match opts.format {
+        Format::Json if opts.output.is_none() => json,
+        Format::Json => String::new(),
+        Format::Text => planner::render(&plan),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(shown.as_bytes())
+        .context("writing to stdout")?;
+    if let Some(out) = &opts.output {
+        if opts.format == Format::Text {
+            writeln!(stdout, "\nplan written to {}", out.display()).context("writing to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+/// Exit 0 when the committed plan is byte-identical to the recomputed one, 1 with the fields
+/// that differ otherwise, 2 when the committed file cannot be read as JSON.
+fn check_against(path: &Path, fresh: &str) -> anyhow::Result<()> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::one(format!("{label}: cannot read: {e}")))?;
+    if text == fresh {
+        println!("{label}: up to date");
+        return Ok(());
+    }
+    let old: Value = serde_json::from_str(&text).map_err(|e| {
+        InputError::one(format!(
+            "{label}: malformed JSON at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let new: Value = serde_json::from_str(fresh).context("re-reading the recomputed plan")?;
+    let mut lines = Vec::new();
+    json_diff("", &old, &new, &mut lines);
+    if lines.is_empty() {
+        lines
+            .push("same content, different formatting (regenerate it with reshard plan -o)".into());
+    }
+    let shown = lines.len().min(MAX_DIFF_LINES);
+    let mut msg = format!(
+        "{label} does not match the plan recomputed from the maps (committed vs recomputed):\n"
+    );
+    for l in &lines[..shown] {
+        msg.push_str("  ");
+        msg.push_str(l);
+        msg.push('\n');
+    }
+    if lines.len() > shown {
+        msg.push_str(&format!("  … {} more differences\n", lines.len() - shown));
+    }
+    msg.push_str("regenerate it with: reshard plan --from OLD --to NEW -o PLAN.json");
+    Err(Stop::Different(msg).into())
+}
+
+const MAX_DIFF_LINES: usize = 30;
+
+fn brief(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        let t: String = s.chars().take(39).collect();
+        format!("{t}…")
+    } else {
+        s
+    }
+}
+
+/// The JSON paths where two values differ, with both sides.
+fn json_diff(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                match b.get(k) {
+                    Some(vb) => json_diff(&at(k), va, vb, out),
+                    None => out.push(format!("{}: {} vs (absent)", at(k), brief(va))),
+                }
+            }
+            for (k, vb) in b {
+                if !a.contains_key(k) {
+                    out.push(format!("{}: (absent) vs {}", at(k), brief(vb)));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for i in 0..a.len().max(b.len()) {
+                let p = format!("{path}[{i}]");
+                match (a.get(i), b.get(i)) {
+                    (Some(x), Some(y)) => json_diff(&p, x, y, out),
+                    (Some(x), None) => out.push(format!("{p}: {} vs (absent)", brief(x))),
+                    (None, Some(y)) => out.push(format!("{p}: (absent) vs {}", brief(y))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: {} vs {}", brief(a), brief(b))),
+        _ => {}
+    }
+}
+
+/// Writes through a temporary file in the same directory and renames it into place, so a
+/// reader never sees half a plan.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plan.json".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_paths() {
+        let a: Value =
+            serde_json::json!({"summary": {"moved_fraction": 0.5}, "moves": [{"id": "m1"}]});
+        let b: Value = serde_json::json!({"summary": {"moved_fraction": 0.4}, "moves": []});
+        let mut out = Vec::new();
+        json_diff("", &a, &b, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                "moves[0]: {\"id\":\"m1\"} vs (absent)".to_string(),
+                "summary.moved_fraction: 0.5 vs 0.4".to_string(),
+            ]
+        );
+    }
 }

@@ -2,5 +2,6 @@
 //! `pub mod x;` line.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod conn;
 pub mod db;

@@ -1,0 +1,193 @@
+use super::*;
+use crate::map::Map;
+
+fn map(shards: &[&str]) -> Map {
+    let shard_urls: serde_json::Map<String, serde_json::Value> = shards
+        .iter()
+        .map(|s| (s.to_string(), serde_json::json!(format!("sqlite://{s}.db"))))
+        .collect();
+    let v = serde_json::json!({
+        "shards": shard_urls,
+        "tables": [{"name": "t", "key": "id"}],
+        "partitioning": {"kind": "modulo", "hash": "identity", "shards": shards},
+    });
+    Map::from_value(&v, "test").unwrap()
+}
+
+async fn fresh() -> (tempfile::TempDir, Catalog, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cat.db").display());
+    let cat = Catalog::open_rw(&url).await.unwrap();
+    (dir, cat, url)
+}
+
+fn new_job<'a>(id: &'a str, from: &'a Map, tables: &'a [String]) -> NewJob<'a> {
+    NewJob {
+        id,
+        plan_fingerprint: "fp",
+        plan_json: "{}",
+        options_json: "{}",
+        from,
+        tables,
+        moves: vec![("m1".into(), "a".into(), "b".into(), 10, 100)],
+    }
+}
+
+#[tokio::test]
+async fn first_job_records_routing_v1_and_refuses_a_stale_from() {
+    let (_d, cat, _) = fresh().await;
+    assert!(cat.routing().await.unwrap().is_none());
+    let from = map(&["a", "b"]);
+    let tables = vec!["t".to_string()];
+    cat.create_job(new_job("j1", &from, &tables)).await.unwrap();
+    let r = cat.routing().await.unwrap().unwrap();
+    assert_eq!(r.version, 1);
+    assert_eq!(r.fingerprint, map_fingerprint(&from));
+    let other = map(&["a", "b", "c"]);
+    let err = cat
+        .create_job(new_job("j2", &other, &tables))
+        .await
+        .unwrap_err();
+    assert_eq!(crate::error::exit_code(&err), 2, "{err:#}");
+    assert!(format!("{err:#}").contains(&map_fingerprint(&other)));
+    assert!(cat.job("j2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn state_changes_are_checked_and_logged() {
+    let (_d, cat, _) = fresh().await;
+    let from = map(&["a", "b"]);
+    let tables = vec!["t".to_string()];
+    cat.create_job(new_job("j1", &from, &tables)).await.unwrap();
+    assert!(cat
+        .set_move_state("j1", "m1", MoveState::Copied, None)
+        .await
+        .is_err());
+    cat.set_move_state("j1", "m1", MoveState::Copying, None)
+        .await
+        .unwrap();
+    cat.record_batch("j1", "m1", "t", Some("[1]"), false, 5, 3, 30, 7)
+        .await
+        .unwrap();
+    cat.record_batch("j1", "m1", "t", None, true, 0, 0, 0, 1)
+        .await
+        .unwrap();
+    cat.set_move_state("j1", "m1", MoveState::Copied, None)
+        .await
+        .unwrap();
+    cat.set_job_state("j1", JobState::Copied, None)
+        .await
+        .unwrap();
+    let m = &cat.moves("j1").await.unwrap()[0];
+    assert_eq!((m.rows_copied, m.bytes_copied, m.copy_ms), (3, 30, 8));
+    let c = &cat.cursors("j1", "m1").await.unwrap()[0];
+    assert_eq!(c.cursor_json.as_deref(), Some("[1]"));
+    assert!(c.done);
+    let kinds: Vec<String> = cat
+        .events("j1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "routing_initialized",
+            "job_created",
+            "move_state",
+            "table_copied",
+            "move_state",
+            "job_state"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_live_lease_excludes_a_second_worker_and_a_dead_one_does_not() {
+    let (_d, cat, _) = fresh().await;
+    let from = map(&["a", "b"]);
+    let tables = vec!["t".to_string()];
+    cat.create_job(new_job("j1", &from, &tables)).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let me = worker_id();
+    cat.acquire_lease("j1", &me, ttl).await.unwrap().unwrap();
+    // Another live process on another host.
+    let other = "elsewhere:1:00000000";
+    assert!(cat.acquire_lease("j1", other, ttl).await.unwrap().is_err());
+    cat.release_lease("j1", &me).await.unwrap();
+    cat.acquire_lease("j1", other, ttl).await.unwrap().unwrap();
+    // A holder on this host whose process is gone (pid beyond pid_max) is taken over.
+    let dead = format!("{}:4294967295:00000000", this_host());
+    cat.release_lease("j1", other).await.unwrap();
+    cat.acquire_lease("j1", &dead, ttl).await.unwrap().unwrap();
+    cat.acquire_lease("j1", &me, ttl).await.unwrap().unwrap();
+    assert!(!cat.renew_lease("j1", &dead, ttl).await.unwrap());
+    assert!(cat.renew_lease("j1", &me, ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn read_only_open_never_creates_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("none.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(Catalog::open(&url, Access::ReadOnly)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn postgres_catalog_migrates_and_records() {
+    let Ok(base) = std::env::var("PG_URL") else {
+        eprintln!("skipped: postgres catalog test (PG_URL not set)");
+        return;
+    };
+    let admin = match sqlx::PgPool::connect(&base).await {
+        Ok(p) => p,
+        Err(_) if std::env::var("RESHARD_REQUIRE_BACKENDS").as_deref() != Ok("1") => {
+            eprintln!("skipped: postgres not reachable at {}", redact(&base));
+            return;
+        }
+        Err(e) => panic!("postgres not reachable: {e}"),
+    };
+    let db = format!("reshard_cat_{}", crate::job::random_u64());
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = match base.rfind('/') {
+        Some(i) => format!("{}/{db}", &base[..i]),
+        None => unreachable!(),
+    };
+    let result = async {
+        assert!(Catalog::open(&url, Access::ReadOnly).await?.is_none());
+        let cat = Catalog::open_rw(&url).await?;
+        let from = map(&["a", "b"]);
+        let tables = vec!["t".to_string()];
+        cat.create_job(new_job("j1", &from, &tables)).await?;
+        let me = worker_id();
+        cat.acquire_lease("j1", &me, Duration::from_secs(30))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        assert!(cat
+            .acquire_lease("j1", "elsewhere:1:0", Duration::from_secs(30))
+            .await?
+            .is_err());
+        cat.set_move_state("j1", "m1", MoveState::Copying, None)
+            .await?;
+        cat.record_batch("j1", "m1", "t", Some("[2]"), true, 2, 2, 20, 3)
+            .await?;
+        assert_eq!(cat.moves("j1").await?[0].rows_copied, 2);
+        assert_eq!(cat.routing().await?.map(|r| r.version), Some(1));
+        cat.close().await;
+        anyhow::Ok(())
+    }
+    .await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    result.unwrap();
+}

@@ -1,0 +1,181 @@
+//! The batched copy of one move: per table, keyset pages in primary-key order at the source;
+//! the rows whose (old owner, new owner) is the move's (source, destination), routed in Rust for
+//! every row; an idempotent upsert at the destination; then the cursor recorded in the catalog.
+//!
+//! A crash after the upsert and before the cursor record re-reads and re-upserts that batch on
+//! resume: same rows, same result. Memory is one batch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+use crate::backend::{Backend, PkValues, TableSchema};
+use crate::catalog::Catalog;
+use crate::failpoint;
+use crate::job::MoveState;
+use crate::plan::Move;
+use crate::preflight::{key_filter, Context, Side};
+use crate::progress::Progress;
+use crate::retry::retry;
+use crate::signals::StopFlag;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Copied,
+    /// Stopped between batches because a stop was requested.
+    Stopped,
+}
+
+pub struct CopyJob<'a> {
+    pub ctx: &'a Context,
+    pub catalog: &'a Catalog,
+    pub job: &'a str,
+    pub batch_size: usize,
+    pub progress: &'a Progress,
+    pub stop: &'a StopFlag,
+}
+
+impl CopyJob<'_> {
+    pub async fn run_move(&self, m: &Move) -> Result<Outcome> {
+        let state = self
+            .catalog
+            .moves(self.job)
+            .await?
+            .into_iter()
+            .find(|r| r.id == m.id)
+            .with_context(|| format!("move {} is not in the catalog", m.id))?
+            .state;
+        match MoveState::parse(&state) {
+            Some(MoveState::Copied) => return Ok(Outcome::Copied),
+            Some(_) => {}
+            None => anyhow::bail!("move {}: unknown state {state:?} in the catalog", m.id),
+        }
+        self.catalog
+            .set_move_state(self.job, &m.id, MoveState::Copying, None)
+            .await?;
+        self.progress.set_state(&m.id, MoveState::Copying.as_str());
+        let src = self
+            .ctx
+            .shard(Side::From, &m.source)
+            .with_context(|| format!("shard {} is not connected", m.source))?
+            .clone();
+        let dst = self
+            .ctx
+            .shard(Side::To, &m.destination)
+            .with_context(|| format!("shard {} is not connected", m.destination))?
+            .clone();
+        let cursors = self.catalog.cursors(self.job, &m.id).await?;
+        for t in &self.ctx.tables {
+            let cur = cursors.iter().find(|c| c.table == t.name);
+            if cur.is_some_and(|c| c.done) {
+                continue;
+            }
+            let after: Option<PkValues> = match cur.and_then(|c| c.cursor_json.as_deref()) {
+                Some(j) => Some(serde_json::from_str(j).with_context(|| {
+                    format!(
+                        "move {}: table {}: unreadable cursor in the catalog",
+                        m.id, t.name
+                    )
+                })?),
+                None => None,
+            };
+            let schema = self
+                .ctx
+                .schema(Side::From, &m.source, &t.name)
+                .with_context(|| format!("shard {}: table {} not described", m.source, t.name))?
+                .clone();
+            let out = self
+                .copy_table(m, &src, &dst, &schema, &t.key, after)
+                .await
+                .with_context(|| format!("move {} table {}", m.id, t.name))?;
+            if out == Outcome::Stopped {
+                return Ok(Outcome::Stopped);
+            }
+        }
+        self.catalog
+            .set_move_state(self.job, &m.id, MoveState::Copied, None)
+            .await?;
+        self.progress.set_state(&m.id, MoveState::Copied.as_str());
+        Ok(Outcome::Copied)
+    }
+
+    async fn copy_table(
+        &self,
+        m: &Move,
+        src: &Arc<dyn Backend>,
+        dst: &Arc<dyn Backend>,
+        schema: &TableSchema,
+        key: &str,
+        mut after: Option<PkValues>,
+    ) -> Result<Outcome> {
+        let filter = key_filter(&m.segments);
+        let (si, di) = self.ctx.move_indices(m);
+        loop {
+            if self.stop.requested() {
+                return Ok(Outcome::Stopped);
+            }
+            let started = Instant::now();
+            let batch = retry(&format!("{}: reading {}", m.source, schema.name), || {
+                src.read_batch(schema, key, after.as_ref(), &filter, self.batch_size)
+            })
+            .await?;
+            let read = batch.rows.len();
+            let mut kept = Vec::new();
+            for (row, k) in batch.rows.into_iter().zip(&batch.keys) {
+                let from = self.ctx.from.owner_index(k);
+                let to = self.ctx.to.owner_index(k);
+                match (from, to) {
+                    (Ok(s), Ok(d)) => {
+                        if s == si && d == di {
+                            kept.push(row);
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        anyhow::bail!("shard {}: a row cannot be routed: {e}", m.source)
+                    }
+                }
+            }
+            failpoint::hit("before_upsert");
+            if !kept.is_empty() {
+                retry(
+                    &format!("{}: writing {}", m.destination, schema.name),
+                    || dst.upsert(schema, &kept),
+                )
+                .await?;
+            }
+            failpoint::hit("after_upsert");
+            let done = read < self.batch_size;
+            let cursor = match &batch.last {
+                Some(last) => Some(serde_json::to_string(last)?),
+                None => None,
+            };
+            let bytes = if read == 0 {
+                0
+            } else {
+                batch.bytes * kept.len() as u64 / read as u64
+            };
+            let elapsed = started.elapsed().as_millis() as u64;
+            retry("catalog: recording progress", || {
+                self.catalog.record_batch(
+                    self.job,
+                    &m.id,
+                    &schema.name,
+                    cursor.as_deref(),
+                    done,
+                    read as u64,
+                    kept.len() as u64,
+                    bytes,
+                    elapsed,
+                )
+            })
+            .await?;
+            failpoint::hit("after_cursor");
+            self.progress.add_rows(&m.id, kept.len() as u64);
+            if done {
+                return Ok(Outcome::Copied);
+            }
+            after = batch.last;
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Running a job: the lease and its heartbeat, tables to create, moves copied in parallel, and
+//! the job's final state. Used by both `apply` (new job) and `resume`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, DEFAULT_CATALOG};
+use crate::commands::ProgressMode;
+use crate::copy::{CopyJob, Outcome};
+use crate::error::Stop;
+use crate::job::JobState;
+use crate::preflight::{Context, Side};
+use crate::progress::{MoveInfo, Progress};
+use crate::retry::retry;
+use crate::shard_url::redact;
+use crate::signals::StopFlag;
+
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// What a job was started with; stored in the catalog so that `resume` continues the same way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobOptions {
+    pub batch_size: usize,
+    pub parallel: usize,
+    /// Destination tables that did not exist and are created by the job, as (shard, table).
+    /// Their secondary indexes are built after the copy.
+    #[serde(default)]
+    pub create: Vec<(String, String)>,
+}
+
+pub struct Run<'a> {
+    pub catalog: Arc<Catalog>,
+    pub catalog_url: &'a str,
+    pub job: &'a str,
+    pub options: JobOptions,
+    pub progress: ProgressMode,
+    pub stop: StopFlag,
+}
+
+/// The command that resumes a job, with the catalog flag when it is not the default.
+pub fn resume_command(job: &str, catalog_url: &str) -> String {
+    if catalog_url == DEFAULT_CATALOG {
+        format!("reshard resume {job}")
+    } else {
+        format!("reshard resume {job} --catalog '{}'", redact(catalog_url))
+    }
+}
+
+impl Run<'_> {
+    /// Runs the job to `copied`, or stops it as `interrupted` (Stop::Interrupted, exit 130) or
+    /// `failed` (an error, exit 1). The caller holds the lease; this renews it.
+    pub async fn execute(self, mut ctx: Context) -> Result<()> {
+        let owner = crate::catalog::worker_id();
+        match self
+            .catalog
+            .acquire_lease(self.job, &owner, LEASE_TTL)
+            .await?
+        {
+            Ok(()) => {}
+            Err(holder) => return Err(Stop::Refused(holder).into()),
+        }
+        let heartbeat = {
+            let cat = self.catalog.clone();
+            let job = self.job.to_string();
+            let owner = owner.clone();
+            let stop = self.stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_TTL / 3).await;
+                    match cat.renew_lease(&job, &owner, LEASE_TTL).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            eprintln!("reshard: lost the lease on job {job}; stopping");
+                            stop.request();
+                            return;
+                        }
+                        // A catalog hiccup: try again at the next beat, well before expiry.
+                        Err(e) => eprintln!("reshard: renewing the lease: {e:#}"),
+                    }
+                }
+            })
+        };
+        let result = self.execute_leased(&mut ctx).await;
+        heartbeat.abort();
+        let ended = self.finish(result).await;
+        if let Err(e) = self.catalog.release_lease(self.job, &owner).await {
+            eprintln!("reshard: {e:#}");
+        }
+        ended
+    }
+
+    async fn execute_leased(&self, ctx: &mut Context) -> Result<bool> {
+        let job = self.job;
+        let cat = &self.catalog;
+        let current = cat
+            .job(job)
+            .await?
+            .with_context(|| format!("job {job} not found"))?;
+        if JobState::parse(&current.state) != Some(JobState::Running) {
+            cat.set_job_state(job, JobState::Running, None).await?;
+        }
+        // Tables to create: idempotent (re-described first), so a resume after a crash here
+        // simply continues.
+        for (shard, table) in &self.options.create {
+            let dst = ctx
+                .shard(Side::To, shard)
+                .with_context(|| format!("shard {shard} is not connected"))?
+                .clone();
+            let existing = dst.describe(table).await?;
+            if existing.is_none() {
+                let src_schema = ctx
+                    .plan
+                    .moves
+                    .iter()
+                    .filter(|m| &m.destination == shard)
+                    .find_map(|m| ctx.schema(Side::From, &m.source, table))
+                    .cloned()
+                    .with_context(|| format!("no source definition for table {table}"))?;
+                dst.create_table(&src_schema)
+                    .await
+                    .with_context(|| format!("shard {shard}: creating table {table}"))?;
+                eprintln!("reshard: created table {table} at {shard}");
+            }
+            if let Some(s) = dst.describe(table).await? {
+                ctx.set_schema(Side::To, shard, table, s);
+            }
+        }
+        let rows = cat.moves(job).await?;
+        let progress = Progress::new(
+            self.progress,
+            job,
+            rows.iter()
+                .map(|r| MoveInfo {
+                    id: r.id.clone(),
+                    source: r.source.clone(),
+                    destination: r.destination.clone(),
+                    state: r.state.clone(),
+                    rows_total: r.rows_total,
+                    rows_copied: r.rows_copied,
+                })
+                .collect(),
+        );
+        let ctx: &Context = ctx;
+        let sem = tokio::sync::Semaphore::new(self.options.parallel.max(1));
+        // One failed move stops the others after their in-flight batch: the job is then failed
+        // and resumable as a whole, which is simpler to reason about than a half-running job.
+        let abort = StopFlag::default();
+        let either = StopFlag::default();
+        let copier = CopyJob {
+            ctx,
+            catalog: cat,
+            job,
+            batch_size: self.options.batch_size,
+            progress: &progress,
+            stop: &either,
+        };
+        let watcher = {
+            let (stop, abort, either) = (self.stop.clone(), abort.clone(), either.clone());
+            tokio::spawn(async move {
+                while !stop.requested() && !abort.requested() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                either.request();
+            })
+        };
+        let tasks = ctx.plan.moves.iter().map(|m| {
+            let (sem, copier, abort) = (&sem, &copier, &abort);
+            async move {
+                let _permit = sem.acquire().await;
+                if copier.stop.requested() {
+                    return Ok(Outcome::Stopped);
+                }
+                let r = copier.run_move(m).await;
+                if let Err(e) = &r {
+                    abort.request();
+                    let msg = format!("{e:#}");
+                    if let Err(e2) = retry("catalog: recording an error", || {
+                        cat.record_move_error(job, &m.id, &msg)
+                    })
+                    .await
+                    {
+                        eprintln!("reshard: {e2:#}");
+                    }
+                }
+                r.with_context(|| format!("move {} ({} -> {})", m.id, m.source, m.destination))
+            }
+        });
+        let results = futures_join_all(tasks).await;
+        watcher.abort();
+        progress.finish();
+        let mut stopped = false;
+        for r in results {
+            match r {
+                Ok(Outcome::Copied) => {}
+                Ok(Outcome::Stopped) => stopped = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if stopped {
+            return Ok(false);
+        }
+        for (shard, table) in &self.options.create {
+            if let (Some(dst), Some(schema)) = (
+                ctx.shard(Side::To, shard),
+                ctx.schema(Side::To, shard, table),
+            ) {
+                // The destination's own definition has no indexes yet; build the source's.
+                let want = ctx
+                    .plan
+                    .moves
+                    .iter()
+                    .filter(|m| &m.destination == shard)
+                    .find_map(|m| ctx.schema(Side::From, &m.source, table))
+                    .cloned()
+                    .unwrap_or_else(|| schema.clone());
+                dst.create_indexes(&want)
+                    .await
+                    .with_context(|| format!("shard {shard}: creating indexes of {table}"))?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn finish(&self, result: Result<bool>) -> Result<()> {
+        let (job, cat) = (self.job, &self.catalog);
+        match result {
+            Ok(true) => {
+                retry("catalog: finishing the job", || {
+                    cat.set_job_state(job, JobState::Copied, None)
+                })
+                .await?;
+                eprintln!("reshard: job {job} copied every move");
+                Ok(())
+            }
+            Ok(false) => {
+                retry("catalog: recording the interruption", || {
+                    cat.set_job_state(job, JobState::Interrupted, None)
+                })
+                .await?;
+                Err(Stop::Interrupted {
+                    resume: resume_command(job, self.catalog_url),
+                }
+                .into())
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if let Err(e2) = retry("catalog: recording the failure", || {
+                    cat.set_job_state(job, JobState::Failed, Some(&msg))
+                })
+                .await
+                {
+                    eprintln!("reshard: {e2:#}");
+                }
+                Err(e.context(format!(
+                    "job {job} failed; fix the cause, then: {}",
+                    resume_command(job, self.catalog_url)
+                )))
+            }
+        }
+    }
+}
+
+/// Polls all futures concurrently on this task (they borrow locals, so they are not spawned).
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}

@@ -1,0 +1,28 @@
+//! Crash injection, for tests only: `RESHARD_FAILPOINT=NAME:N` aborts the process (no cleanup,
+//! like kill -9) the Nth time execution passes the point NAME. Points in the copy of a batch:
+//! `before_upsert` (rows read, nothing written), `after_upsert` (rows written at the
+//! destination, cursor not recorded), `after_cursor` (cursor recorded). Unset, it costs one
+//! relaxed atomic load per call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+fn spec() -> &'static Option<(String, u64)> {
+    SPEC.get_or_init(|| {
+        let v = std::env::var("RESHARD_FAILPOINT").ok()?;
+        let (name, n) = v.split_once(':')?;
+        Some((name.to_string(), n.parse().ok()?))
+    })
+}
+
+pub fn hit(name: &str) {
+    if let Some((want, n)) = spec() {
+        if want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("reshard: failpoint {name}:{n} reached; aborting");
+            std::process::abort();
+        }
+    }
+}

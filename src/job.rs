@@ -1,0 +1,175 @@
+//! The job and per-move state machines. The catalog stores these states as text; every change
+//! goes through [`crate::catalog::Catalog`] in one transaction with its event row.
+//!
+//! A job is a plan being carried out. Each of its moves advances on its own:
+//!
+//! ```text
+//! move:  pending -> copying -> copied            (this issue)
+//!                              copied -> catching_up -> fenced -> flipped -> completed   (issue 4)
+//! job:   running -> copied | interrupted | failed;  interrupted | failed -> running (resume)
+//! ```
+//!
+//! The job state is derived from its moves when a run ends: `copied` when every move is copied,
+//! otherwise `interrupted` (signal) or `failed` (an error, recorded in `last_error`).
+
+use std::fmt;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Interrupted,
+    Failed,
+    /// Every move's rows are at their destination. Issue 4 continues from here.
+    Copied,
+    Completed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Running,
+        JobState::Interrupted,
+        JobState::Failed,
+        JobState::Copied,
+        JobState::Completed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Interrupted => "interrupted",
+            JobState::Failed => "failed",
+            JobState::Copied => "copied",
+            JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Self::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
+    /// Whether `resume` may pick the job up. `running` is resumable too: its worker may have
+    /// died; the lease decides whether it really still runs.
+    pub fn resumable(self) -> bool {
+        matches!(
+            self,
+            JobState::Running | JobState::Interrupted | JobState::Failed
+        )
+    }
+
+    pub fn can_become(self, to: JobState) -> bool {
+        use JobState::*;
+        matches!(
+            (self, to),
+            (Running, Interrupted | Failed | Copied | Cancelled)
+                | (Interrupted | Failed | Running, Running)
+                | (Interrupted | Failed, Cancelled)
+                | (Copied, Completed | Cancelled | Running)
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveState {
+    Pending,
+    Copying,
+    Copied,
+    // Issue 4 (change capture and cutover) adds: CatchingUp, Fenced, Flipped, Completed.
+}
+
+impl MoveState {
+    pub const ALL: [MoveState; 3] = [MoveState::Pending, MoveState::Copying, MoveState::Copied];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveState::Pending => "pending",
+            MoveState::Copying => "copying",
+            MoveState::Copied => "copied",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MoveState> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    pub fn can_become(self, to: MoveState) -> bool {
+        use MoveState::*;
+        matches!(
+            (self, to),
+            (Pending, Copying) | (Copying, Copying) | (Copying, Copied)
+        )
+    }
+}
+
+impl fmt::Display for MoveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A short, typeable job id: `j` + UTC yyyymmddHHMMSS + 4 random hex digits.
+pub fn new_job_id() -> String {
+    let now = chrono::Utc::now();
+    let r = random_u64() as u16;
+    format!("j{}{r:04x}", now.format("%Y%m%d%H%M%S"))
+}
+
+/// A random number from the standard library's per-process hash keys: enough for ids and
+/// nonces, without a dependency.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        for s in MoveState::ALL {
+            assert_eq!(MoveState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JobState::parse("nope"), None);
+    }
+
+    #[test]
+    fn transitions() {
+        assert!(MoveState::Pending.can_become(MoveState::Copying));
+        assert!(MoveState::Copying.can_become(MoveState::Copied));
+        assert!(!MoveState::Copied.can_become(MoveState::Pending));
+        assert!(!MoveState::Pending.can_become(MoveState::Copied));
+        assert!(JobState::Failed.can_become(JobState::Running));
+        assert!(!JobState::Completed.can_become(JobState::Running));
+    }
+
+    #[test]
+    fn job_ids_are_short_and_distinct() {
+        let a = new_job_id();
+        assert_eq!(a.len(), 19, "{a}");
+        assert!(a.starts_with('j'));
+        assert!(a[1..].chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,417 @@
+//! Preflight: everything that would stop a job, found before anything is written, and reported
+//! all at once. Also the connections and table definitions that execution then uses.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::backend::{self, Backend, KeyFilter, TableSchema};
+use crate::hashing::HashKind;
+use crate::map::{Partitioner, TableSpec};
+use crate::plan::{Move, Plan, Segments};
+
+/// Which side of the plan a shard connection belongs to. A shard named in both maps is one
+/// database only when both maps give it the same URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    From,
+    To,
+}
+
+/// Connections and compiled routing for one plan.
+pub struct Context {
+    pub plan: Plan,
+    pub from: Partitioner,
+    pub to: Partitioner,
+    pub tables: Vec<TableSpec>,
+    shards: HashMap<(Side, String), Arc<dyn Backend>>,
+    /// Table definitions read at each shard (None: the table does not exist there).
+    schemas: HashMap<(Side, String, String), Option<TableSchema>>,
+}
+
+impl Context {
+    pub fn shard(&self, side: Side, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.shards.get(&(side, name.to_string()))
+    }
+
+    pub fn schema(&self, side: Side, shard: &str, table: &str) -> Option<&TableSchema> {
+        self.schemas
+            .get(&(side, shard.to_string(), table.to_string()))
+            .and_then(|s| s.as_ref())
+    }
+
+    pub fn set_schema(&mut self, side: Side, shard: &str, table: &str, schema: TableSchema) {
+        self.schemas
+            .insert((side, shard.into(), table.into()), Some(schema));
+    }
+
+    /// (index of the move's source in `from`, index of its destination in `to`).
+    pub fn move_indices(&self, m: &Move) -> (usize, usize) {
+        let s = self.from.shards.iter().position(|s| *s == m.source);
+        let d = self.to.shards.iter().position(|s| *s == m.destination);
+        // Plan::parse checked both names; a shard that owns no key would match no row.
+        (s.unwrap_or(usize::MAX), d.unwrap_or(usize::MAX))
+    }
+}
+
+/// The SQL-side filter for a move: only what the map lets SQL compute exactly or loosely.
+pub fn key_filter(seg: &Segments) -> KeyFilter {
+    match seg {
+        Segments::Ranges { ranges } => KeyFilter::Ranges(
+            ranges
+                .iter()
+                .map(|r| (r.from.clone(), r.to.clone()))
+                .collect(),
+        ),
+        Segments::Residues {
+            hash: HashKind::Identity,
+            modulus,
+            residues,
+        } => KeyFilter::Residues {
+            modulus: *modulus,
+            residues: residues.clone(),
+        },
+        _ => KeyFilter::All,
+    }
+}
+
+/// Connects to every shard that takes part in a move. Returns the context and the shards that
+/// could not be reached (one problem each).
+pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
+    let mut wanted: BTreeSet<(Side, String)> = BTreeSet::new();
+    for m in &plan.moves {
+        wanted.insert((Side::From, m.source.clone()));
+        wanted.insert((Side::To, m.destination.clone()));
+    }
+    let mut problems = Vec::new();
+    let mut shards = HashMap::new();
+    let mut by_url: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+    for (side, name) in wanted {
+        let map = if side == Side::From {
+            &plan.from
+        } else {
+            &plan.to
+        };
+        let Some(url) = map.shards.get(&name) else {
+            problems.push(format!("shard {name}: not in the plan's maps"));
+            continue;
+        };
+        // The same database named on both sides shares one connection pool.
+        let key = format!("{name}\n{url}");
+        if let Some(b) = by_url.get(&key) {
+            shards.insert((side, name), b.clone());
+            continue;
+        }
+        let res = async {
+            let b = backend::connect(&name, url).await?;
+            b.ping().await?;
+            anyhow::Ok(b)
+        }
+        .await;
+        match res {
+            Ok(b) => {
+                by_url.insert(key, b.clone());
+                shards.insert((side, name), b);
+            }
+            Err(e) => problems.push(format!("shard {name} ({url}): not reachable: {e:#}")),
+        }
+    }
+    let ctx = Context {
+        from: plan.from.compile(),
+        to: plan.to.compile(),
+        tables: plan.from.tables.clone(),
+        plan: plan.clone(),
+        shards,
+        schemas: HashMap::new(),
+    };
+    (ctx, problems)
+}
+
+/// Reads the definition of every table at every connected shard.
+pub async fn describe_all(ctx: &mut Context) -> Vec<String> {
+    let mut problems = Vec::new();
+    let keys: Vec<(Side, String)> = ctx.shards.keys().cloned().collect();
+    for (side, shard) in keys {
+        let Some(b) = ctx.shard(side, &shard).cloned() else {
+            continue;
+        };
+        for t in ctx.tables.clone() {
+            match b.describe(&t.name).await {
+                Ok(s) => {
+                    ctx.schemas.insert((side, shard.clone(), t.name.clone()), s);
+                }
+                Err(e) => problems.push(format!(
+                    "shard {shard}: table {}: cannot be described: {e:#}",
+                    t.name
+                )),
+            }
+        }
+    }
+    problems
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MoveCount {
+    pub id: String,
+    pub source: String,
+    pub destination: String,
+    /// Rows (and their bytes) that will be copied.
+    pub rows: u64,
+    pub bytes: u64,
+    /// Rows the copy will read at the source (the SQL filter admits more than move).
+    pub rows_scanned: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    /// (destination shard, table) to create with --create-tables.
+    pub missing: Vec<(String, String)>,
+    pub counts: Vec<MoveCount>,
+}
+
+pub struct Checks {
+    pub create_tables: bool,
+    pub allow_existing: bool,
+}
+
+/// Compares the definitions at each move's source and destination, and looks for rows of the
+/// moving keys already at a destination; counts what each move will copy.
+pub async fn check(ctx: &Context, checks: &Checks) -> Report {
+    let mut rep = Report::default();
+    let mut seen_missing = BTreeSet::new();
+    let mut compared = BTreeSet::new();
+    for m in &ctx.plan.moves {
+        let (src, dst) = (
+            ctx.shard(Side::From, &m.source),
+            ctx.shard(Side::To, &m.destination),
+        );
+        let (Some(src), Some(dst)) = (src, dst) else {
+            continue; // unreachable: already reported
+        };
+        if src.dialect() != dst.dialect() {
+            rep.problems.push(format!(
+                "move {}: {} is {} but {} is {}; source and destination must be the same kind of database",
+                m.id, m.source, src.dialect().name(), m.destination, dst.dialect().name()
+            ));
+            continue;
+        }
+        for t in &ctx.tables {
+            let s = ctx
+                .schemas
+                .get(&(Side::From, m.source.clone(), t.name.clone()));
+            let d = ctx
+                .schemas
+                .get(&(Side::To, m.destination.clone(), t.name.clone()));
+            let Some(s) = s else { continue };
+            let Some(s) = s else {
+                rep.problems.push(format!(
+                    "shard {}: table {} does not exist at the source",
+                    m.source, t.name
+                ));
+                continue;
+            };
+            if s.primary_key.is_empty() {
+                rep.problems.push(format!(
+                    "shard {}: table {} has no primary key; reshard copies by primary key",
+                    m.source, t.name
+                ));
+            }
+            if s.column_index(&t.key).is_none() {
+                rep.problems.push(format!(
+                    "shard {}: table {} has no column {} (its shard key in the map)",
+                    m.source, t.name, t.key
+                ));
+            }
+            match d {
+                Some(Some(d))
+                    if compared.insert((
+                        m.source.clone(),
+                        m.destination.clone(),
+                        t.name.clone(),
+                    )) =>
+                {
+                    rep.problems
+                        .extend(compare(s, &m.source, d, &m.destination));
+                }
+                Some(None) => {
+                    if checks.create_tables {
+                        if seen_missing.insert((m.destination.clone(), t.name.clone())) {
+                            rep.missing.push((m.destination.clone(), t.name.clone()));
+                        }
+                    } else if seen_missing.insert((m.destination.clone(), t.name.clone())) {
+                        rep.problems.push(format!(
+                            "shard {}: table {} does not exist at the destination; \
+                             pass --create-tables to create it from {}'s definition",
+                            m.destination, t.name, m.source
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !rep.problems.is_empty() {
+        return rep;
+    }
+    // Counting reads every key once; only worth it when the definitions are right.
+    for m in &ctx.plan.moves {
+        match count_move(ctx, m, checks.allow_existing).await {
+            Ok((count, mut problems)) => {
+                rep.counts.push(count);
+                rep.problems.append(&mut problems);
+            }
+            Err(e) => rep
+                .problems
+                .push(format!("move {}: counting rows: {e:#}", m.id)),
+        }
+    }
+    rep
+}
+
+fn compare(s: &TableSchema, sname: &str, d: &TableSchema, dname: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let t = &s.name;
+    let dcols: BTreeMap<&str, _> = d.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let scols: BTreeMap<&str, _> = s.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    for c in &s.columns {
+        match dcols.get(c.name.as_str()) {
+            None => out.push(format!(
+                "table {t}: column {} exists at {sname} but not at {dname}",
+                c.name
+            )),
+            Some(dc) if dc.data_type != c.data_type => out.push(format!(
+                "table {t}: column {} is {} at {sname} but {} at {dname}",
+                c.name, c.data_type, dc.data_type
+            )),
+            Some(dc) if dc.nullable != c.nullable => out.push(format!(
+                "table {t}: column {} is {} at {sname} but {} at {dname}",
+                c.name,
+                null_word(c.nullable),
+                null_word(dc.nullable)
+            )),
+            _ => {}
+        }
+    }
+    for c in &d.columns {
+        if !scols.contains_key(c.name.as_str()) {
+            out.push(format!(
+                "table {t}: column {} exists at {dname} but not at {sname}",
+                c.name
+            ));
+        }
+    }
+    if s.primary_key != d.primary_key {
+        out.push(format!(
+            "table {t}: primary key is ({}) at {sname} but ({}) at {dname}",
+            s.primary_key.join(", "),
+            d.primary_key.join(", ")
+        ));
+    }
+    out
+}
+
+fn null_word(nullable: bool) -> &'static str {
+    if nullable {
+        "NULL"
+    } else {
+        "NOT NULL"
+    }
+}
+
+/// Rows and bytes the move will copy, and rows of its keys already at the destination.
+async fn count_move(
+    ctx: &Context,
+    m: &Move,
+    allow_existing: bool,
+) -> Result<(MoveCount, Vec<String>)> {
+    let filter = key_filter(&m.segments);
+    let (si, di) = ctx.move_indices(m);
+    let mut count = MoveCount {
+        id: m.id.clone(),
+        source: m.source.clone(),
+        destination: m.destination.clone(),
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    let (Some(src), Some(dst)) = (
+        ctx.shard(Side::From, &m.source),
+        ctx.shard(Side::To, &m.destination),
+    ) else {
+        return Ok((count, problems));
+    };
+    for t in &ctx.tables {
+        let Some(schema) = ctx.schema(Side::From, &m.source, &t.name) else {
+            continue;
+        };
+        let mut unroutable = 0u64;
+        let (mut rows, mut bytes, mut scanned) = (0u64, 0u64, 0u64);
+        src.key_counts(schema, &t.key, &filter, &mut |k, n, b| {
+            scanned += n;
+            match (ctx.from.owner_index(&k), ctx.to.owner_index(&k)) {
+                (Ok(s), Ok(d)) if s == si && d == di => {
+                    rows += n;
+                    bytes += b;
+                }
+                (Ok(_), Ok(_)) => {}
+                _ => unroutable += n,
+            }
+        })
+        .await?;
+        if unroutable > 0 {
+            problems.push(format!(
+                "shard {}: table {}: {unroutable} rows have a {} the maps cannot route",
+                m.source, t.name, t.key
+            ));
+        }
+        count.rows += rows;
+        count.bytes += bytes;
+        count.rows_scanned += scanned;
+        if let Some(dschema) = ctx.schema(Side::To, &m.destination, &t.name) {
+            let mut existing = 0u64;
+            dst.key_counts(dschema, &t.key, &filter, &mut |k, n, _| {
+                if let (Ok(s), Ok(d)) = (ctx.from.owner_index(&k), ctx.to.owner_index(&k)) {
+                    if s == si && d == di {
+                        existing += n;
+                    }
+                }
+            })
+            .await?;
+            if existing > 0 && !allow_existing {
+                problems.push(format!(
+                    "move {}: shard {} already holds {existing} rows of table {} whose keys move \
+                     there from {}; clean them up, or pass --allow-existing to overwrite them",
+                    m.id, m.destination, t.name, m.source
+                ));
+            }
+        }
+    }
+    Ok((count, problems))
+}
+
+/// Rows per second of one measured batch read at the first move's source (None when there is
+/// nothing to read).
+pub async fn measure_read(ctx: &Context, batch_size: usize) -> Result<Option<f64>> {
+    let Some(m) = ctx.plan.moves.first() else {
+        return Ok(None);
+    };
+    let Some(src) = ctx.shard(Side::From, &m.source) else {
+        return Ok(None);
+    };
+    for t in &ctx.tables {
+        let Some(schema) = ctx.schema(Side::From, &m.source, &t.name) else {
+            continue;
+        };
+        let start = Instant::now();
+        let b = src
+            .read_batch(schema, &t.key, None, &key_filter(&m.segments), batch_size)
+            .await?;
+        if !b.rows.is_empty() {
+            let secs = start.elapsed().as_secs_f64().max(1e-6);
+            return Ok(Some(b.rows.len() as f64 / secs));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,197 @@
+//! What stops a job before anything is written: a stale plan, a missing table, a column type
+//! mismatch, rows already at a destination, no --yes without a terminal; and `--dry-run`,
+//! which writes nothing anywhere.
+
+mod common;
+
+use common::cluster::*;
+use common::db::Kind;
+use serde_json::Value;
+
+fn two_to_three(
+    kind: Kind,
+    tag: &str,
+    tables_at_new: bool,
+) -> Option<(Cluster, Value, Value, String)> {
+    let c = Cluster::create(kind, tag, 3)?;
+    c.create_tables(&["s0", "s1"]);
+    if tables_at_new {
+        c.create_tables(&["s2"]);
+    }
+    let from = c.map(&["s0", "s1"], modulo("identity", &["s0", "s1"]));
+    let to = c.map(&["s0", "s1", "s2"], modulo("identity", &["s0", "s1", "s2"]));
+    c.populate(&from, 120, 2);
+    let plan = c.write_plan("plan", &from, &to).display().to_string();
+    Some((c, from, to, plan))
+}
+
+fn dry_run_writes_nothing(kind: Kind) {
+    let Some((c, from, to, plan)) = two_to_three(kind, "dry", true) else {
+        return;
+    };
+    let before = c.snapshot();
+    let out = c.run(&["apply", &plan, "--dry-run", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["would_start"], true);
+    assert!(v["rows"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["estimated_seconds"].is_u64(), "{v}");
+    assert!(!c.catalog_path().exists(), "dry run created the catalog");
+    assert_eq!(c.snapshot(), before, "dry run changed a shard");
+
+    // With an existing catalog: byte-identical afterwards.
+    let out = c.run(&["apply", &plan, "--yes", "--progress", "plain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cat = std::fs::read(c.catalog_path()).unwrap();
+    let shards = c.snapshot();
+    // Rows are now at s2, so this dry run finds a problem and exits 1, writing nothing.
+    let out = c.run(&["apply", &plan, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("already holds"), "{}", stdout(&out));
+    assert_eq!(std::fs::read(c.catalog_path()).unwrap(), cat);
+    assert_eq!(c.snapshot(), shards);
+    let _ = (from, to);
+}
+
+fn stale_plan_is_refused(kind: Kind) {
+    let Some((c, _from, to, plan)) = two_to_three(kind, "stale", true) else {
+        return;
+    };
+    let out = c.run(&["apply", &plan, "--yes", "--progress", "plain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A plan from some other map than the catalog's routing (version 1 = the first plan's from).
+    let other = c.map(&["s0", "s2"], modulo("identity", &["s0", "s2"]));
+    let stale = c.write_plan("stale", &other, &to).display().to_string();
+    let before = c.snapshot();
+    let out = c.run(&["apply", &stale, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("stale"), "{err}");
+    let want = reshard::catalog::map_fingerprint(&reshard::Map::from_value(&other, "x").unwrap());
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(c.snapshot(), before);
+}
+
+fn missing_table_and_type_mismatch_at_once(kind: Kind) {
+    let Some((c, from, to, plan)) = two_to_three(kind, "pf", false) else {
+        return;
+    };
+    // s2 has `users` with a different type for `score`, and no `orders` at all.
+    let users = ddl(kind, "users").replace(
+        match kind {
+            Kind::Sqlite => "score REAL",
+            Kind::Postgres => "score double precision",
+            Kind::Mysql => "score double",
+        },
+        "score varchar(10)",
+    );
+    c.db("s2").exec(&users);
+    let before = c.snapshot();
+    let out = c.run(&["apply", &plan, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("table orders does not exist at the destination"),
+        "{err}"
+    );
+    assert!(err.contains("--create-tables"), "{err}");
+    assert!(err.contains("column score"), "{err}");
+    assert!(!c.catalog_path().exists());
+    assert_eq!(c.snapshot(), before);
+
+    // Fix the type; --create-tables creates `orders` from the source's definition.
+    c.db("s2").exec("DROP TABLE users");
+    c.db("s2").exec(&ddl(kind, "users"));
+    let before = c.snapshot();
+    let out = c.run(&[
+        "apply",
+        &plan,
+        "--yes",
+        "--create-tables",
+        "--progress",
+        "plain",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(c.table_exists("s2", "orders"));
+    c.assert_copied(&before, &from, &to);
+    if kind != Kind::Sqlite {
+        // Secondary indexes are built after the copy.
+        let q = match kind {
+            Kind::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'orders' AND indexname = 'orders_note'",
+            _ => "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics WHERE table_schema = database() AND table_name = 'orders' AND index_name = 'orders_note'",
+        };
+        assert_eq!(c.db("s2").scalar(q), "1");
+    }
+}
+
+fn rows_already_at_destination(kind: Kind) {
+    let Some((c, from, to, plan)) = two_to_three(kind, "ex", true) else {
+        return;
+    };
+    // Key 2 moves s0 -> s2 under identity 2 -> 3; a copy of it already sits at s2.
+    let tp = reshard::Map::from_value(&to, "to").unwrap().compile();
+    let fp = reshard::Map::from_value(&from, "from").unwrap().compile();
+    let k = (1..100)
+        .find(|k| {
+            let key = reshard::Key::Int(*k);
+            fp.owner(&key).unwrap() != "s2" && tp.owner(&key).unwrap() == "s2"
+        })
+        .unwrap();
+    c.db("s2").exec(&format!(
+        "INSERT INTO users (id, name, score) VALUES ({k}, 'stale copy', 1)"
+    ));
+    let out = c.run(&["apply", &plan, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already holds 1 rows of table users"),
+        "{}",
+        stderr(&out)
+    );
+    let before = c.snapshot();
+    let out = c.run(&[
+        "apply",
+        &plan,
+        "--yes",
+        "--allow-existing",
+        "--progress",
+        "plain",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The stale copy was overwritten by the source's row.
+    let mut expect = before.clone();
+    expect
+        .get_mut(&("s2".to_string(), "users".to_string()))
+        .unwrap()
+        .retain(|r| r[0] != k.to_string());
+    c.assert_copied(&expect, &from, &to);
+}
+
+fn no_yes_without_terminal(kind: Kind) {
+    let Some((c, _f, _t, plan)) = two_to_three(kind, "yes", true) else {
+        return;
+    };
+    let out = c
+        .cmd(&["apply", &plan])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(!c.catalog_path().exists());
+}
+
+macro_rules! per_backend {
+    ($($name:ident),*) => {
+        mod sqlite { use super::*; $(#[test] fn $name() { super::$name(Kind::Sqlite) })* }
+        mod postgres { use super::*; $(#[test] fn $name() { super::$name(Kind::Postgres) })* }
+        mod mysql { use super::*; $(#[test] fn $name() { super::$name(Kind::Mysql) })* }
+    };
+}
+
+per_backend!(
+    dry_run_writes_nothing,
+    stale_plan_is_refused,
+    missing_table_and_type_mismatch_at_once,
+    rows_already_at_destination,
+    no_yes_without_terminal
+);
