@@ -118,10 +118,17 @@ fn check(from: Value, to: Value, ks: Vec<Key>) -> Result<(), TestCaseError> {
 
     let exact = plan.moves.iter().all(|m| m.segments != Segments::Owners);
     let (pa, pb) = (a.compile(), b.compile());
+    let finder = reshard::planner::MoveFinder::new(&plan);
     for k in ks {
         let old = pa.owner(&k).unwrap();
         let new = pb.owner(&k).unwrap();
         let mv = plan.move_for_key(&k).unwrap();
+        prop_assert_eq!(
+            finder.find(&k).unwrap().map(|m| &m.id),
+            mv.map(|m| &m.id),
+            "segments and routing disagree on {}",
+            k
+        );
         if old == new {
             prop_assert!(
                 mv.is_none(),

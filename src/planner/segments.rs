@@ -2,9 +2,10 @@
 //! so tests can check the segments themselves, not just the owners.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use crate::hashing::{token_hex, token_mod, HashKind};
-use crate::map::{Bound, Key, RouteError};
+use crate::map::{Bound, Key, Partitioner, RouteError};
 use crate::plan::{Move, Plan, Segments};
 
 /// Whether the segments hold `key`: `Some` for exact descriptions, `None` for `Owners`, which
@@ -98,5 +99,35 @@ impl Plan {
     /// See [`move_for_key`].
     pub fn move_for_key(&self, key: &Key) -> Result<Option<&Move>, RouteError> {
         move_for_key(self, key)
+    }
+}
+
+/// Finds a key's move by routing it under both maps, compiled once: the fast path for code
+/// that classifies many rows (`move_for_key` re-reads segments and suits tests and one-offs).
+pub struct MoveFinder<'p> {
+    from: Partitioner,
+    to: Partitioner,
+    by_pair: HashMap<(usize, usize), &'p Move>,
+}
+
+impl<'p> MoveFinder<'p> {
+    pub fn new(plan: &'p Plan) -> MoveFinder<'p> {
+        let (from, to) = (plan.from.compile(), plan.to.compile());
+        let mut by_pair = HashMap::new();
+        for m in &plan.moves {
+            let a = from.shards.iter().position(|s| *s == m.source);
+            let b = to.shards.iter().position(|s| *s == m.destination);
+            if let (Some(a), Some(b)) = (a, b) {
+                by_pair.insert((a, b), m);
+            }
+        }
+        MoveFinder { from, to, by_pair }
+    }
+
+    /// The move carrying `key`, or None when its owner does not change.
+    pub fn find(&self, key: &Key) -> Result<Option<&'p Move>, RouteError> {
+        let a = self.from.owner_index(key)?;
+        let b = self.to.owner_index(key)?;
+        Ok(self.by_pair.get(&(a, b)).copied())
     }
 }
