@@ -199,3 +199,27 @@ pub async fn connect(shard: &str, url: &ShardUrl) -> Result<Arc<dyn Backend>> {
         None => anyhow::bail!("shard {shard}: unsupported URL scheme"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_json_exactly() {
+        let vals = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(i64::MIN),
+            Value::UInt(u64::MAX),
+            Value::Float(f64::NAN.to_bits() | 0x1234),
+            Value::from_f64(-0.0),
+            Value::from_f64(5e-324),
+            Value::Float32(f32::MIN_POSITIVE.to_bits()),
+            Value::Text("é🎉\u{0}\"".into()),
+            Value::Bytes((0..=255).collect()),
+        ];
+        let json = serde_json::to_string(&vals).unwrap();
+        let back: Vec<Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vals);
+    }
+}

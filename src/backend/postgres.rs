@@ -163,11 +163,13 @@ fn float_text(f: f64) -> String {
     }
 }
 
-/// Integer cursor and range values are compared as bigint, so a range bound wider than an
-/// `integer` key column does not fail the cast.
+/// The type a cursor or range value is cast to. Integers compare as bigint and strings as
+/// text, so that a range bound wider than the column (a big integer, a long string) is neither
+/// an error nor silently truncated by the cast.
 fn cast_type(ty: &str) -> &str {
     match ty {
         "smallint" | "integer" => "bigint",
+        t if t.starts_with("character") => "text",
         t => t,
     }
 }
