@@ -39,8 +39,7 @@ fn range_routes_half_open() {
 
 #[test]
 fn a_single_unbounded_range_takes_any_key() {
-    let m =
-        with(r#"{"kind":"range","ranges":[{"from":null,"to":null,"shard":"s1"}]}"#).unwrap();
+    let m = with(r#"{"kind":"range","ranges":[{"from":null,"to":null,"shard":"s1"}]}"#).unwrap();
     let p = m.compile();
     assert_eq!(p.owner(&Key::Text("abc".into())).unwrap(), "s1");
     assert_eq!(p.owner(&Key::Int(-7)).unwrap(), "s1");
