@@ -186,6 +186,19 @@ pub trait Backend: Send + Sync {
         filter: &KeyFilter,
         f: &mut (dyn FnMut(Key, u64, u64) + Send),
     ) -> Result<()>;
+
+    /// Like [`Backend::read_batch`], bounded above as well: up to `limit` rows with primary key
+    /// in `(after, upto]` (either end open when None), in primary-key order. Verification reads
+    /// the destination over exactly the source chunk's key range with it.
+    async fn read_range(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        after: Option<&PkValues>,
+        upto: Option<&PkValues>,
+        filter: &KeyFilter,
+        limit: usize,
+    ) -> Result<Batch>;
 }
 
 /// Connects to a shard. The URL is resolved here (env: lookups, overrides) and never appears in
