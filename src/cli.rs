@@ -71,6 +71,10 @@ pub struct PlanArgs {
     /// Recompute the plan and compare it with this file: exit 0 when identical, 1 when not
     #[arg(long, value_name = "PLAN.json")]
     pub check: Option<PathBuf>,
+    /// Also draw the plan as an SVG picture for reviewers (rings as circles, ranges as bars,
+    /// modulo as a grid of residue classes; moving keys marked in red)
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "check")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -249,6 +253,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             output: a.output,
             format: a.format.into(),
             check: a.check,
+            svg: a.svg,
         }),
         Command::Route(a) => route::run(route::RouteOptions {
             map: a.map,
