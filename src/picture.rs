@@ -237,9 +237,9 @@ fn ring_picture(plan: &Plan, shards: &[String], out: &mut String, top: f64) -> f
     let _ = writeln!(
         out,
         r#"<text x="{cx}" y="{}" text-anchor="middle" font-size="13">inner ring: before · outer ring: after · red band: keys that move</text>"#,
-        cy + 2.0
+        cy + 262.0
     );
-    cy + 260.0
+    cy + 275.0
 }
 
 fn bound_label(b: &Option<Bound>, lower: bool) -> String {
