@@ -21,6 +21,7 @@ pub mod planner;
 pub mod preflight;
 pub mod progress;
 pub mod retry;
+pub mod router;
 pub mod shard_url;
 pub mod signals;
 pub mod sqlroute;
@@ -28,3 +29,4 @@ pub mod triggers;
 
 pub use map::{Key, Map, Partitioner};
 pub use plan::Plan;
+pub use router::{Route, Router};
