@@ -68,6 +68,16 @@ struct ActiveJob {
     flipped: BTreeSet<(usize, usize)>,
 }
 
+/// An unfinished job as routing sees it.
+#[derive(Debug, Clone)]
+pub struct JobRouting {
+    pub id: String,
+    pub state: String,
+    pub plan_json: String,
+    /// (source, destination) of every flipped move.
+    pub flipped: Vec<(String, String)>,
+}
+
 /// One consistent view of the catalog's routing: everything `route` needs, without I/O.
 #[derive(Debug, Clone)]
 pub struct RoutingSnapshot {
@@ -80,24 +90,24 @@ pub struct RoutingSnapshot {
 
 impl RoutingSnapshot {
     /// Builds a snapshot from the catalog's rows; pure, so it is tested without a database.
-    /// `jobs` holds (job id, state, plan JSON, flipped (source, destination) pairs).
     pub fn build(
         version: i64,
         routing_map_json: &str,
-        jobs: &[(String, String, String, Vec<(String, String)>)],
+        jobs: &[JobRouting],
     ) -> Result<RoutingSnapshot> {
         let routing = Map::parse(routing_map_json, "catalog routing map")
             .map_err(|e| anyhow!("the catalog's routing map is invalid: {e}"))?;
         let mut urls = routing.shards.clone();
         let mut key_kind = routing.partitioning.key_kind();
         let mut with_flips = Vec::new();
-        for (id, state, plan_json, flipped) in jobs {
-            if matches!(state.as_str(), "completed" | "cancelled") || flipped.is_empty() {
+        for j in jobs {
+            if matches!(j.state.as_str(), "completed" | "cancelled") || j.flipped.is_empty() {
                 continue;
             }
-            let plan = Plan::parse(plan_json, &format!("plan of job {id}"))
+            let id = &j.id;
+            let plan = Plan::parse(&j.plan_json, &format!("plan of job {id}"))
                 .map_err(|e| anyhow!("the catalog's plan of job {id} is invalid: {e}"))?;
-            with_flips.push((id.clone(), plan, flipped.clone()));
+            with_flips.push((id.clone(), plan, j.flipped.clone()));
         }
         if with_flips.len() > 1 {
             let ids: Vec<&str> = with_flips.iter().map(|j| j.0.as_str()).collect();
@@ -475,7 +485,12 @@ async fn load(catalog: &Catalog) -> Result<RoutingSnapshot> {
                 .filter(|m| m.flipped)
                 .map(|m| (m.source, m.destination))
                 .collect();
-            jobs.push((j.id, j.state, j.plan_json, flipped));
+            jobs.push(JobRouting {
+                id: j.id,
+                state: j.state,
+                plan_json: j.plan_json,
+                flipped,
+            });
         }
         if read_version(catalog).await? == routing.version {
             return RoutingSnapshot::build(routing.version, &routing.map_json, &jobs)

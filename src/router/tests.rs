@@ -3,6 +3,15 @@ use crate::catalog::NewJob;
 use serde_json::json;
 use sqlx::Connection;
 
+fn job(id: &str, state: &str, plan: &Plan, flipped: Vec<(String, String)>) -> JobRouting {
+    JobRouting {
+        id: id.into(),
+        state: state.into(),
+        plan_json: plan.to_json(),
+        flipped,
+    }
+}
+
 fn map(shards: &[&str], hash: &str) -> Map {
     let urls: serde_json::Map<String, serde_json::Value> = shards
         .iter()
@@ -34,13 +43,8 @@ fn keys() -> Vec<Key> {
 #[test]
 fn before_any_flip_every_key_stays_with_its_old_owner() {
     let (from, _, plan) = two_to_four();
-    let job = (
-        "j1".to_string(),
-        "running".to_string(),
-        plan.to_json(),
-        vec![],
-    );
-    let snap = RoutingSnapshot::build(3, &from.canonical_json(), &[job]).unwrap();
+    let j = job("j1", "running", &plan, vec![]);
+    let snap = RoutingSnapshot::build(3, &from.canonical_json(), &[j]).unwrap();
     let fp = from.compile();
     for k in keys() {
         let r = snap.route(&k).unwrap();
@@ -54,13 +58,13 @@ fn before_any_flip_every_key_stays_with_its_old_owner() {
 fn after_one_flip_only_that_moves_keys_change_owner() {
     let (from, to, plan) = two_to_four();
     let m = &plan.moves[0];
-    let job = (
-        "j1".to_string(),
-        "running".to_string(),
-        plan.to_json(),
+    let j = job(
+        "j1",
+        "running",
+        &plan,
         vec![(m.source.clone(), m.destination.clone())],
     );
-    let snap = RoutingSnapshot::build(4, &from.canonical_json(), &[job]).unwrap();
+    let snap = RoutingSnapshot::build(4, &from.canonical_json(), &[j]).unwrap();
     assert_eq!(snap.active_job(), Some("j1"));
     let (fp, tp) = (from.compile(), to.compile());
     let (mut moved, mut stayed_moving) = (0, 0);
@@ -92,13 +96,8 @@ fn a_completed_or_cancelled_job_no_longer_routes() {
         .collect();
     for state in ["completed", "cancelled"] {
         // After completion the catalog map is the plan's `to`.
-        let job = (
-            "j1".to_string(),
-            state.to_string(),
-            plan.to_json(),
-            all.clone(),
-        );
-        let snap = RoutingSnapshot::build(9, &to.canonical_json(), &[job]).unwrap();
+        let j = job("j1", state, &plan, all.clone());
+        let snap = RoutingSnapshot::build(9, &to.canonical_json(), &[j]).unwrap();
         let tp = to.compile();
         for k in keys() {
             assert_eq!(snap.route(&k).unwrap().shard, tp.owner(&k).unwrap());
@@ -114,8 +113,8 @@ fn every_move_flipped_routes_like_the_new_map() {
         .iter()
         .map(|m| (m.source.clone(), m.destination.clone()))
         .collect();
-    let job = ("j1".to_string(), "running".to_string(), plan.to_json(), all);
-    let snap = RoutingSnapshot::build(5, &from.canonical_json(), &[job]).unwrap();
+    let j = job("j1", "running", &plan, all);
+    let snap = RoutingSnapshot::build(5, &from.canonical_json(), &[j]).unwrap();
     let tp = to.compile();
     for k in keys() {
         assert_eq!(snap.route(&k).unwrap().shard, tp.owner(&k).unwrap());
@@ -127,8 +126,8 @@ fn two_unfinished_jobs_with_flips_are_refused() {
     let (from, _, plan) = two_to_four();
     let m = &plan.moves[0];
     let flips = vec![(m.source.clone(), m.destination.clone())];
-    let a = ("ja".into(), "running".into(), plan.to_json(), flips.clone());
-    let b = ("jb".into(), "failed".into(), plan.to_json(), flips);
+    let a = job("ja", "running", &plan, flips.clone());
+    let b = job("jb", "failed", &plan, flips);
     let err = RoutingSnapshot::build(2, &from.canonical_json(), &[a, b]).unwrap_err();
     assert!(err.to_string().contains("ambiguous"), "{err}");
 }
