@@ -38,6 +38,9 @@ pub enum Command {
     Status(StatusArgs),
     /// List jobs in the catalog
     Jobs(JobsArgs),
+    /// Compare a job's moved rows at source and destination by chunked checksums (exit 3 on a
+    /// mismatch), repair them, or audit the finished layout
+    Verify(VerifyArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,6 +71,10 @@ pub struct PlanArgs {
     /// Recompute the plan and compare it with this file: exit 0 when identical, 1 when not
     #[arg(long, value_name = "PLAN.json")]
     pub check: Option<PathBuf>,
+    /// Also draw the plan as an SVG picture for reviewers (rings as circles, ranges as bars,
+    /// modulo as a grid of residue classes; moving keys marked in red)
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "check")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +192,48 @@ pub struct JobsArgs {
     pub format: FormatArg,
 }
 
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  reshard verify JOB                 # every move; resumable by chunk\n  \
+    reshard verify JOB --move m2 --format json\n  \
+    reshard verify JOB --repair        # rewrite differing rows (source wins), verify again\n  \
+    reshard verify JOB --audit         # after completion: every row on its owner, counts kept\n  \
+    reshard verify JOB --audit --expect-rows users=1000 --expect-rows orders=5000\n\n\
+    Exit codes: 0 match; 3 mismatch (or audit problems); 2 bad input; 1 failed."
+)]
+pub struct VerifyArgs {
+    /// The job whose moves to verify
+    pub job: String,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Verify only this move (repeatable)
+    #[arg(long = "move", value_name = "ID")]
+    pub moves: Vec<String>,
+    /// Copy the differing and missing rows again from the source, delete the move's extra
+    /// destination rows, then verify once more
+    #[arg(long)]
+    pub repair: bool,
+    /// After completion: every row of every table on its owner under the new map and nowhere
+    /// else, and the row count per table equal to the count at job start
+    #[arg(long)]
+    pub audit: bool,
+    /// With --audit: the expected row count of a table (a writer's tally), instead of the
+    /// count recorded at job start
+    #[arg(long, value_name = "TABLE=N")]
+    pub expect_rows: Vec<String>,
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Fixed rows per chunk (default: adapted toward --chunk-ms per chunk)
+    #[arg(long, value_name = "N")]
+    pub chunk_rows: Option<usize>,
+    /// Target time per chunk, in milliseconds
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub chunk_ms: u64,
+    /// Primary keys listed per kind of difference and table
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub max_listed: usize,
+}
+
 impl From<FormatArg> for commands::Format {
     fn from(f: FormatArg) -> Self {
         match f {
@@ -215,6 +264,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             output: a.output,
             format: a.format.into(),
             check: a.check,
+            svg: a.svg,
         }),
         Command::Route(a) => route::run(route::RouteOptions {
             source: match (a.map, a.catalog) {
@@ -256,6 +306,18 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Jobs(a) => status::jobs(status::JobsOptions {
             catalog: a.catalog.catalog,
             format: a.format.into(),
+        }),
+        Command::Verify(a) => verify::run(verify::VerifyOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            moves: a.moves,
+            repair: a.repair,
+            audit: a.audit,
+            expect_rows: a.expect_rows,
+            format: a.format.into(),
+            chunk_rows: a.chunk_rows,
+            chunk_ms: a.chunk_ms,
+            max_listed: a.max_listed,
         }),
     }
 }

@@ -26,6 +26,7 @@ pub mod shard_url;
 pub mod signals;
 pub mod sqlroute;
 pub mod triggers;
+pub mod verify;
 pub mod workload;
 
 pub use map::{Key, Map, Partitioner};

@@ -235,6 +235,18 @@ async fn text_keys(kind: Kind) {
         .await
         .unwrap();
     assert!(next.rows.is_empty());
+
+    // A bound longer than the column must not be truncated to the column's width: a 20-char
+    // value lies below a 21-char bound it is a prefix of.
+    let long = "c".repeat(20);
+    db.exec_async(&format!("INSERT INTO acct VALUES ('{long}', 5)"))
+        .await;
+    let f = KeyFilter::Ranges(vec![(
+        Some(Bound::Text(long.clone())),
+        Some(Bound::Text(format!("{long}c"))),
+    )]);
+    let batch = b.read_batch(&schema, "name", None, &f, 10).await.unwrap();
+    assert_eq!(batch.keys, vec![Key::Text(long)]);
 }
 
 #[tokio::test]

@@ -186,6 +186,19 @@ pub trait Backend: Send + Sync {
         filter: &KeyFilter,
         f: &mut (dyn FnMut(Key, u64, u64) + Send),
     ) -> Result<()>;
+
+    /// Like [`Backend::read_batch`], bounded above as well: up to `limit` rows with primary key
+    /// in `(after, upto]` (either end open when None), in primary-key order. Verification reads
+    /// the destination over exactly the source chunk's key range with it.
+    async fn read_range(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        after: Option<&PkValues>,
+        upto: Option<&PkValues>,
+        filter: &KeyFilter,
+        limit: usize,
+    ) -> Result<Batch>;
 }
 
 /// Connects to a shard. The URL is resolved here (env: lookups, overrides) and never appears in
@@ -197,5 +210,29 @@ pub async fn connect(shard: &str, url: &ShardUrl) -> Result<Arc<dyn Backend>> {
         Some(Dialect::Postgres) => postgres::connect(shard, &raw).await,
         Some(Dialect::Mysql) => mysql::connect(shard, &raw).await,
         None => anyhow::bail!("shard {shard}: unsupported URL scheme"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_json_exactly() {
+        let vals = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(i64::MIN),
+            Value::UInt(u64::MAX),
+            Value::Float(f64::NAN.to_bits() | 0x1234),
+            Value::from_f64(-0.0),
+            Value::from_f64(5e-324),
+            Value::Float32(f32::MIN_POSITIVE.to_bits()),
+            Value::Text("é🎉\u{0}\"".into()),
+            Value::Bytes((0..=255).collect()),
+        ];
+        let json = serde_json::to_string(&vals).unwrap();
+        let back: Vec<Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vals);
     }
 }

@@ -327,45 +327,8 @@ impl Backend for Mysql {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch> {
-        check_table(&schema.name)?;
-        let key_idx = sql::key_index(schema, key_column)?;
-        let pk_idx = sql::pk_indexes(schema)?;
-        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
-        let mut vals = Vec::new();
-        let mut ph = |v: Value, _: &str| {
-            vals.push(v);
-            "?".to_string()
-        };
-        let w = sql::where_clause(D, schema, key_column, after, filter, &mut ph)?;
-        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
-        let q = format!(
-            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
-            list.join(", "),
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            limit
-        );
-        let rows = sqlx::query_with(&q, bind_all(&vals)?)
-            .fetch_all(&self.pool)
+        self.read_range(schema, key_column, after, None, filter, limit)
             .await
-            .with_context(|| self.ctx("read", &schema.name))?;
-        let mut batch = Batch::default();
-        for r in &rows {
-            let row: Vec<Value> = wires
-                .iter()
-                .enumerate()
-                .map(|(i, w)| decode(r, i, *w))
-                .collect::<Result<_>>()
-                .with_context(|| self.ctx("read", &schema.name))?;
-            batch.keys.push(sql::key_of(schema, key_idx, &row)?);
-            batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
-            batch.rows.push(row);
-        }
-        batch.last = batch
-            .rows
-            .last()
-            .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
-        Ok(batch)
     }
 
     async fn upsert(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<u64> {
@@ -509,6 +472,56 @@ impl Backend for Mysql {
             f(key, n as u64, b as u64);
         }
         Ok(())
+    }
+
+    async fn read_range(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        after: Option<&PkValues>,
+        upto: Option<&PkValues>,
+        filter: &KeyFilter,
+        limit: usize,
+    ) -> Result<Batch> {
+        check_table(&schema.name)?;
+        let key_idx = sql::key_index(schema, key_column)?;
+        let pk_idx = sql::pk_indexes(schema)?;
+        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
+        let mut vals = Vec::new();
+        let mut ph = |v: Value, _: &str| {
+            vals.push(v);
+            "?".to_string()
+        };
+        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
+        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
+        let q = format!(
+            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
+            list.join(", "),
+            D.quote(&schema.name),
+            sql::pk_list(D, schema),
+            limit
+        );
+        let rows = sqlx::query_with(&q, bind_all(&vals)?)
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| self.ctx("read", &schema.name))?;
+        let mut batch = Batch::default();
+        for r in &rows {
+            let row: Vec<Value> = wires
+                .iter()
+                .enumerate()
+                .map(|(i, w)| decode(r, i, *w))
+                .collect::<Result<_>>()
+                .with_context(|| self.ctx("read", &schema.name))?;
+            batch.keys.push(sql::key_of(schema, key_idx, &row)?);
+            batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
+            batch.rows.push(row);
+        }
+        batch.last = batch
+            .rows
+            .last()
+            .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
+        Ok(batch)
     }
 }
 

@@ -163,11 +163,13 @@ fn float_text(f: f64) -> String {
     }
 }
 
-/// Integer cursor and range values are compared as bigint, so a range bound wider than an
-/// `integer` key column does not fail the cast.
+/// The type a cursor or range value is cast to. Integers compare as bigint and strings as
+/// text, so that a range bound wider than the column (a big integer, a long string) is neither
+/// an error nor silently truncated by the cast.
 fn cast_type(ty: &str) -> &str {
     match ty {
         "smallint" | "integer" => "bigint",
+        t if t.starts_with("character") => "text",
         t => t,
     }
 }
@@ -381,51 +383,8 @@ impl Backend for Postgres {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch> {
-        check_table(&schema.name)?;
-        let key_idx = sql::key_index(schema, key_column)?;
-        let pk_idx = sql::pk_indexes(schema)?;
-        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
-        let mut vals = Vec::new();
-        let mut bad_type = None;
-        let mut ph = |v: Value, ty: &str| {
-            if check_type(ty).is_err() {
-                bad_type = Some(ty.to_string());
-            }
-            vals.push(v);
-            format!("CAST(${} AS {})", vals.len(), cast_type(ty))
-        };
-        let w = sql::where_clause(D, schema, key_column, after, filter, &mut ph)?;
-        if let Some(t) = bad_type {
-            check_type(&t)?;
-        }
-        let q = format!(
-            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
-            select_list(schema),
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            limit
-        );
-        let rows = sqlx::query_with(&q, bind_text_args(&vals)?)
-            .fetch_all(&self.pool)
+        self.read_range(schema, key_column, after, None, filter, limit)
             .await
-            .with_context(|| self.ctx("read", &schema.name))?;
-        let mut batch = Batch::default();
-        for r in &rows {
-            let row: Vec<Value> = wires
-                .iter()
-                .enumerate()
-                .map(|(i, w)| decode(r, i, *w))
-                .collect::<Result<_>>()
-                .with_context(|| self.ctx("read", &schema.name))?;
-            batch.keys.push(sql::key_of(schema, key_idx, &row)?);
-            batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
-            batch.rows.push(row);
-        }
-        batch.last = batch
-            .rows
-            .last()
-            .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
-        Ok(batch)
     }
 
     async fn upsert(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<u64> {
@@ -537,6 +496,62 @@ impl Backend for Postgres {
             f(key, n as u64, b as u64);
         }
         Ok(())
+    }
+
+    async fn read_range(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        after: Option<&PkValues>,
+        upto: Option<&PkValues>,
+        filter: &KeyFilter,
+        limit: usize,
+    ) -> Result<Batch> {
+        check_table(&schema.name)?;
+        let key_idx = sql::key_index(schema, key_column)?;
+        let pk_idx = sql::pk_indexes(schema)?;
+        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
+        let mut vals = Vec::new();
+        let mut bad_type = None;
+        let mut ph = |v: Value, ty: &str| {
+            if check_type(ty).is_err() {
+                bad_type = Some(ty.to_string());
+            }
+            vals.push(v);
+            format!("CAST(${} AS {})", vals.len(), cast_type(ty))
+        };
+        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
+        if let Some(t) = bad_type {
+            check_type(&t)?;
+        }
+        let q = format!(
+            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
+            select_list(schema),
+            D.quote(&schema.name),
+            sql::pk_list(D, schema),
+            limit
+        );
+        let rows = sqlx::query_with(&q, bind_text_args(&vals)?)
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| self.ctx("read", &schema.name))?;
+        let mut batch = Batch::default();
+        for r in &rows {
+            let row: Vec<Value> = wires
+                .iter()
+                .enumerate()
+                .map(|(i, w)| decode(r, i, *w))
+                .collect::<Result<_>>()
+                .with_context(|| self.ctx("read", &schema.name))?;
+            batch.keys.push(sql::key_of(schema, key_idx, &row)?);
+            batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
+            batch.rows.push(row);
+        }
+        batch.last = batch
+            .rows
+            .last()
+            .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
+        Ok(batch)
     }
 }
 

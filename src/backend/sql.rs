@@ -131,6 +131,7 @@ pub(crate) fn create_table_sql(d: Dialect, schema: &TableSchema) -> Result<Strin
     ))
 }
 
+#[allow(dead_code)] // the unbounded form, kept for callers that need no upper bound
 /// `WHERE` clause (without the keyword; `1=1` when nothing restricts) for keyset pagination after
 /// `after` plus the pushed-down key filter.
 pub(crate) fn where_clause(
@@ -141,9 +142,26 @@ pub(crate) fn where_clause(
     filter: &KeyFilter,
     ph: &mut Ph<'_>,
 ) -> Result<String> {
+    where_clause_range(d, schema, key_column, after, None, filter, ph)
+}
+
+/// Like [`where_clause`], with an inclusive upper bound on the primary key as well: the rows of
+/// the primary-key range `(after, upto]`.
+pub(crate) fn where_clause_range(
+    d: Dialect,
+    schema: &TableSchema,
+    key_column: &str,
+    after: Option<&PkValues>,
+    upto: Option<&PkValues>,
+    filter: &KeyFilter,
+    ph: &mut Ph<'_>,
+) -> Result<String> {
     let mut conds = Vec::new();
     if let Some(after) = after {
         conds.push(keyset(d, schema, after, ph)?);
+    }
+    if let Some(upto) = upto {
+        conds.push(keyset_upto(d, schema, upto, ph)?);
     }
     if let Some(f) = filter_sql(d, schema, key_column, filter, ph)? {
         conds.push(f);
@@ -210,6 +228,68 @@ fn keyset(d: Dialect, schema: &TableSchema, after: &PkValues, ph: &mut Ph<'_>) -
                 format!("({gt} OR ({eq} AND {rest}))")
             }
             let expr = nest(d, pk, &types, after, 0, ph);
+            Ok(format!("{first} AND {expr}"))
+        }
+    }
+}
+
+/// `pk <= upto` in primary-key order, shaped like [`keyset`] for each dialect.
+fn keyset_upto(
+    d: Dialect,
+    schema: &TableSchema,
+    upto: &PkValues,
+    ph: &mut Ph<'_>,
+) -> Result<String> {
+    let pk = &schema.primary_key;
+    if upto.len() != pk.len() {
+        bail!(
+            "upper bound for table {} has {} values, its primary key {} columns",
+            schema.name,
+            upto.len(),
+            pk.len()
+        );
+    }
+    let types: Vec<&str> = pk
+        .iter()
+        .map(|c| column_type(schema, c))
+        .collect::<Result<_>>()?;
+    if pk.len() == 1 {
+        return Ok(format!(
+            "{} <= {}",
+            d.quote(&pk[0]),
+            ph(upto[0].clone(), types[0])
+        ));
+    }
+    match d {
+        Dialect::Postgres | Dialect::Sqlite => {
+            let vals: Vec<String> = upto
+                .iter()
+                .zip(&types)
+                .map(|(v, t)| ph(v.clone(), t))
+                .collect();
+            Ok(format!("({}) <= ({})", pk_list(d, schema), vals.join(", ")))
+        }
+        // a <= x AND (a < x OR (a = x AND (b < y OR (b = y AND c <= z)))), as for `keyset`.
+        Dialect::Mysql => {
+            let first = format!("{} <= {}", d.quote(&pk[0]), ph(upto[0].clone(), types[0]));
+            fn nest(
+                d: Dialect,
+                pk: &[String],
+                types: &[&str],
+                upto: &PkValues,
+                i: usize,
+                ph: &mut Ph<'_>,
+            ) -> String {
+                let col = d.quote(&pk[i]);
+                if i + 1 == pk.len() {
+                    return format!("{col} <= {}", ph(upto[i].clone(), types[i]));
+                }
+                let lt = format!("{col} < {}", ph(upto[i].clone(), types[i]));
+                let eq = format!("{col} = {}", ph(upto[i].clone(), types[i]));
+                let rest = nest(d, pk, types, upto, i + 1, ph);
+                format!("({lt} OR ({eq} AND {rest}))")
+            }
+            let expr = nest(d, pk, &types, upto, 0, ph);
             Ok(format!("{first} AND {expr}"))
         }
     }

@@ -24,6 +24,7 @@ use crate::shard_url::redact;
 
 mod rows;
 pub use rows::{CursorRow, EventRow, JobRow, MoveRow, RoutingState};
+pub use verify::{ChunkRow, VerifyProgress};
 
 pub const DEFAULT_CATALOG: &str = "sqlite://reshard.db";
 
@@ -668,6 +669,9 @@ pub fn worker_id() -> String {
     let nonce = crate::job::random_u64() as u32;
     format!("{}:{}:{nonce:08x}", this_host(), std::process::id())
 }
+
+// After `with_pool!`, which it uses.
+mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod plan;
 pub mod route;
 pub mod status;
+pub mod verify;
 
 use crate::error::exit_code;
 

@@ -19,6 +19,7 @@ pub struct PlanOptions {
     pub output: Option<PathBuf>,
     pub format: Format,
     pub check: Option<PathBuf>,
+    pub svg: Option<PathBuf>,
 }
 
 pub fn run(opts: PlanOptions) -> i32 {
@@ -62,6 +63,10 @@ fn execute(opts: &PlanOptions) -> anyhow::Result<()> {
     if let Some(out) = &opts.output {
         write_atomically(out, &json)
             .with_context(|| format!("writing the plan to {}", out.display()))?;
+    }
+    if let Some(svg) = &opts.svg {
+        write_atomically(svg, &crate::picture::plan_svg(&plan))
+            .with_context(|| format!("writing the picture to {}", svg.display()))?;
     }
     let shown = match opts.format {
         Format::Json if opts.output.is_none() => json,

@@ -1,0 +1,323 @@
+//! One table of one move: reading a primary-key range on both sides, the move's rows only,
+//! their canonical encodings and sha1, and narrowing a mismatch down to rows and columns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use sha1::{Digest, Sha1};
+
+use super::canonical::{class_of, encode_row, encode_value, Class};
+use super::report::{pk_json, Diff, Differing};
+use crate::backend::{Backend, KeyFilter, PkValues, TableSchema, Value};
+use crate::map::Partitioner;
+use crate::retry::retry;
+
+/// Everything needed to read and compare one table of one move.
+pub(crate) struct TableSide {
+    pub backend: Arc<dyn Backend>,
+    pub schema: TableSchema,
+    pub classes: Vec<Class>,
+    /// For each column of the source schema, its position in this side's rows.
+    pub perm: Vec<usize>,
+}
+
+pub(crate) struct TableJob<'a> {
+    pub table: String,
+    pub key: String,
+    pub filter: KeyFilter,
+    pub from: &'a Partitioner,
+    pub to: &'a Partitioner,
+    /// (index of the move's source in `from`, of its destination in `to`).
+    pub pair: (usize, usize),
+    pub src: TableSide,
+    pub dst: TableSide,
+    /// Column names in source order, and positions of the primary-key columns.
+    pub columns: Vec<String>,
+    pub pk_idx: Vec<usize>,
+}
+
+impl TableSide {
+    pub fn new(backend: Arc<dyn Backend>, schema: TableSchema, src: &TableSchema) -> Result<Self> {
+        let d = backend.dialect();
+        let mut perm = Vec::new();
+        let mut classes = Vec::new();
+        for c in &src.columns {
+            let Some(i) = schema.column_index(&c.name) else {
+                bail!(
+                    "shard {}: table {} has no column {}",
+                    backend.shard(),
+                    schema.name,
+                    c.name
+                );
+            };
+            perm.push(i);
+            classes.push(class_of(d, &schema.columns[i].data_type));
+        }
+        Ok(TableSide {
+            backend,
+            schema,
+            classes,
+            perm,
+        })
+    }
+}
+
+/// The move's rows of one side in a range, encoded: (pk encoding, row in source column
+/// order, per-column encodings concatenated).
+pub(crate) struct Rows {
+    pub rows: Vec<Vec<Value>>,
+    pub enc: Vec<Vec<u8>>,
+    /// Primary key (source column order) of the last row READ (moving or not).
+    pub last_read: Option<PkValues>,
+    pub read: usize,
+}
+
+impl Rows {
+    pub fn sha1(&self) -> String {
+        let mut h = Sha1::new();
+        for e in &self.enc {
+            h.update(e);
+        }
+        hex(&h.finalize())
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl TableJob<'_> {
+    fn in_move(&self, k: &crate::map::Key) -> Result<bool> {
+        match (self.from.owner_index(k), self.to.owner_index(k)) {
+            (Ok(s), Ok(d)) => Ok((s, d) == self.pair),
+            (Err(e), _) | (_, Err(e)) => bail!("table {}: a row cannot be routed: {e}", self.table),
+        }
+    }
+
+    fn keep(&self, side: &TableSide, batch: crate::backend::Batch, out: &mut Rows) -> Result<()> {
+        for (row, k) in batch.rows.into_iter().zip(&batch.keys) {
+            if !self.in_move(k)? {
+                continue;
+            }
+            let ordered: Vec<Value> = side.perm.iter().map(|&i| row[i].clone()).collect();
+            let mut e = Vec::with_capacity(64);
+            encode_row(&side.classes, &ordered, &mut e);
+            out.enc.push(e);
+            out.rows.push(ordered);
+        }
+        Ok(())
+    }
+
+    /// Reads at most `limit` rows after `after` at the source (one page): the next chunk.
+    pub async fn read_source_page(&self, after: Option<&PkValues>, limit: usize) -> Result<Rows> {
+        let s = &self.src;
+        let batch = retry(
+            &format!("{}: reading {}", s.backend.shard(), self.table),
+            || {
+                s.backend
+                    .read_range(&s.schema, &self.key, after, None, &self.filter, limit)
+            },
+        )
+        .await?;
+        let mut out = Rows {
+            rows: Vec::new(),
+            enc: Vec::new(),
+            last_read: batch.last.clone(),
+            read: batch.rows.len(),
+        };
+        self.keep(s, batch, &mut out)?;
+        Ok(out)
+    }
+
+    /// Every move row of one side in `(after, upto]`, paged.
+    pub async fn read_range(
+        &self,
+        dst: bool,
+        after: Option<&PkValues>,
+        upto: Option<&PkValues>,
+        page: usize,
+    ) -> Result<Rows> {
+        let side = if dst { &self.dst } else { &self.src };
+        let mut out = Rows {
+            rows: Vec::new(),
+            enc: Vec::new(),
+            last_read: None,
+            read: 0,
+        };
+        let mut cur: Option<PkValues> = after.cloned();
+        loop {
+            let batch = retry(
+                &format!("{}: reading {}", side.backend.shard(), self.table),
+                || {
+                    side.backend.read_range(
+                        &side.schema,
+                        &self.key,
+                        cur.as_ref(),
+                        upto,
+                        &self.filter,
+                        page,
+                    )
+                },
+            )
+            .await
+            .with_context(|| format!("table {}", self.table))?;
+            let n = batch.rows.len();
+            out.read += n;
+            let last = batch.last.clone();
+            self.keep(side, batch, &mut out)?;
+            if n < page || last.is_none() {
+                break;
+            }
+            cur = last;
+        }
+        Ok(out)
+    }
+
+    fn pk_enc(&self, src_side: bool, row: &[Value]) -> Vec<u8> {
+        let side = if src_side { &self.src } else { &self.dst };
+        let mut e = Vec::new();
+        for &i in &self.pk_idx {
+            encode_value(side.classes[i], &row[i], &mut e);
+        }
+        e
+    }
+
+    fn pk_values(&self, row: &[Value]) -> PkValues {
+        self.pk_idx.iter().map(|&i| row[i].clone()).collect()
+    }
+
+    /// Row-level differences between the two sides of a chunk (source order, capped lists).
+    pub fn narrow(&self, src: &Rows, dst: &Rows, cap: usize) -> Diff {
+        let mut diff = Diff::default();
+        let mut at_dst: HashMap<Vec<u8>, usize> = HashMap::with_capacity(dst.rows.len());
+        for (i, r) in dst.rows.iter().enumerate() {
+            at_dst.insert(self.pk_enc(false, r), i);
+        }
+        let mut seen = vec![false; dst.rows.len()];
+        for (i, r) in src.rows.iter().enumerate() {
+            match at_dst.get(&self.pk_enc(true, r)) {
+                None => {
+                    diff.missing_count += 1;
+                    if diff.missing.len() < cap {
+                        diff.missing.push(pk_json(&self.pk_values(r)));
+                    }
+                }
+                Some(&j) => {
+                    seen[j] = true;
+                    if src.enc[i] == dst.enc[j] {
+                        continue;
+                    }
+                    let cols: Vec<String> = (0..self.columns.len())
+                        .filter(|&c| {
+                            let mut a = Vec::new();
+                            encode_value(self.src.classes[c], &r[c], &mut a);
+                            let mut b = Vec::new();
+                            encode_value(self.dst.classes[c], &dst.rows[j][c], &mut b);
+                            a != b
+                        })
+                        .map(|c| self.columns[c].clone())
+                        .collect();
+                    diff.differing_count += 1;
+                    if diff.differing.len() < cap {
+                        diff.differing.push(Differing {
+                            pk: pk_json(&self.pk_values(r)),
+                            columns: cols,
+                        });
+                    }
+                }
+            }
+        }
+        for (j, r) in dst.rows.iter().enumerate() {
+            if !seen[j] {
+                diff.extra_count += 1;
+                if diff.extra.len() < cap {
+                    diff.extra.push(pk_json(&self.pk_values(r)));
+                }
+            }
+        }
+        diff
+    }
+
+    /// Repairs one range: source rows missing or differing at the destination are written
+    /// again (source wins); destination rows of the move absent at the source are deleted.
+    /// Returns (rows written, rows deleted).
+    pub async fn repair(&self, src: &Rows, dst: &Rows) -> Result<(u64, u64)> {
+        let mut at_dst: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (i, r) in dst.rows.iter().enumerate() {
+            at_dst.insert(self.pk_enc(false, r), i);
+        }
+        let mut seen = vec![false; dst.rows.len()];
+        let mut write = Vec::new();
+        for (i, r) in src.rows.iter().enumerate() {
+            match at_dst.get(&self.pk_enc(true, r)) {
+                Some(&j) => {
+                    seen[j] = true;
+                    if src.enc[i] != dst.enc[j] {
+                        write.push(r.clone());
+                    }
+                }
+                None => write.push(r.clone()),
+            }
+        }
+        let delete: Vec<PkValues> = dst
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !seen[*j])
+            .map(|(_, r)| self.pk_values(r))
+            .collect();
+        // Rows travel in the destination's column order.
+        let dst_rows: Vec<Vec<Value>> = write
+            .iter()
+            .map(|r| {
+                let mut out = vec![Value::Null; self.dst.schema.columns.len()];
+                for (c, &i) in self.dst.perm.iter().enumerate() {
+                    out[i] = r[c].clone();
+                }
+                out
+            })
+            .collect();
+        let b = &self.dst.backend;
+        if !dst_rows.is_empty() {
+            retry(&format!("{}: repairing {}", b.shard(), self.table), || {
+                b.upsert(&self.dst.schema, &dst_rows)
+            })
+            .await?;
+        }
+        if !delete.is_empty() {
+            retry(&format!("{}: repairing {}", b.shard(), self.table), || {
+                b.delete(&self.dst.schema, &delete)
+            })
+            .await?;
+        }
+        Ok((dst_rows.len() as u64, delete.len() as u64))
+    }
+}
+
+/// Total order on primary-key values as the databases order integers (and, for binary
+/// collations, text): used to find the chunk holding a touched key.
+pub(crate) fn cmp_pk(a: &PkValues, b: &PkValues) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (x, y) in a.iter().zip(b) {
+        let o = match (x, y) {
+            (Value::Int(p), Value::Int(q)) => p.cmp(q),
+            (Value::UInt(p), Value::UInt(q)) => p.cmp(q),
+            (Value::Int(p), Value::UInt(q)) => (*p as i128).cmp(&(*q as i128)),
+            (Value::UInt(p), Value::Int(q)) => (*p as i128).cmp(&(*q as i128)),
+            (Value::Text(p), Value::Text(q)) => p.as_bytes().cmp(q.as_bytes()),
+            (Value::Bytes(p), Value::Bytes(q)) => p.cmp(q),
+            (Value::Bool(p), Value::Bool(q)) => p.cmp(q),
+            (Value::Float(p), Value::Float(q)) => f64::from_bits(*p).total_cmp(&f64::from_bits(*q)),
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Null, _) => Ordering::Less,
+            (_, Value::Null) => Ordering::Greater,
+            // Mixed kinds: compare their text forms; keys of one column share a kind in practice.
+            _ => format!("{x:?}").cmp(&format!("{y:?}")),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
