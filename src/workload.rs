@@ -728,7 +728,9 @@ impl fmt::Display for CheckReport {
 /// before it started. Each key's owner is the router's answer after a reload (after `complete`,
 /// the new map; after a rollback, the old one). With `exclusive`, a row at a shard other than
 /// its key's owner is a problem (after `complete` or `cancel`: no moved key left behind); without
-/// it (during dual-write, when the old owner still holds copies) such copies are ignored.
+/// it (during dual-write, when the old owner still holds copies) such copies are ignored. A row
+/// deleted by an acknowledged write must be absent from every shard in both modes: during
+/// dual-write, reverse sync deletes it at the old owner too.
 pub async fn check(
     router: &Router,
     before: &Snapshot,
