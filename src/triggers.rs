@@ -432,7 +432,10 @@ pub fn guard(
         Dialect::Sqlite => {
             for (suffix, event, cond) in [
                 ("i", "INSERT", new_pair.clone()),
-                ("u", "UPDATE", format!("({new_pair}) OR ({old_pair})")),
+                // Parenthesised as a whole: the WHEN below prefixes `fenced = 1 AND`, and AND
+                // binds tighter than OR (unparenthesised, every update of a moving key was
+                // refused even with no fence up).
+                ("u", "UPDATE", format!("(({new_pair}) OR ({old_pair}))")),
                 ("d", "DELETE", old_pair.clone()),
             ] {
                 let name = q(&aux_name(&format!("_rs_guard{suffix}"), &schema.name));
