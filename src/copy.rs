@@ -47,8 +47,8 @@ impl CopyJob<'_> {
             .with_context(|| format!("move {} is not in the catalog", m.id))?
             .state;
         match MoveState::parse(&state) {
-            Some(MoveState::Copied) => return Ok(Outcome::Copied),
-            Some(_) => {}
+            Some(MoveState::Pending | MoveState::Copying) => {}
+            Some(_) => return Ok(Outcome::Copied),
             None => anyhow::bail!("move {}: unknown state {state:?} in the catalog", m.id),
         }
         self.catalog
