@@ -140,7 +140,9 @@ impl CopyJob<'_> {
             if !kept.is_empty() {
                 retry(
                     &format!("{}: writing {}", m.destination, schema.name),
-                    || dst.upsert(schema, &kept),
+                    // Quiet: the destination's capture is for reverse sync after the flip, not
+                    // for reshard's own copy.
+                    || dst.write_quiet(schema, &kept, &[]),
                 )
                 .await?;
             }

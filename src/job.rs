@@ -98,6 +98,7 @@ impl JobState {
                 | (DualWrite, Completing | RolledBack | Running)
                 | (Completing, Completed | Failed)
                 | (Failed, Completing | DualWrite | RolledBack)
+                | (DualWrite | RolledBack, Failed)
         )
     }
 }
