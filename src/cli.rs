@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Diff two partition maps into a migration plan (pure: reads two files, touches no database)
     Plan(PlanArgs),
-    /// Print the shard that owns each key under a map
+    /// Print the shard that owns each key under a map, or live from the catalog
     Route(RouteArgs),
     /// Carry out a plan as a resumable job (or check it with --dry-run)
     Apply(ApplyArgs),
@@ -98,13 +98,24 @@ pub struct PlanArgs {
 
 #[derive(Args, Debug)]
 #[command(
+    group(clap::ArgGroup::new("routing").required(true).args(["map", "catalog"])),
     after_help = "Examples:\n  reshard route --map plans/ring-add/new.json 42 1001\n  \
-    seq 1 1000000 | reshard route --map new.json > owners.tsv"
+    seq 1 1000000 | reshard route --map new.json > owners.tsv\n  \
+    reshard route --catalog sqlite://reshard.db 42 1001          # live owner during a job\n  \
+    reshard route --catalog postgres://host/reshard --format json 42\n\n\
+    Output: KEY<TAB>SHARD per key (with --catalog: KEY<TAB>SHARD<TAB>VERSION); with --format json,\n\
+    one JSON object per line: {\"key\": 42, \"shard\": \"s1\", \"version\": 3} (version only with --catalog)."
 )]
 pub struct RouteArgs {
     /// Route with this map file
     #[arg(long, value_name = "MAP.json")]
-    pub map: PathBuf,
+    pub map: Option<PathBuf>,
+    /// Route as the catalog does now: a job's flipped moves go to their new owner, everything
+    /// else to its old one (the routing applications follow with reshard::Router)
+    #[arg(long, value_name = "URL")]
+    pub catalog: Option<String>,
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
     /// Keys to route; with none, keys are read from standard input, one per line
     /// (negative integers need no `--`; other keys starting with `-` go after `--`)
     #[arg(allow_negative_numbers = true)]
@@ -250,8 +261,18 @@ pub fn dispatch(cli: Cli) -> i32 {
             check: a.check,
         }),
         Command::Route(a) => route::run(route::RouteOptions {
-            map: a.map,
+            source: match (a.map, a.catalog) {
+                (Some(map), _) => route::RouteSource::Map(map),
+                (None, Some(url)) => route::RouteSource::Catalog(url),
+                // clap's required group makes this unreachable; refuse rather than guess.
+                (None, None) => {
+                    return commands::report(
+                        crate::error::InputError::one("give --map or --catalog").into(),
+                    )
+                }
+            },
             keys: a.keys,
+            format: a.format.into(),
         }),
         Command::Apply(a) => apply::run(apply::ApplyOptions {
             plan: a.plan,

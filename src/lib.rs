@@ -24,10 +24,13 @@ pub mod planner;
 pub mod preflight;
 pub mod progress;
 pub mod retry;
+pub mod router;
 pub mod shard_url;
 pub mod signals;
 pub mod sqlroute;
 pub mod triggers;
+pub mod workload;
 
 pub use map::{Key, Map, Partitioner};
 pub use plan::Plan;
+pub use router::{Route, Router};

@@ -1,18 +1,29 @@
-//! `reshard route --map`: print `KEY<TAB>SHARD` for keys given as arguments or streamed on
-//! standard input, buffered both ways so a million keys take well under a second.
+//! `reshard route`: print the owner of keys given as arguments or streamed on standard input,
+//! buffered both ways so a million keys take well under a second. With `--map` the owner under
+//! a map file; with `--catalog` the live owner and routing version, as `reshard::Router`
+//! answers applications.
 
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use super::Format;
 use crate::error::InputError;
-use crate::map::{Key, KeyKind, Map, Partitioner};
+use crate::map::{Key, KeyKind, Map};
+use crate::router::{Route, Router};
+
+#[derive(Debug, Clone)]
+pub enum RouteSource {
+    Map(PathBuf),
+    Catalog(String),
+}
 
 #[derive(Debug, Clone)]
 pub struct RouteOptions {
-    pub map: PathBuf,
+    pub source: RouteSource,
     pub keys: Vec<String>,
+    pub format: Format,
 }
 
 pub fn run(opts: RouteOptions) -> i32 {
@@ -31,9 +42,13 @@ pub fn run(opts: RouteOptions) -> i32 {
     }
 }
 
+/// Routes one key: its owner, and the routing version when there is one.
+type RouteFn<'a> = dyn Fn(&Key) -> Result<(String, Option<i64>), String> + 'a;
+
 fn route_one<W: std::io::Write>(
-    p: &Partitioner,
+    route: &RouteFn<'_>,
     kind: KeyKind,
+    format: Format,
     raw: &str,
     out: &mut W,
 ) -> Result<Result<(), String>, std::io::Error> {
@@ -41,27 +56,80 @@ fn route_one<W: std::io::Write>(
         Ok(k) => k,
         Err(e) => return Ok(Err(e)),
     };
-    match p.owner(&key) {
-        Ok(shard) => {
+    let (shard, version) = match route(&key) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    match format {
+        Format::Text => {
             out.write_all(raw.as_bytes())?;
             out.write_all(b"\t")?;
             out.write_all(shard.as_bytes())?;
+            if let Some(v) = version {
+                write!(out, "\t{v}")?;
+            }
             out.write_all(b"\n")?;
-            Ok(Ok(()))
         }
-        Err(e) => Ok(Err(e.to_string())),
+        Format::Json => {
+            // An integer key is a JSON number (also under hash maps, which route any key by
+            // its text: "42" and 42 have the same owner there); other keys are strings.
+            let key = match &key {
+                Key::Int(v) => serde_json::json!(v),
+                Key::Text(s) => match s.parse::<i64>() {
+                    Ok(v) if v.to_string() == *s => serde_json::json!(v),
+                    _ => serde_json::json!(s),
+                },
+            };
+            let obj = match version {
+                Some(v) => serde_json::json!({"key": key, "shard": shard, "version": v}),
+                None => serde_json::json!({"key": key, "shard": shard}),
+            };
+            serde_json::to_writer(&mut *out, &obj)?;
+            out.write_all(b"\n")?;
+        }
     }
+    Ok(Ok(()))
 }
 
 fn execute(opts: &RouteOptions) -> anyhow::Result<()> {
-    let map = Map::load(&opts.map)?;
-    let p = map.compile();
-    let kind = map.partitioning.key_kind();
+    match &opts.source {
+        RouteSource::Map(path) => {
+            let map = Map::load(path)?;
+            let p = map.compile();
+            let route = |k: &Key| {
+                p.owner(k)
+                    .map(|s| (s.to_string(), None))
+                    .map_err(|e| e.to_string())
+            };
+            route_keys(&route, map.partitioning.key_kind(), opts)
+        }
+        RouteSource::Catalog(url) => {
+            // One snapshot answers every key: the output is one consistent version.
+            let snap = super::block_on_value(async {
+                let router = Router::connect(url).await?;
+                let snap = router.snapshot();
+                router.close().await;
+                Ok(snap)
+            })?;
+            let route = |k: &Key| {
+                snap.route(k)
+                    .map(|Route { shard, version }| (shard, Some(version)))
+                    .map_err(|e| e.to_string())
+            };
+            route_keys(&route, snap.key_kind(), opts)
+        }
+    }
+}
+
+fn route_keys(route: &RouteFn<'_>, kind: KeyKind, opts: &RouteOptions) -> anyhow::Result<()> {
+    let format = opts.format;
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut bad = None;
     if !opts.keys.is_empty() {
         for (i, k) in opts.keys.iter().enumerate() {
-            if let Err(e) = route_one(&p, kind, k, &mut out).context("writing to stdout")? {
+            if let Err(e) =
+                route_one(route, kind, format, k, &mut out).context("writing to stdout")?
+            {
                 bad = Some(format!("key argument {}: {e}", i + 1));
                 break;
             }
@@ -82,7 +150,9 @@ fn execute(opts: &RouteOptions) -> anyhow::Result<()> {
             n += 1;
             let key = line.strip_suffix('\n').unwrap_or(&line);
             let key = key.strip_suffix('\r').unwrap_or(key);
-            if let Err(e) = route_one(&p, kind, key, &mut out).context("writing to stdout")? {
+            if let Err(e) =
+                route_one(route, kind, format, key, &mut out).context("writing to stdout")?
+            {
                 bad = Some(format!("stdin line {n}: {e}"));
                 break;
             }

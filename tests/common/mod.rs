@@ -5,3 +5,4 @@
 pub mod cluster;
 pub mod conn;
 pub mod db;
+pub mod writer;

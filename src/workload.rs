@@ -1,0 +1,812 @@
+//! A writer workload that follows the writer contract (docs/writer-contract.md), and the checker
+//! that proves no acknowledged write was lost. The online tests and `reshard demo` run it
+//! during a job; it is library code so that both can.
+//!
+//! The schema is the one of the test maps: `users (id PK, name, score)` sharded by `id`, and
+//! `orders (user_id, order_id, note, PK (user_id, order_id))` sharded by `user_id`
+//! ([`table_ddl`]). Several tokio tasks upsert and delete rows of user ids from a configured
+//! range (ids that exist are updated, new ids inserted), each write in its own transaction at
+//! the owner shard the [`Router`] names. A write refused by the fence is retried after a
+//! reload; any other error is retried with backoff until `give_up_after`, then counted failed.
+//! Each task owns the user ids congruent to its index, so the last acknowledged state of every
+//! primary key is known exactly: that is the [`Tally`] the checker compares the shards with.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sqlx::Connection;
+
+use crate::ident::Dialect;
+use crate::map::{Key, Map};
+use crate::router::{Router, ShardPool};
+
+/// A primary key of one of the workload's tables.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Pk {
+    User(i64),
+    Order(i64, i64),
+}
+
+impl Pk {
+    /// The shard key: the user id.
+    pub fn key(&self) -> Key {
+        match self {
+            Pk::User(id) | Pk::Order(id, _) => Key::Int(*id),
+        }
+    }
+}
+
+impl fmt::Display for Pk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pk::User(id) => write!(f, "users(id={id})"),
+            Pk::Order(u, o) => write!(f, "orders(user_id={u}, order_id={o})"),
+        }
+    }
+}
+
+/// The non-key columns of a row; floats as bits so equality is exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowVal {
+    User { name: String, score: Option<u64> },
+    Order { note: Option<String> },
+}
+
+/// The last acknowledged state of a primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Last {
+    Row(RowVal),
+    Deleted,
+    /// A write that was given up on: it may or may not have been applied.
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkloadConfig {
+    /// User ids written to (ids already in the tables are updated, others inserted).
+    pub users: RangeInclusive<i64>,
+    /// Order ids 1..=this are written for each user.
+    pub orders_per_user: i64,
+    pub tasks: usize,
+    /// Total writes per second over all tasks; 0 for as fast as the shards answer.
+    pub rate: f64,
+    /// Stop after this many acknowledged writes (None: until `stop`).
+    pub max_writes: Option<u64>,
+    pub seed: u64,
+    /// A write still failing after this long is counted failed and its key's state unknown.
+    pub give_up_after: Duration,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            users: 1..=100,
+            orders_per_user: 3,
+            tasks: 4,
+            rate: 300.0,
+            max_writes: None,
+            seed: 1,
+            give_up_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The CREATE TABLE statements of the workload's schema.
+pub fn table_ddl(d: Dialect) -> Vec<String> {
+    let (users, orders) = match d {
+        Dialect::Sqlite => (
+            "CREATE TABLE users (id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, score REAL)",
+            "CREATE TABLE orders (user_id INTEGER NOT NULL, order_id INTEGER NOT NULL, \
+             note TEXT, PRIMARY KEY (user_id, order_id))",
+        ),
+        Dialect::Postgres => (
+            "CREATE TABLE users (id bigint NOT NULL PRIMARY KEY, name text NOT NULL, \
+             score double precision)",
+            "CREATE TABLE orders (user_id bigint NOT NULL, order_id integer NOT NULL, \
+             note varchar(64), PRIMARY KEY (user_id, order_id))",
+        ),
+        Dialect::Mysql => (
+            "CREATE TABLE users (id bigint NOT NULL PRIMARY KEY, name varchar(64) NOT NULL, \
+             score double)",
+            "CREATE TABLE orders (user_id bigint NOT NULL, order_id int NOT NULL, \
+             note varchar(64), PRIMARY KEY (user_id, order_id))",
+        ),
+    };
+    vec![users.to_string(), orders.to_string()]
+}
+
+/// For tests and the demo: records `map` as routing version 1 of a new catalog (creating and
+/// migrating it), so that a [`Router`] can run before the first `apply`. `apply` then finds
+/// the same map and keeps the version. An existing routing must be the same map.
+pub async fn init_routing(catalog_url: &str, map: &Map) -> Result<()> {
+    let cat = crate::catalog::Catalog::open_rw(catalog_url).await?;
+    cat.close().await;
+    let fp = crate::catalog::map_fingerprint(map);
+    let json = map.canonical_json();
+    let now = crate::catalog::now_text();
+    let stmts = [
+        "INSERT INTO routing (id, version, fingerprint, map_json, updated_at) \
+         VALUES (1, 1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO routing_history (version, fingerprint, map_json, job_id, created_at) \
+         VALUES (1, $1, $2, NULL, $3) ON CONFLICT (version) DO NOTHING",
+    ];
+    let label = crate::shard_url::redact(catalog_url);
+    let current: String = if catalog_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(catalog_url).await?;
+        for s in stmts {
+            sqlx::query(s)
+                .bind(&fp)
+                .bind(&json)
+                .bind(&now)
+                .execute(&mut c)
+                .await?;
+        }
+        sqlx::query_scalar("SELECT fingerprint FROM routing WHERE id = 1")
+            .fetch_one(&mut c)
+            .await?
+    } else {
+        let mut c = sqlx::PgConnection::connect(catalog_url).await?;
+        for s in stmts {
+            sqlx::query(s)
+                .bind(&fp)
+                .bind(&json)
+                .bind(&now)
+                .execute(&mut c)
+                .await?;
+        }
+        sqlx::query_scalar("SELECT fingerprint FROM routing WHERE id = 1")
+            .fetch_one(&mut c)
+            .await?
+    };
+    if current != fp {
+        bail!("catalog {label} already routes with another map (fingerprint {current})");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading rows directly from the shards (snapshot and check never go through the code under test)
+
+fn missing_table(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("42P01") | Some("42S02"))
+                || db.message().contains("no such table")
+        }
+        _ => false,
+    }
+}
+
+type Rows = Vec<(Pk, RowVal)>;
+
+/// Every row of both tables at one shard (a missing table reads as empty).
+async fn read_shard(pool: &ShardPool) -> Result<Rows> {
+    let order_sql = |cast: &str| format!("SELECT user_id, {cast}, note FROM orders");
+    macro_rules! read {
+        ($p:expr, $order_sql:expr) => {{
+            let mut out = Vec::new();
+            match sqlx::query_as::<_, (i64, String, Option<f64>)>(
+                "SELECT id, name, score FROM users",
+            )
+            .fetch_all($p)
+            .await
+            {
+                Ok(rows) => out.extend(rows.into_iter().map(|(id, name, score)| {
+                    (
+                        Pk::User(id),
+                        RowVal::User {
+                            name,
+                            score: score.map(f64::to_bits),
+                        },
+                    )
+                })),
+                Err(e) if missing_table(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match sqlx::query_as::<_, (i64, i64, Option<String>)>(&$order_sql)
+                .fetch_all($p)
+                .await
+            {
+                Ok(rows) => out.extend(
+                    rows.into_iter()
+                        .map(|(u, o, note)| (Pk::Order(u, o), RowVal::Order { note })),
+                ),
+                Err(e) if missing_table(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(out)
+        }};
+    }
+    match pool {
+        ShardPool::Postgres(p) => read!(p, order_sql("CAST(order_id AS BIGINT)")),
+        ShardPool::Mysql(p) => read!(p, order_sql("CAST(order_id AS SIGNED)")),
+        ShardPool::Sqlite(p) => read!(p, order_sql("order_id")),
+    }
+}
+
+/// Rows of every shard the routing knows, by primary key: (shard, row) for each copy.
+async fn read_all(router: &Router) -> Result<BTreeMap<Pk, Vec<(String, RowVal)>>> {
+    let mut out: BTreeMap<Pk, Vec<(String, RowVal)>> = BTreeMap::new();
+    for shard in router.snapshot().shards() {
+        let pool = router.pool(&shard).await?;
+        let rows = read_shard(&pool)
+            .await
+            .with_context(|| format!("shard {shard}: reading the workload's tables"))?;
+        for (pk, v) in rows {
+            out.entry(pk).or_default().push((shard.clone(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// The rows as they were before the workload started, each read at its owner.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub rows: BTreeMap<Pk, RowVal>,
+}
+
+pub async fn snapshot(router: &Router) -> Result<Snapshot> {
+    router.refresh().await?;
+    let snap = router.snapshot();
+    let mut rows = BTreeMap::new();
+    for (pk, copies) in read_all(router).await? {
+        let owner = snap.route(&pk.key())?.shard;
+        if let Some((_, v)) = copies.into_iter().find(|(s, _)| *s == owner) {
+            rows.insert(pk, v);
+        }
+    }
+    Ok(Snapshot { rows })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+#[derive(Debug, Clone)]
+enum Op {
+    UpsertUser { id: i64, name: String, score: f64 },
+    DeleteUser { id: i64 },
+    UpsertOrder { user: i64, order: i64, note: String },
+    DeleteOrder { user: i64, order: i64 },
+}
+
+impl Op {
+    fn pk(&self) -> Pk {
+        match self {
+            Op::UpsertUser { id, .. } | Op::DeleteUser { id } => Pk::User(*id),
+            Op::UpsertOrder { user, order, .. } | Op::DeleteOrder { user, order } => {
+                Pk::Order(*user, *order)
+            }
+        }
+    }
+
+    fn result(&self) -> Last {
+        match self {
+            Op::UpsertUser { name, score, .. } => Last::Row(RowVal::User {
+                name: name.clone(),
+                score: Some(score.to_bits()),
+            }),
+            Op::UpsertOrder { note, .. } => Last::Row(RowVal::Order {
+                note: Some(note.clone()),
+            }),
+            Op::DeleteUser { .. } | Op::DeleteOrder { .. } => Last::Deleted,
+        }
+    }
+
+    fn is_delete(&self) -> bool {
+        matches!(self, Op::DeleteUser { .. } | Op::DeleteOrder { .. })
+    }
+
+    /// The statement in the dialect's placeholder style. Upserts make every retry idempotent,
+    /// so a write whose acknowledgement was lost can simply be repeated.
+    fn sql(&self, d: Dialect) -> &'static str {
+        let my = d == Dialect::Mysql;
+        match (self, my) {
+            (Op::UpsertUser { .. }, false) => {
+                "INSERT INTO users (id, name, score) VALUES ($1, $2, $3) ON CONFLICT (id) \
+                 DO UPDATE SET name = excluded.name, score = excluded.score"
+            }
+            (Op::UpsertUser { .. }, true) => {
+                "INSERT INTO users (id, name, score) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE name = VALUES(name), score = VALUES(score)"
+            }
+            (Op::DeleteUser { .. }, false) => "DELETE FROM users WHERE id = $1",
+            (Op::DeleteUser { .. }, true) => "DELETE FROM users WHERE id = ?",
+            (Op::UpsertOrder { .. }, false) => {
+                "INSERT INTO orders (user_id, order_id, note) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, order_id) DO UPDATE SET note = excluded.note"
+            }
+            (Op::UpsertOrder { .. }, true) => {
+                "INSERT INTO orders (user_id, order_id, note) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE note = VALUES(note)"
+            }
+            (Op::DeleteOrder { .. }, false) => {
+                "DELETE FROM orders WHERE user_id = $1 AND order_id = $2"
+            }
+            (Op::DeleteOrder { .. }, true) => {
+                "DELETE FROM orders WHERE user_id = ? AND order_id = ?"
+            }
+        }
+    }
+}
+
+macro_rules! bind_op {
+    ($op:expr, $sql:expr) => {{
+        let q = sqlx::query($sql);
+        match $op {
+            Op::UpsertUser { id, name, score } => q.bind(*id).bind(name.clone()).bind(*score),
+            Op::DeleteUser { id } => q.bind(*id),
+            Op::UpsertOrder { user, order, note } => {
+                q.bind(*user).bind(*order as i32).bind(note.clone())
+            }
+            Op::DeleteOrder { user, order } => q.bind(*user).bind(*order as i32),
+        }
+    }};
+}
+
+enum Outcome {
+    Acknowledged,
+    /// The fence refused the write: routing is reloaded before the retry.
+    Fenced,
+    /// SQLite without a guard: the routing moved while the write waited for the lock.
+    Rerouted,
+    Failed(anyhow::Error),
+}
+
+fn classify(router: &Router, e: sqlx::Error) -> Outcome {
+    if router.note_error(&e) {
+        Outcome::Fenced
+    } else {
+        Outcome::Failed(e.into())
+    }
+}
+
+/// One attempt: route, then the write in its own transaction at the owner.
+async fn attempt(router: &Router, op: &Op) -> Outcome {
+    let route = match router.route(&op.pk().key()).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let pool = match router.pool(&route.shard).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let sql = op.sql(pool.dialect());
+    macro_rules! run {
+        ($tx:expr) => {{
+            let mut tx = match $tx.await {
+                Ok(tx) => tx,
+                Err(e) => return classify(router, e),
+            };
+            if let Err(e) = bind_op!(op, sql).execute(&mut *tx).await {
+                return classify(router, e);
+            }
+            match tx.commit().await {
+                Ok(()) => Outcome::Acknowledged,
+                Err(e) => classify(router, e),
+            }
+        }};
+    }
+    match &pool {
+        ShardPool::Postgres(p) => run!(p.begin()),
+        ShardPool::Mysql(p) => run!(p.begin()),
+        ShardPool::Sqlite(p) => {
+            // Take the write lock first, then confirm the route: a SQLite fence holds this
+            // lock from before its drain until after the flip commits, so a route still
+            // current once the lock is ours cannot be overtaken by a flip before our commit.
+            let mut tx = match p.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => tx,
+                Err(e) => return classify(router, e),
+            };
+            match router.confirm(&route).await {
+                Ok(true) => {}
+                Ok(false) => return Outcome::Rerouted,
+                Err(e) => return Outcome::Failed(e),
+            }
+            if let Err(e) = bind_op!(op, sql).execute(&mut *tx).await {
+                return classify(router, e);
+            }
+            match tx.commit().await {
+                Ok(()) => Outcome::Acknowledged,
+                Err(e) => classify(router, e),
+            }
+        }
+    }
+}
+
+/// Live counters, readable while the workload runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub acknowledged: AtomicU64,
+    pub refused_retried: AtomicU64,
+    pub rerouted: AtomicU64,
+    pub errors_retried: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What the writer did, and the last acknowledged state of every primary key it wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub acknowledged: u64,
+    pub upserts: u64,
+    pub deletes: u64,
+    /// Writes refused by the fence, then retried after a routing reload.
+    pub refused_retried: u64,
+    /// SQLite without a guard: writes whose route changed while they waited for the lock.
+    pub rerouted: u64,
+    /// Other errors, retried with backoff.
+    pub errors_retried: u64,
+    /// Writes given up on after `give_up_after`.
+    pub failed: u64,
+    /// The first few errors, for diagnosis.
+    pub error_samples: Vec<String>,
+    pub last: BTreeMap<Pk, Last>,
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} writes acknowledged ({} upserts, {} deletes), {} refused by the fence and retried, \
+             {} rerouted, {} other errors retried, {} failed",
+            self.acknowledged,
+            self.upserts,
+            self.deletes,
+            self.refused_retried,
+            self.rerouted,
+            self.errors_retried,
+            self.failed
+        )?;
+        for e in &self.error_samples {
+            write!(f, "\n  error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// splitmix64: a deterministic stream from the seed, with no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+struct Shared {
+    router: Arc<Router>,
+    cfg: WorkloadConfig,
+    stop: AtomicBool,
+    counters: Counters,
+}
+
+async fn task_loop(sh: Arc<Shared>, index: usize) -> Tally {
+    let cfg = &sh.cfg;
+    let tasks = cfg.tasks.max(1) as i64;
+    let mine: Vec<i64> = cfg
+        .users
+        .clone()
+        .filter(|u| u.rem_euclid(tasks) == index as i64)
+        .collect();
+    let mut tally = Tally::default();
+    if mine.is_empty() {
+        return tally;
+    }
+    let mut rng = Rng(cfg.seed ^ ((index as u64 + 1) << 32));
+    let mut pace = (cfg.rate > 0.0).then(|| {
+        let mut i = tokio::time::interval(Duration::from_secs_f64(tasks as f64 / cfg.rate));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut n = 0u64;
+    loop {
+        if sh.stop.load(Ordering::Acquire) {
+            break;
+        }
+        if let Some(max) = cfg.max_writes {
+            if sh.counters.acknowledged.load(Ordering::Acquire) >= max {
+                break;
+            }
+        }
+        if let Some(p) = pace.as_mut() {
+            p.tick().await;
+        }
+        n += 1;
+        let user = mine[rng.below(mine.len() as u64) as usize];
+        let order = 1 + rng.below(cfg.orders_per_user.max(1) as u64) as i64;
+        let token = format!("w{index}-{n}");
+        let op = match rng.below(100) {
+            0..=39 => Op::UpsertUser {
+                id: user,
+                name: token,
+                score: n as f64 + 0.5,
+            },
+            40..=54 => Op::DeleteUser { id: user },
+            55..=89 => Op::UpsertOrder {
+                user,
+                order,
+                note: token,
+            },
+            _ => Op::DeleteOrder { user, order },
+        };
+        write_until_done(&sh, &op, &mut tally).await;
+    }
+    tally
+}
+
+async fn write_until_done(sh: &Shared, op: &Op, tally: &mut Tally) {
+    let started = Instant::now();
+    let mut fence_wait = Duration::from_millis(5);
+    let mut error_wait = Duration::from_millis(20);
+    loop {
+        match attempt(&sh.router, op).await {
+            Outcome::Acknowledged => {
+                tally.acknowledged += 1;
+                if op.is_delete() {
+                    tally.deletes += 1;
+                } else {
+                    tally.upserts += 1;
+                }
+                tally.last.insert(op.pk(), op.result());
+                sh.counters.acknowledged.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            Outcome::Fenced => {
+                tally.refused_retried += 1;
+                sh.counters.refused_retried.fetch_add(1, Ordering::AcqRel);
+                // The fence lasts until the flip (bounded by --max-fence): back off gently.
+                tokio::time::sleep(fence_wait).await;
+                fence_wait = (fence_wait * 2).min(Duration::from_millis(200));
+            }
+            Outcome::Rerouted => {
+                tally.rerouted += 1;
+                sh.counters.rerouted.fetch_add(1, Ordering::AcqRel);
+            }
+            Outcome::Failed(e) => {
+                if tally.error_samples.len() < 5 {
+                    tally.error_samples.push(format!("{}: {e:#}", op.pk()));
+                }
+                if started.elapsed() >= sh.cfg.give_up_after {
+                    tally.failed += 1;
+                    sh.counters.failed.fetch_add(1, Ordering::AcqRel);
+                    tally.last.insert(op.pk(), Last::Unknown);
+                    return;
+                }
+                tally.errors_retried += 1;
+                sh.counters.errors_retried.fetch_add(1, Ordering::AcqRel);
+                tokio::time::sleep(error_wait).await;
+                error_wait = (error_wait * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// A running workload.
+pub struct Running {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
+}
+
+/// Starts the writer tasks on the current tokio runtime.
+pub fn start(router: Arc<Router>, cfg: WorkloadConfig) -> Running {
+    let shared = Arc::new(Shared {
+        router,
+        stop: AtomicBool::new(false),
+        counters: Counters::default(),
+        cfg,
+    });
+    let tasks = (0..shared.cfg.tasks.max(1))
+        .map(|i| tokio::spawn(task_loop(shared.clone(), i)))
+        .collect();
+    Running { shared, tasks }
+}
+
+impl Running {
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    pub fn acknowledged(&self) -> u64 {
+        self.shared.counters.acknowledged.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` writes were acknowledged (or every task has ended).
+    pub async fn wait_for(&self, n: u64) {
+        while self.acknowledged() < n && self.tasks.iter().any(|t| !t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Lets the tasks finish on their own (`max_writes`) and returns the tally.
+    pub async fn finish(self) -> Result<Tally> {
+        let mut total = Tally::default();
+        for t in self.tasks {
+            let part = t
+                .await
+                .map_err(|e| anyhow!("a writer task panicked: {e}"))?;
+            total.acknowledged += part.acknowledged;
+            total.upserts += part.upserts;
+            total.deletes += part.deletes;
+            total.refused_retried += part.refused_retried;
+            total.rerouted += part.rerouted;
+            total.errors_retried += part.errors_retried;
+            total.failed += part.failed;
+            for e in part.error_samples {
+                if total.error_samples.len() < 5 {
+                    total.error_samples.push(e);
+                }
+            }
+            // Tasks own disjoint user ids, so their key sets are disjoint.
+            total.last.extend(part.last);
+        }
+        Ok(total)
+    }
+
+    /// Stops after each task's write in flight is acknowledged (or given up) and returns the
+    /// tally.
+    pub async fn stop(self) -> Result<Tally> {
+        self.shared.stop.store(true, Ordering::Release);
+        self.finish().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Primary keys looked at (written, in the snapshot, or found on a shard).
+    pub keys_checked: u64,
+    /// Keys whose last acknowledged write was compared.
+    pub written_checked: u64,
+    /// Acknowledged writes not at their key's owner: row missing, or an older value.
+    pub lost: u64,
+    /// Rows deleted by an acknowledged write but present on some shard.
+    pub resurrected: u64,
+    /// Rows at a shard that does not own their key (only counted when `exclusive`).
+    pub stray: u64,
+    /// Rows the writer never touched that differ from the snapshot (or are missing).
+    pub untouched_changed: u64,
+    /// Rows neither written nor in the snapshot.
+    pub unexpected: u64,
+    /// Keys whose last write was given up on (not checked).
+    pub unknown: u64,
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.lost == 0
+            && self.resurrected == 0
+            && self.stray == 0
+            && self.untouched_changed == 0
+            && self.unexpected == 0
+    }
+
+    fn problem(&mut self, msg: String) {
+        if self.problems.len() < 20 {
+            self.problems.push(msg);
+        }
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} keys checked ({} written): {} lost, {} resurrected, {} stray, {} untouched rows \
+             changed, {} unexpected, {} unknown",
+            self.keys_checked,
+            self.written_checked,
+            self.lost,
+            self.resurrected,
+            self.stray,
+            self.untouched_changed,
+            self.unexpected,
+            self.unknown
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares every shard, read directly, with what the writer was told and the snapshot taken
+/// before it started. Each key's owner is the router's answer after a reload (after `complete`,
+/// the new map; after a rollback, the old one). With `exclusive`, a row at a shard other than
+/// its key's owner is a problem (after `complete` or `cancel`: no moved key left behind); without
+/// it (during dual-write, when the old owner still holds copies) such copies are ignored.
+pub async fn check(
+    router: &Router,
+    before: &Snapshot,
+    tally: &Tally,
+    exclusive: bool,
+) -> Result<CheckReport> {
+    router.refresh().await?;
+    let snap = router.snapshot();
+    let found = read_all(router).await?;
+    let mut keys: Vec<&Pk> = before
+        .rows
+        .keys()
+        .chain(tally.last.keys())
+        .chain(found.keys())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut r = CheckReport::default();
+    let none = Vec::new();
+    for pk in keys {
+        r.keys_checked += 1;
+        let copies = found.get(pk).unwrap_or(&none);
+        let owner = snap.route(&pk.key())?.shard;
+        let written = tally.last.get(pk);
+        let expected = match written {
+            Some(last) => Some(last.clone()),
+            None => before.rows.get(pk).map(|v| Last::Row(v.clone())),
+        };
+        if written.is_some() {
+            r.written_checked += 1;
+        }
+        let strays = |r: &mut CheckReport| {
+            if exclusive {
+                for (s, _) in copies.iter().filter(|(s, _)| *s != owner) {
+                    r.stray += 1;
+                    r.problem(format!("{pk}: a copy remains at {s}, its owner is {owner}"));
+                }
+            }
+        };
+        match expected {
+            Some(Last::Row(want)) => {
+                let at_owner = copies.iter().find(|(s, _)| *s == owner).map(|(_, v)| v);
+                if at_owner != Some(&want) {
+                    let what = match at_owner {
+                        None => format!("missing at its owner {owner}"),
+                        Some(got) => format!("at {owner} is {got:?}, expected {want:?}"),
+                    };
+                    if written.is_some() {
+                        r.lost += 1;
+                        r.problem(format!("{pk}: acknowledged write lost: {what}"));
+                    } else {
+                        r.untouched_changed += 1;
+                        r.problem(format!("{pk}: untouched row changed: {what}"));
+                    }
+                }
+                strays(&mut r);
+            }
+            Some(Last::Deleted) => {
+                for (s, _) in copies {
+                    r.resurrected += 1;
+                    r.problem(format!(
+                        "{pk}: deleted by an acknowledged write, present at {s}"
+                    ));
+                }
+            }
+            Some(Last::Unknown) => {
+                r.unknown += 1;
+                strays(&mut r);
+            }
+            None => {
+                for (s, _) in copies {
+                    r.unexpected += 1;
+                    r.problem(format!(
+                        "{pk}: never written and not in the snapshot, at {s}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(r)
+}
