@@ -160,6 +160,15 @@ async fn stale_writer(kind: Kind) {
             let _ = code;
         }
     }
+    // The new owner takes writes of the moved key (regression: SQLite's UPDATE guard once
+    // refused them, its condition lacking parentheses around `new OR old`).
+    let mut dst = common::conn::RawConn::open(s.c.db("s2")).await;
+    dst.execute("UPDATE users SET name = 'new owner' WHERE id = 2")
+        .await
+        .unwrap();
+    dst.execute("DELETE FROM orders WHERE user_id = 2")
+        .await
+        .unwrap();
     // A key that does not move is not blocked.
     conn.execute("UPDATE users SET name = 'fine' WHERE id = 6")
         .await
