@@ -459,12 +459,19 @@ impl Backend for Sqlite {
     }
 
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
+        // One transaction on one connection: DDL is transactional in SQLite, so the batch is
+        // all-or-nothing, and no statement runs on a connection with an older schema.
+        let ctx = || format!("shard {}: installing/removing triggers", self.shard);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .with_context(ctx)?;
         for st in stmts {
-            sqlx::raw_sql(st)
-                .execute(&self.pool)
-                .await
-                .with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
+            // One statement each (a trigger body's inner `;` belongs to its CREATE).
+            sqlx::query(st).execute(&mut *tx).await.with_context(ctx)?;
         }
+        tx.commit().await.with_context(ctx)?;
         Ok(())
     }
 
