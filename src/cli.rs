@@ -41,6 +41,32 @@ pub enum Command {
     /// Compare a job's moved rows at source and destination by chunked checksums (exit 3 on a
     /// mismatch), repair them, or audit the finished layout
     Verify(VerifyArgs),
+    /// Finish a job whose moves have all flipped: delete old copies, drop capture, switch the map
+    Complete(JobArgs),
+    /// Flip a job's flipped moves back to their old owners (fenced, nothing lost)
+    Rollback(JobArgs),
+    /// Undo a job before any flip: remove triggers and logs, copied rows and created tables
+    Cancel(JobArgs),
+    /// Keep reverse sync (new owners -> old owners) running until Ctrl-C
+    Sync(JobArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "See docs/online.md for the lifecycle: apply -> dual_write -> complete, \
+    or rollback/cancel."
+)]
+pub struct JobArgs {
+    /// The job
+    pub job: String,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Longest time a move's keys stay fenced during a rollback (e.g. 2s, 500ms)
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub max_fence: String,
+    /// Only this move (rollback)
+    #[arg(long = "move", value_name = "ID")]
+    pub move_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -159,6 +185,13 @@ pub struct ApplyArgs {
     /// Proceed even when rows of the moving keys already exist at a destination
     #[arg(long)]
     pub allow_existing: bool,
+    /// Longest time a cutover may refuse writes to a move's keys (e.g. 2s, 500ms); past it
+    /// the fence is lowered, catch-up resumes and the cutover is retried
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub max_fence: String,
+    /// Once every move has flipped, complete the job (otherwise it waits in dual write)
+    #[arg(long)]
+    pub complete: bool,
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +267,17 @@ pub struct VerifyArgs {
     pub max_listed: usize,
 }
 
+impl From<JobArgs> for commands::online::JobOptions {
+    fn from(a: JobArgs) -> Self {
+        commands::online::JobOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            max_fence: a.max_fence,
+            move_id: a.move_id,
+        }
+    }
+}
+
 impl From<FormatArg> for commands::Format {
     fn from(f: FormatArg) -> Self {
         match f {
@@ -291,6 +335,8 @@ pub fn dispatch(cli: Cli) -> i32 {
             yes: a.yes,
             create_tables: a.create_tables,
             allow_existing: a.allow_existing,
+            max_fence: a.max_fence,
+            complete: a.complete,
         }),
         Command::Resume(a) => apply::resume(apply::ResumeOptions {
             job: a.job,
@@ -319,5 +365,9 @@ pub fn dispatch(cli: Cli) -> i32 {
             chunk_ms: a.chunk_ms,
             max_listed: a.max_listed,
         }),
+        Command::Complete(a) => online::run(online::Action::Complete, a.into()),
+        Command::Rollback(a) => online::run(online::Action::Rollback, a.into()),
+        Command::Cancel(a) => online::run(online::Action::Cancel, a.into()),
+        Command::Sync(a) => online::run(online::Action::Sync, a.into()),
     }
 }

@@ -47,8 +47,8 @@ impl CopyJob<'_> {
             .with_context(|| format!("move {} is not in the catalog", m.id))?
             .state;
         match MoveState::parse(&state) {
-            Some(MoveState::Copied) => return Ok(Outcome::Copied),
-            Some(_) => {}
+            Some(MoveState::Pending | MoveState::Copying) => {}
+            Some(_) => return Ok(Outcome::Copied),
             None => anyhow::bail!("move {}: unknown state {state:?} in the catalog", m.id),
         }
         self.catalog
@@ -140,7 +140,9 @@ impl CopyJob<'_> {
             if !kept.is_empty() {
                 retry(
                     &format!("{}: writing {}", m.destination, schema.name),
-                    || dst.upsert(schema, &kept),
+                    // Quiet: the destination's capture is for reverse sync after the flip, not
+                    // for reshard's own copy.
+                    || dst.write_quiet(schema, &kept, &[]),
                 )
                 .await?;
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::capture::Online;
 use crate::catalog::{Catalog, DEFAULT_CATALOG};
 use crate::commands::ProgressMode;
 use crate::copy::{CopyJob, Outcome};
@@ -29,6 +30,22 @@ pub struct JobOptions {
     /// Their secondary indexes are built after the copy.
     #[serde(default)]
     pub create: Vec<(String, String)>,
+    /// The longest a cutover may keep a move's keys fenced (`--max-fence`).
+    #[serde(default = "default_max_fence_ms")]
+    pub max_fence_ms: u64,
+    /// Run `complete` once every move has flipped (`apply --complete`).
+    #[serde(default)]
+    pub complete: bool,
+}
+
+fn default_max_fence_ms() -> u64 {
+    2000
+}
+
+impl JobOptions {
+    pub fn max_fence(&self) -> Duration {
+        Duration::from_millis(self.max_fence_ms.max(1))
+    }
 }
 
 pub struct Run<'a> {
@@ -92,7 +109,7 @@ impl Run<'_> {
         ended
     }
 
-    async fn execute_leased(&self, ctx: &mut Context) -> Result<bool> {
+    async fn execute_leased(&self, ctx: &mut Context) -> Result<Option<JobState>> {
         let job = self.job;
         let cat = &self.catalog;
         let current = cat
@@ -128,6 +145,12 @@ impl Run<'_> {
                 ctx.set_schema(Side::To, shard, table, s);
             }
         }
+        let ctx: &Context = ctx;
+        // Capture before the copy: every write from here on is either seen by the copy or
+        // logged (or both), and replaying it converges.
+        let mut online = Online::new(ctx, cat, job).await?;
+        online.install().await?;
+        online.reconcile().await?;
         let rows = cat.moves(job).await?;
         let progress = Progress::new(
             self.progress,
@@ -143,7 +166,6 @@ impl Run<'_> {
                 })
                 .collect(),
         );
-        let ctx: &Context = ctx;
         let sem = tokio::sync::Semaphore::new(self.options.parallel.max(1));
         // One failed move stops the others after their in-flight batch: the job is then failed
         // and resumable as a whole, which is simpler to reason about than a half-running job.
@@ -200,7 +222,7 @@ impl Run<'_> {
             }
         }
         if stopped {
-            return Ok(false);
+            return Ok(None);
         }
         for (shard, table) in &self.options.create {
             if let (Some(dst), Some(schema)) = (
@@ -221,21 +243,38 @@ impl Run<'_> {
                     .with_context(|| format!("shard {shard}: creating indexes of {table}"))?;
             }
         }
-        Ok(true)
+        // Catch-up only now: no copy batch still in flight can overwrite a caught-up row.
+        if !online
+            .run_forward(self.options.max_fence(), &self.stop)
+            .await?
+        {
+            return Ok(None);
+        }
+        if self.options.complete {
+            let v = online.complete().await?;
+            eprintln!("reshard: job {job} completed; routing version {v} is the new map");
+            return Ok(Some(JobState::Completed));
+        }
+        Ok(Some(JobState::DualWrite))
     }
 
-    async fn finish(&self, result: Result<bool>) -> Result<()> {
+    async fn finish(&self, result: Result<Option<JobState>>) -> Result<()> {
         let (job, cat) = (self.job, &self.catalog);
         match result {
-            Ok(true) => {
+            Ok(Some(JobState::Completed)) => Ok(()),
+            Ok(Some(state)) => {
                 retry("catalog: finishing the job", || {
-                    cat.set_job_state(job, JobState::Copied, None)
+                    cat.set_job_state(job, state, None)
                 })
                 .await?;
-                eprintln!("reshard: job {job} copied every move");
+                eprintln!(
+                    "reshard: job {job}: every move has flipped; the new owners are \
+                     authoritative and changes flow back to the old owners (dual write). \
+                     Next: reshard complete {job} (or reshard rollback {job})"
+                );
                 Ok(())
             }
-            Ok(false) => {
+            Ok(None) => {
                 retry("catalog: recording the interruption", || {
                     cat.set_job_state(job, JobState::Interrupted, None)
                 })

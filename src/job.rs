@@ -4,10 +4,16 @@
 //! A job is a plan being carried out. Each of its moves advances on its own:
 //!
 //! ```text
-//! move:  pending -> copying -> copied            (this issue)
-//!                              copied -> catching_up -> fenced -> flipped -> completed   (issue 4)
-//! job:   running -> copied | interrupted | failed;  interrupted | failed -> running (resume)
+//! move:  pending -> copying -> copied -> catching_up -> fencing -> flipped -> completed
+//!                                        catching_up <- fencing   (fence lowered: over budget,
+//!                                                                  crash, mismatch)
+//!        flipped -> rolling_back -> catching_up  (rollback: flipped back)
+//!        rolling_back -> flipped                 (rollback abandoned or crashed)
+//! job:   running -> dual_write | interrupted | failed;  interrupted | failed -> running (resume)
+//!        dual_write -> completing -> completed;  dual_write -> rolled_back (rollback) -> running
+//!        (any state before a flip) -> cancelling -> cancelled
 //! ```
+//! `copied` is the job state of issue 3's offline jobs; online jobs go on to `dual_write`.
 //!
 //! The job state is derived from its moves when a run ends: `copied` when every move is copied,
 //! otherwise `interrupted` (signal) or `failed` (an error, recorded in `last_error`).
@@ -24,17 +30,29 @@ pub enum JobState {
     Failed,
     /// Every move's rows are at their destination. Issue 4 continues from here.
     Copied,
+    /// Every move has flipped; the new owners are authoritative and their changes flow back to
+    /// the old owners until `complete` (or `rollback`).
+    DualWrite,
+    /// Rolled back after a flip: routing is the old map again; `resume` cuts over anew,
+    /// `cancel` removes everything.
+    RolledBack,
+    Completing,
     Completed,
+    Cancelling,
     Cancelled,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 10] = [
         JobState::Running,
         JobState::Interrupted,
         JobState::Failed,
         JobState::Copied,
+        JobState::DualWrite,
+        JobState::RolledBack,
+        JobState::Completing,
         JobState::Completed,
+        JobState::Cancelling,
         JobState::Cancelled,
     ];
 
@@ -44,7 +62,11 @@ impl JobState {
             JobState::Interrupted => "interrupted",
             JobState::Failed => "failed",
             JobState::Copied => "copied",
+            JobState::DualWrite => "dual_write",
+            JobState::RolledBack => "rolled_back",
+            JobState::Completing => "completing",
             JobState::Completed => "completed",
+            JobState::Cancelling => "cancelling",
             JobState::Cancelled => "cancelled",
         }
     }
@@ -58,7 +80,7 @@ impl JobState {
     pub fn resumable(self) -> bool {
         matches!(
             self,
-            JobState::Running | JobState::Interrupted | JobState::Failed
+            JobState::Running | JobState::Interrupted | JobState::Failed | JobState::RolledBack
         )
     }
 
@@ -66,10 +88,17 @@ impl JobState {
         use JobState::*;
         matches!(
             (self, to),
-            (Running, Interrupted | Failed | Copied | Cancelled)
-                | (Interrupted | Failed | Running, Running)
-                | (Interrupted | Failed, Cancelled)
+            (
+                Running,
+                Interrupted | Failed | Copied | DualWrite | Cancelling
+            ) | (Interrupted | Failed | Running | RolledBack, Running)
+                | (Interrupted | Failed | RolledBack | Copied, Cancelling)
+                | (Cancelling, Cancelled | Failed)
                 | (Copied, Completed | Cancelled | Running)
+                | (DualWrite, Completing | RolledBack | Running)
+                | (Completing, Completed | Failed)
+                | (Failed, Completing | DualWrite | RolledBack)
+                | (DualWrite | RolledBack, Failed)
         )
     }
 }
@@ -86,17 +115,40 @@ pub enum MoveState {
     Pending,
     Copying,
     Copied,
-    // Issue 4 (change capture and cutover) adds: CatchingUp, Fenced, Flipped, Completed.
+    /// Replaying captured changes at the destination until the backlog is small.
+    CatchingUp,
+    /// The source's fence is (being) raised: drain, verify, flip.
+    Fencing,
+    /// Routing sends the move's keys to the destination (`moves.flipped = 1`).
+    Flipped,
+    /// Rollback: the destination's fence is (being) raised to flip back.
+    RollingBack,
+    /// The job completed: old copies deleted.
+    Completed,
 }
 
 impl MoveState {
-    pub const ALL: [MoveState; 3] = [MoveState::Pending, MoveState::Copying, MoveState::Copied];
+    pub const ALL: [MoveState; 8] = [
+        MoveState::Pending,
+        MoveState::Copying,
+        MoveState::Copied,
+        MoveState::CatchingUp,
+        MoveState::Fencing,
+        MoveState::Flipped,
+        MoveState::RollingBack,
+        MoveState::Completed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             MoveState::Pending => "pending",
             MoveState::Copying => "copying",
             MoveState::Copied => "copied",
+            MoveState::CatchingUp => "catching_up",
+            MoveState::Fencing => "fencing",
+            MoveState::Flipped => "flipped",
+            MoveState::RollingBack => "rolling_back",
+            MoveState::Completed => "completed",
         }
     }
 
@@ -108,7 +160,13 @@ impl MoveState {
         use MoveState::*;
         matches!(
             (self, to),
-            (Pending, Copying) | (Copying, Copying) | (Copying, Copied)
+            (Pending, Copying)
+                | (Copying, Copying)
+                | (Copying, Copied)
+                | (Copied | Fencing | RollingBack, CatchingUp)
+                | (CatchingUp, Fencing)
+                | (Fencing | RollingBack, Flipped)
+                | (Flipped, RollingBack | Completed)
         )
     }
 }

@@ -4,10 +4,13 @@
 //! from other Rust programs.
 
 pub mod backend;
+pub mod capture;
 pub mod catalog;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod copy;
+pub mod cutover;
 pub mod error;
 pub mod execute;
 pub mod failpoint;

@@ -134,7 +134,9 @@ pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capt
     let seq = match dialect {
         Dialect::Postgres => "seq BIGSERIAL PRIMARY KEY",
         Dialect::Mysql => "seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
-        Dialect::Sqlite => "seq INTEGER PRIMARY KEY AUTOINCREMENT",
+        // Not AUTOINCREMENT: that creates sqlite_sequence, which cannot be dropped, and cancel
+        // must leave the shard as it was. SQLite's single writer hands out max + 1 in commit order.
+        Dialect::Sqlite => "seq INTEGER PRIMARY KEY",
     };
     let create_log = format!(
         "CREATE TABLE IF NOT EXISTS {log} ({seq}, op CHAR(1) NOT NULL, {})",
@@ -442,7 +444,7 @@ pub fn guard(
                 install.push(format!("DROP TRIGGER IF EXISTS {name}"));
                 install.push(format!(
                     "CREATE TRIGGER {name} BEFORE {event} ON {t} FOR EACH ROW \
-                     WHEN EXISTS (SELECT 1 FROM {fence} WHERE fenced = 1 AND {cond}) \
+                     WHEN EXISTS (SELECT 1 FROM {fence} WHERE fenced = 1 AND ({cond})) \
                      BEGIN SELECT RAISE(ABORT, '{FENCE_MESSAGE}'); END"
                 ));
                 remove.push(format!("DROP TRIGGER IF EXISTS {name}"));

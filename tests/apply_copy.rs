@@ -77,11 +77,11 @@ fn full_apply(kind: Kind, name: &str) {
     assert!(st.status.success(), "{}", stderr(&st));
     let v: Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["job"], job.as_str());
-    assert_eq!(v["state"], "copied");
+    assert_eq!(v["state"], "dual_write");
     let moves = v["moves"].as_array().unwrap();
     assert!(!moves.is_empty());
     for m in moves {
-        assert_eq!(m["state"], "copied", "{m}");
+        assert_eq!(m["state"], "flipped", "{m}");
         assert_eq!(m["rows_copied"], m["rows_total"], "{m}");
         for f in ["id", "source", "destination"] {
             assert!(m[f].is_string(), "{f} in {m}");

@@ -44,14 +44,14 @@ fn resume_and_check(s: &Setup) {
     let st = s.c.run(&["status", "--format", "json"]);
     let v: Value = serde_json::from_slice(&st.stdout).unwrap();
     // A run that was not killed in time may have finished the job already.
-    if v["state"] != "copied" {
+    if v["state"] != "dual_write" {
         let out = s.c.run(&["resume", "--progress", "plain"]);
         assert!(out.status.success(), "resume: {}", stderr(&out));
     }
     s.c.assert_copied(&s.before, &s.from, &s.to);
     let st = s.c.run(&["status", "--format", "json"]);
     let v: Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(v["state"], "copied", "{v}");
+    assert_eq!(v["state"], "dual_write", "{v}");
     for m in v["moves"].as_array().unwrap() {
         assert_eq!(m["rows_copied"], m["rows_total"], "{m}");
     }

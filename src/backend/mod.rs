@@ -199,8 +199,56 @@ pub trait Backend: Send + Sync {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch>;
+
+    // --- Online migration (docs/online.md) ---
+
+    /// Runs statements from [`crate::triggers`] in order, each on its own (they are idempotent).
+    async fn run_ddl(&self, stmts: &[String]) -> Result<()>;
+
+    /// The current rows with these primary keys, columns in schema order; absent keys are
+    /// left out. Catch-up re-reads rows through this instead of trusting logged images.
+    async fn fetch(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<Vec<Vec<Value>>>;
+
+    /// reshard's own write (copy, catch-up, reverse sync, cleanup): upserts then deletes in one
+    /// transaction that the capture triggers do not record and the guards let through.
+    /// PostgreSQL/MariaDB set the bypass session flag; SQLite, which has none, drops the
+    /// table's guard triggers inside the transaction, removes the log rows its own write
+    /// produced (SQLite's single writer makes them exactly ours) and re-creates the guards.
+    async fn write_quiet(
+        &self,
+        schema: &TableSchema,
+        upserts: &[Vec<Value>],
+        deletes: &[PkValues],
+    ) -> Result<()>;
+
+    /// Raises the fence of one move (its (old owner, new owner) row of `_reshard_fence`),
+    /// committed, waiting at most `wait` for in-flight writers of the move's keys (lock
+    /// timeout: an error, the fence is not up). Where the shard has no fence table (SQLite with
+    /// a hash map) the fence is the database's write lock, held until the returned
+    /// [`HeldLock`] is released; otherwise None is returned and the row is lowered with
+    /// [`Backend::set_fence`].
+    async fn raise_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<Box<dyn HeldLock>>>;
+
+    /// Sets a fence row outright, in its own short transaction: lowering after a crash or an
+    /// aborted cutover, keeping the stale-writer guard up. A no-op without a fence table.
+    async fn set_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        on: bool,
+    ) -> Result<()>;
 }
 
+/// A database write lock held as a fence (SQLite without a guard). Dropping it releases it.
+#[async_trait]
+pub trait HeldLock: Send {
+    async fn release(self: Box<Self>) -> Result<()>;
+}
 /// Connects to a shard. The URL is resolved here (env: lookups, overrides) and never appears in
 /// an error message.
 pub async fn connect(shard: &str, url: &ShardUrl) -> Result<Arc<dyn Backend>> {

@@ -163,6 +163,97 @@ impl Mysql {
     }
 }
 
+async fn upsert_in(
+    conn: &mut sqlx::MySqlConnection,
+    schema: &TableSchema,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ncols = schema.columns.len();
+    let mut updates: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !schema.primary_key.contains(&c.name))
+        .map(|c| format!("{0} = VALUES({0})", D.quote(&c.name)))
+        .collect();
+    if updates.is_empty() {
+        // Not INSERT IGNORE: that would also turn data errors into warnings.
+        let pk0 = D.quote(&schema.primary_key[0]);
+        updates.push(format!("{pk0} = {pk0}"));
+    }
+    let per = sql::chunk_rows(ncols, MAX_PARAMS, 1000);
+    let mut n = 0;
+    for chunk in rows.chunks(per) {
+        let q = format!(
+            "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+            D.quote(&schema.name),
+            sql::column_list(D, schema),
+            sql::values_groups(chunk.len(), ncols),
+            updates.join(", ")
+        );
+        let mut args = MySqlArguments::default();
+        for row in chunk {
+            if row.len() != ncols {
+                anyhow::bail!(
+                    "row has {} values, table {} {ncols} columns",
+                    row.len(),
+                    schema.name
+                );
+            }
+            for v in row {
+                bind(&mut args, v)?;
+            }
+        }
+        n += sqlx::query_with(&q, args)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(n)
+}
+
+async fn delete_in(
+    conn: &mut sqlx::MySqlConnection,
+    schema: &TableSchema,
+    pks: &[PkValues],
+) -> Result<u64> {
+    let npk = schema.primary_key.len();
+    let per = sql::chunk_rows(npk, MAX_PARAMS, 1000);
+    let mut n = 0;
+    for chunk in pks.chunks(per) {
+        let list = if npk == 1 {
+            vec!["?"; chunk.len()].join(", ")
+        } else {
+            sql::values_groups(chunk.len(), npk)
+        };
+        let q = format!(
+            "DELETE FROM {} WHERE ({}) IN ({list})",
+            D.quote(&schema.name),
+            sql::pk_list(D, schema)
+        );
+        let mut args = MySqlArguments::default();
+        for pk in chunk {
+            if pk.len() != npk {
+                anyhow::bail!(
+                    "primary key with {} values for table {}",
+                    pk.len(),
+                    schema.name
+                );
+            }
+            for v in pk {
+                bind(&mut args, v)?;
+            }
+        }
+        n += sqlx::query_with(&q, args)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(n)
+}
+
 #[async_trait]
 impl Backend for Mysql {
     fn dialect(&self) -> Dialect {
@@ -336,49 +427,9 @@ impl Backend for Mysql {
         if rows.is_empty() {
             return Ok(0);
         }
-        let ncols = schema.columns.len();
-        let mut updates: Vec<String> = schema
-            .columns
-            .iter()
-            .filter(|c| !schema.primary_key.contains(&c.name))
-            .map(|c| format!("{0} = VALUES({0})", D.quote(&c.name)))
-            .collect();
-        if updates.is_empty() {
-            // Not INSERT IGNORE: that would also turn data errors into warnings.
-            let pk0 = D.quote(&schema.primary_key[0]);
-            updates.push(format!("{pk0} = {pk0}"));
-        }
-        let per = sql::chunk_rows(ncols, MAX_PARAMS, 1000);
         let ctx = || self.ctx("upsert into", &schema.name);
         let mut tx = self.pool.begin().await.with_context(ctx)?;
-        let mut n = 0;
-        for chunk in rows.chunks(per) {
-            let q = format!(
-                "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
-                D.quote(&schema.name),
-                sql::column_list(D, schema),
-                sql::values_groups(chunk.len(), ncols),
-                updates.join(", ")
-            );
-            let mut args = MySqlArguments::default();
-            for row in chunk {
-                if row.len() != ncols {
-                    anyhow::bail!(
-                        "row has {} values, table {} {ncols} columns",
-                        row.len(),
-                        schema.name
-                    );
-                }
-                for v in row {
-                    bind(&mut args, v)?;
-                }
-            }
-            n += sqlx::query_with(&q, args)
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?
-                .rows_affected();
-        }
+        let n = upsert_in(&mut tx, schema, rows).await.with_context(ctx)?;
         tx.commit().await.with_context(ctx)?;
         Ok(n)
     }
@@ -388,41 +439,9 @@ impl Backend for Mysql {
         if pks.is_empty() {
             return Ok(0);
         }
-        let npk = schema.primary_key.len();
-        let per = sql::chunk_rows(npk, MAX_PARAMS, 1000);
         let ctx = || self.ctx("delete from", &schema.name);
         let mut tx = self.pool.begin().await.with_context(ctx)?;
-        let mut n = 0;
-        for chunk in pks.chunks(per) {
-            let list = if npk == 1 {
-                vec!["?"; chunk.len()].join(", ")
-            } else {
-                sql::values_groups(chunk.len(), npk)
-            };
-            let q = format!(
-                "DELETE FROM {} WHERE ({}) IN ({list})",
-                D.quote(&schema.name),
-                sql::pk_list(D, schema)
-            );
-            let mut args = MySqlArguments::default();
-            for pk in chunk {
-                if pk.len() != npk {
-                    anyhow::bail!(
-                        "primary key with {} values for table {}",
-                        pk.len(),
-                        schema.name
-                    );
-                }
-                for v in pk {
-                    bind(&mut args, v)?;
-                }
-            }
-            n += sqlx::query_with(&q, args)
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?
-                .rows_affected();
-        }
+        let n = delete_in(&mut tx, schema, pks).await.with_context(ctx)?;
         tx.commit().await.with_context(ctx)?;
         Ok(n)
     }
@@ -522,6 +541,158 @@ impl Backend for Mysql {
             .last()
             .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
         Ok(batch)
+    }
+
+    async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
+        for st in stmts {
+            sqlx::raw_sql(st)
+                .execute(&self.pool)
+                .await
+                .with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<Vec<Vec<Value>>> {
+        check_table(&schema.name)?;
+        let npk = schema.primary_key.len();
+        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
+        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
+        let ctx = || self.ctx("read", &schema.name);
+        let mut out = Vec::new();
+        for chunk in pks.chunks(sql::chunk_rows(npk, MAX_PARAMS, 1000)) {
+            let set = if npk == 1 {
+                vec!["?"; chunk.len()].join(", ")
+            } else {
+                sql::values_groups(chunk.len(), npk)
+            };
+            let q = format!(
+                "SELECT {} FROM {} WHERE ({}) IN ({set})",
+                list.join(", "),
+                D.quote(&schema.name),
+                sql::pk_list(D, schema)
+            );
+            let flat: Vec<Value> = chunk.iter().flatten().cloned().collect();
+            let rows = sqlx::query_with(&q, bind_all(&flat)?)
+                .fetch_all(&self.pool)
+                .await
+                .with_context(ctx)?;
+            for r in &rows {
+                out.push(
+                    wires
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| decode(r, i, *w))
+                        .collect::<Result<Vec<Value>>>()
+                        .with_context(ctx)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_quiet(
+        &self,
+        schema: &TableSchema,
+        upserts: &[Vec<Value>],
+        deletes: &[PkValues],
+    ) -> Result<()> {
+        check_table(&schema.name)?;
+        if upserts.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
+        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        // A session variable: should anything below fail, the connection is closed rather than
+        // returned to the pool with the flag still set.
+        let res: Result<()> = async {
+            sqlx::query("SET @reshard_bypass = 1")
+                .execute(&mut *conn)
+                .await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            upsert_in(&mut tx, schema, upserts).await?;
+            delete_in(&mut tx, schema, deletes).await?;
+            tx.commit().await?;
+            sqlx::query("SET @reshard_bypass = NULL")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        .await;
+        if res.is_err() {
+            conn.close_on_drop();
+        }
+        res.with_context(ctx)
+    }
+
+    async fn raise_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn super::HeldLock>>> {
+        let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
+        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        // innodb_lock_wait_timeout counts whole seconds; max_statement_time bounds the
+        // statement (lock waits included) to the fence budget itself.
+        let secs = wait.as_secs_f64().clamp(0.001, 3600.0);
+        let res: Result<()> = async {
+            sqlx::query(&format!(
+                "SET SESSION innodb_lock_wait_timeout = {}, max_statement_time = {secs:.3}",
+                secs.ceil() as u64
+            ))
+            .execute(&mut *conn)
+            .await?;
+            let r = sqlx::query(&crate::triggers::set_fence_sql(D))
+                .bind(1i32)
+                .bind(move_id)
+                .bind(pair.0 as i32)
+                .bind(pair.1 as i32)
+                .execute(&mut *conn)
+                .await;
+            sqlx::query(
+                "SET SESSION innodb_lock_wait_timeout = DEFAULT, max_statement_time = DEFAULT",
+            )
+            .execute(&mut *conn)
+            .await?;
+            r?;
+            Ok(())
+        }
+        .await;
+        if res.is_err() {
+            conn.close_on_drop();
+        }
+        res.with_context(ctx)?;
+        Ok(None)
+    }
+
+    async fn set_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        on: bool,
+    ) -> Result<()> {
+        let ctx = || format!("shard {}: setting the fence of move {move_id}", self.shard);
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = database() AND table_name = ?",
+        )
+        .bind(crate::triggers::FENCE_TABLE)
+        .fetch_one(&self.pool)
+        .await
+        .with_context(ctx)?;
+        if n == 0 {
+            return Ok(());
+        }
+        sqlx::query(&crate::triggers::set_fence_sql(D))
+            .bind(on as i32)
+            .bind(move_id)
+            .bind(pair.0 as i32)
+            .bind(pair.1 as i32)
+            .execute(&self.pool)
+            .await
+            .with_context(ctx)?;
+        Ok(())
     }
 }
 

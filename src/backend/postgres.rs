@@ -238,6 +238,54 @@ fn column_arrays(rows: &[Vec<Value>], cols: &[usize], table: &str) -> Result<PgA
     Ok(args)
 }
 
+fn upsert_stmt(schema: &TableSchema, rows: &[Vec<Value>]) -> Result<Option<(String, PgArguments)>> {
+    check_table(&schema.name)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let all: Vec<usize> = (0..schema.columns.len()).collect();
+    let non_pk: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !schema.primary_key.contains(&c.name))
+        .map(|c| format!("{0} = EXCLUDED.{0}", D.quote(&c.name)))
+        .collect();
+    let action = if non_pk.is_empty() {
+        "NOTHING".to_string()
+    } else {
+        format!("UPDATE SET {}", non_pk.join(", "))
+    };
+    let q = format!(
+        "INSERT INTO {} ({}) {} ON CONFLICT ({}) DO {action}",
+        D.quote(&schema.name),
+        sql::column_list(D, schema),
+        unnest_select(schema, &all)?,
+        sql::pk_list(D, schema)
+    );
+    let args = column_arrays(rows, &all, &schema.name)?;
+    Ok(Some((q, args)))
+}
+
+fn delete_stmt(schema: &TableSchema, pks: &[PkValues]) -> Result<Option<(String, PgArguments)>> {
+    check_table(&schema.name)?;
+    if pks.is_empty() {
+        return Ok(None);
+    }
+    let pk_idx = sql::pk_indexes(schema)?;
+    // The cursors hold primary-key values only: lay them out as rows of the pk columns.
+    let positions: Vec<usize> = (0..pk_idx.len()).collect();
+    let mut sub = schema.clone();
+    sub.columns = pk_idx.iter().map(|&i| schema.columns[i].clone()).collect();
+    let q = format!(
+        "DELETE FROM {} WHERE ({}) IN ({})",
+        D.quote(&schema.name),
+        sql::pk_list(D, schema),
+        unnest_select(&sub, &positions)?
+    );
+    let args = column_arrays(pks, &positions, &schema.name)?;
+    Ok(Some((q, args)))
+}
+
 #[async_trait]
 impl Backend for Postgres {
     fn dialect(&self) -> Dialect {
@@ -388,31 +436,10 @@ impl Backend for Postgres {
     }
 
     async fn upsert(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<u64> {
-        check_table(&schema.name)?;
-        if rows.is_empty() {
+        let Some((q, args)) = upsert_stmt(schema, rows)? else {
             return Ok(0);
-        }
-        let all: Vec<usize> = (0..schema.columns.len()).collect();
-        let non_pk: Vec<String> = schema
-            .columns
-            .iter()
-            .filter(|c| !schema.primary_key.contains(&c.name))
-            .map(|c| format!("{0} = EXCLUDED.{0}", D.quote(&c.name)))
-            .collect();
-        let action = if non_pk.is_empty() {
-            "NOTHING".to_string()
-        } else {
-            format!("UPDATE SET {}", non_pk.join(", "))
         };
         // One statement: atomic on its own, so no explicit transaction round trips.
-        let q = format!(
-            "INSERT INTO {} ({}) {} ON CONFLICT ({}) DO {action}",
-            D.quote(&schema.name),
-            sql::column_list(D, schema),
-            unnest_select(schema, &all)?,
-            sql::pk_list(D, schema)
-        );
-        let args = column_arrays(rows, &all, &schema.name)?;
         let n = sqlx::query_with(&q, args)
             .execute(&self.pool)
             .await
@@ -422,22 +449,9 @@ impl Backend for Postgres {
     }
 
     async fn delete(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<u64> {
-        check_table(&schema.name)?;
-        if pks.is_empty() {
+        let Some((q, args)) = delete_stmt(schema, pks)? else {
             return Ok(0);
-        }
-        let pk_idx = sql::pk_indexes(schema)?;
-        // The cursors hold primary-key values only: lay them out as rows of the pk columns.
-        let positions: Vec<usize> = (0..pk_idx.len()).collect();
-        let mut sub = schema.clone();
-        sub.columns = pk_idx.iter().map(|&i| schema.columns[i].clone()).collect();
-        let q = format!(
-            "DELETE FROM {} WHERE ({}) IN ({})",
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            unnest_select(&sub, &positions)?
-        );
-        let args = column_arrays(pks, &positions, &schema.name)?;
+        };
         let n = sqlx::query_with(&q, args)
             .execute(&self.pool)
             .await
@@ -552,6 +566,125 @@ impl Backend for Postgres {
             .last()
             .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
         Ok(batch)
+    }
+
+    async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
+        for st in stmts {
+            sqlx::raw_sql(st)
+                .execute(&self.pool)
+                .await
+                .with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<Vec<Vec<Value>>> {
+        check_table(&schema.name)?;
+        if pks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pk_idx = sql::pk_indexes(schema)?;
+        let positions: Vec<usize> = (0..pk_idx.len()).collect();
+        let mut sub = schema.clone();
+        sub.columns = pk_idx.iter().map(|&i| schema.columns[i].clone()).collect();
+        let q = format!(
+            "SELECT {} FROM {} WHERE ({}) IN ({})",
+            select_list(schema),
+            D.quote(&schema.name),
+            sql::pk_list(D, schema),
+            unnest_select(&sub, &positions)?
+        );
+        let args = column_arrays(pks, &positions, &schema.name)?;
+        let rows = sqlx::query_with(&q, args)
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| self.ctx("read", &schema.name))?;
+        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
+        rows.iter()
+            .map(|r| {
+                wires
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| decode(r, i, *w))
+                    .collect::<Result<Vec<Value>>>()
+            })
+            .collect::<Result<_>>()
+            .with_context(|| self.ctx("read", &schema.name))
+    }
+
+    async fn write_quiet(
+        &self,
+        schema: &TableSchema,
+        upserts: &[Vec<Value>],
+        deletes: &[PkValues],
+    ) -> Result<()> {
+        let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
+        let up = upsert_stmt(schema, upserts)?;
+        let del = delete_stmt(schema, deletes)?;
+        if up.is_none() && del.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.with_context(ctx)?;
+        // Transaction-local: the setting cannot leak to the pool's next user.
+        sqlx::query("SELECT set_config('reshard.bypass', 'on', true)")
+            .execute(&mut *tx)
+            .await
+            .with_context(ctx)?;
+        for (q, args) in up.into_iter().chain(del) {
+            sqlx::query_with(&q, args)
+                .execute(&mut *tx)
+                .await
+                .with_context(ctx)?;
+        }
+        tx.commit().await.with_context(ctx)?;
+        Ok(())
+    }
+
+    async fn raise_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn super::HeldLock>>> {
+        let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
+        let mut tx = self.pool.begin().await.with_context(ctx)?;
+        let ms = wait.as_millis().clamp(1, 3_600_000);
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
+            .execute(&mut *tx)
+            .await
+            .with_context(ctx)?;
+        sqlx::query(&crate::triggers::set_fence_sql(D))
+            .bind(1i32)
+            .bind(move_id)
+            .bind(pair.0 as i32)
+            .bind(pair.1 as i32)
+            .execute(&mut *tx)
+            .await
+            .with_context(ctx)?;
+        tx.commit().await.with_context(ctx)?;
+        Ok(None)
+    }
+
+    async fn set_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        on: bool,
+    ) -> Result<()> {
+        if self.relation(crate::triggers::FENCE_TABLE).await?.is_none() {
+            return Ok(());
+        }
+        sqlx::query(&crate::triggers::set_fence_sql(D))
+            .bind(on as i32)
+            .bind(move_id)
+            .bind(pair.0 as i32)
+            .bind(pair.1 as i32)
+            .execute(&self.pool)
+            .await
+            .with_context(|| {
+                format!("shard {}: setting the fence of move {move_id}", self.shard)
+            })?;
+        Ok(())
     }
 }
 

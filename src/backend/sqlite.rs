@@ -93,6 +93,116 @@ impl Sqlite {
     }
 }
 
+async fn has_fence_table(conn: &mut sqlx::SqliteConnection) -> Result<bool> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(crate::triggers::FENCE_TABLE)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(n > 0)
+}
+
+/// The write lock held as a fence; released (rolled back) on `release` or drop.
+struct SqliteLock(sqlx::SqliteConnection);
+
+#[async_trait]
+impl super::HeldLock for SqliteLock {
+    async fn release(self: Box<Self>) -> Result<()> {
+        use sqlx::Connection;
+        let mut c = self.0;
+        sqlx::query("ROLLBACK").execute(&mut c).await?;
+        c.close().await?;
+        Ok(())
+    }
+}
+
+async fn upsert_in(
+    conn: &mut sqlx::SqliteConnection,
+    schema: &TableSchema,
+    rows: &[Vec<Value>],
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ncols = schema.columns.len();
+    let non_pk: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !schema.primary_key.contains(&c.name))
+        .map(|c| format!("{0} = excluded.{0}", D.quote(&c.name)))
+        .collect();
+    let action = if non_pk.is_empty() {
+        "NOTHING".to_string()
+    } else {
+        format!("UPDATE SET {}", non_pk.join(", "))
+    };
+    let per = sql::chunk_rows(ncols, MAX_PARAMS, 500);
+    let mut n = 0;
+    for chunk in rows.chunks(per) {
+        let q = format!(
+            "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
+            D.quote(&schema.name),
+            sql::column_list(D, schema),
+            sql::values_groups(chunk.len(), ncols),
+            sql::pk_list(D, schema)
+        );
+        let mut args = SqliteArguments::default();
+        for row in chunk {
+            if row.len() != ncols {
+                anyhow::bail!(
+                    "row has {} values, table {} {ncols} columns",
+                    row.len(),
+                    schema.name
+                );
+            }
+            for v in row {
+                bind(&mut args, v)?;
+            }
+        }
+        n += sqlx::query_with(&q, args)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(n)
+}
+
+async fn delete_in(
+    conn: &mut sqlx::SqliteConnection,
+    schema: &TableSchema,
+    pks: &[PkValues],
+) -> Result<u64> {
+    let npk = schema.primary_key.len();
+    let per = sql::chunk_rows(npk, MAX_PARAMS, 500);
+    let mut n = 0;
+    for chunk in pks.chunks(per) {
+        let q = format!(
+            "DELETE FROM {} WHERE ({}) IN (VALUES {})",
+            D.quote(&schema.name),
+            sql::pk_list(D, schema),
+            sql::values_groups(chunk.len(), npk)
+        );
+        let mut args = SqliteArguments::default();
+        for pk in chunk {
+            if pk.len() != npk {
+                anyhow::bail!(
+                    "primary key with {} values for table {}",
+                    pk.len(),
+                    schema.name
+                );
+            }
+            for v in pk {
+                bind(&mut args, v)?;
+            }
+        }
+        n += sqlx::query_with(&q, args)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(n)
+}
+
 #[async_trait]
 impl Backend for Sqlite {
     fn dialect(&self) -> Dialect {
@@ -244,49 +354,9 @@ impl Backend for Sqlite {
         if rows.is_empty() {
             return Ok(0);
         }
-        let ncols = schema.columns.len();
-        let non_pk: Vec<String> = schema
-            .columns
-            .iter()
-            .filter(|c| !schema.primary_key.contains(&c.name))
-            .map(|c| format!("{0} = excluded.{0}", D.quote(&c.name)))
-            .collect();
-        let action = if non_pk.is_empty() {
-            "NOTHING".to_string()
-        } else {
-            format!("UPDATE SET {}", non_pk.join(", "))
-        };
-        let per = sql::chunk_rows(ncols, MAX_PARAMS, 500);
         let ctx = || self.ctx("upsert into", &schema.name);
         let mut tx = self.pool.begin().await.with_context(ctx)?;
-        let mut n = 0;
-        for chunk in rows.chunks(per) {
-            let q = format!(
-                "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
-                D.quote(&schema.name),
-                sql::column_list(D, schema),
-                sql::values_groups(chunk.len(), ncols),
-                sql::pk_list(D, schema)
-            );
-            let mut args = SqliteArguments::default();
-            for row in chunk {
-                if row.len() != ncols {
-                    anyhow::bail!(
-                        "row has {} values, table {} {ncols} columns",
-                        row.len(),
-                        schema.name
-                    );
-                }
-                for v in row {
-                    bind(&mut args, v)?;
-                }
-            }
-            n += sqlx::query_with(&q, args)
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?
-                .rows_affected();
-        }
+        let n = upsert_in(&mut tx, schema, rows).await.with_context(ctx)?;
         tx.commit().await.with_context(ctx)?;
         Ok(n)
     }
@@ -296,37 +366,9 @@ impl Backend for Sqlite {
         if pks.is_empty() {
             return Ok(0);
         }
-        let npk = schema.primary_key.len();
-        let per = sql::chunk_rows(npk, MAX_PARAMS, 500);
         let ctx = || self.ctx("delete from", &schema.name);
         let mut tx = self.pool.begin().await.with_context(ctx)?;
-        let mut n = 0;
-        for chunk in pks.chunks(per) {
-            let q = format!(
-                "DELETE FROM {} WHERE ({}) IN (VALUES {})",
-                D.quote(&schema.name),
-                sql::pk_list(D, schema),
-                sql::values_groups(chunk.len(), npk)
-            );
-            let mut args = SqliteArguments::default();
-            for pk in chunk {
-                if pk.len() != npk {
-                    anyhow::bail!(
-                        "primary key with {} values for table {}",
-                        pk.len(),
-                        schema.name
-                    );
-                }
-                for v in pk {
-                    bind(&mut args, v)?;
-                }
-            }
-            n += sqlx::query_with(&q, args)
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?
-                .rows_affected();
-        }
+        let n = delete_in(&mut tx, schema, pks).await.with_context(ctx)?;
         tx.commit().await.with_context(ctx)?;
         Ok(n)
     }
@@ -427,5 +469,192 @@ impl Backend for Sqlite {
             .last()
             .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
         Ok(batch)
+    }
+
+    async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
+        // One transaction on one connection: DDL is transactional in SQLite, so the batch is
+        // all-or-nothing, and no statement runs on a connection with an older schema.
+        let ctx = || format!("shard {}: installing/removing triggers", self.shard);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .with_context(ctx)?;
+        for st in stmts {
+            // One statement each (a trigger body's inner `;` belongs to its CREATE).
+            sqlx::query(st).execute(&mut *tx).await.with_context(ctx)?;
+        }
+        tx.commit().await.with_context(ctx)?;
+        Ok(())
+    }
+
+    async fn fetch(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<Vec<Vec<Value>>> {
+        check_table(&schema.name)?;
+        let npk = schema.primary_key.len();
+        let ctx = || self.ctx("read", &schema.name);
+        let mut out = Vec::new();
+        for chunk in pks.chunks(sql::chunk_rows(npk, MAX_PARAMS, 500)) {
+            let q = format!(
+                "SELECT {} FROM {} WHERE ({}) IN (VALUES {})",
+                sql::column_list(D, schema),
+                D.quote(&schema.name),
+                sql::pk_list(D, schema),
+                sql::values_groups(chunk.len(), npk)
+            );
+            let mut args = SqliteArguments::default();
+            for v in chunk.iter().flatten() {
+                bind(&mut args, v)?;
+            }
+            let rows = sqlx::query_with(&q, args)
+                .fetch_all(&self.pool)
+                .await
+                .with_context(ctx)?;
+            for r in &rows {
+                out.push(
+                    (0..schema.columns.len())
+                        .map(|i| decode(r, i))
+                        .collect::<Result<Vec<Value>>>()
+                        .with_context(ctx)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_quiet(
+        &self,
+        schema: &TableSchema,
+        upserts: &[Vec<Value>],
+        deletes: &[PkValues],
+    ) -> Result<()> {
+        check_table(&schema.name)?;
+        if upserts.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
+        // BEGIN IMMEDIATE: from here to COMMIT this is the database's only writer, so the log
+        // rows above `top` are exactly the ones this write produced, and dropping the guard
+        // triggers (transactional DDL) is invisible to every other connection.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .with_context(ctx)?;
+        let res: Result<()> = async {
+            let guards: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? \
+                 AND name LIKE '\\_rs\\_guard%' ESCAPE '\\'",
+            )
+            .bind(&schema.name)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (name, _) in &guards {
+                sqlx::query(&format!("DROP TRIGGER {}", D.quote(name)))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let log = crate::triggers::log_table(&schema.name);
+            let has_log: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            )
+            .bind(&log)
+            .fetch_one(&mut *tx)
+            .await?;
+            let top: Option<i64> = if has_log > 0 {
+                sqlx::query_scalar(&format!(
+                    "SELECT COALESCE(MAX(seq), 0) FROM {}",
+                    D.quote(&log)
+                ))
+                .fetch_one(&mut *tx)
+                .await?
+            } else {
+                None
+            };
+            upsert_in(&mut tx, schema, upserts).await?;
+            delete_in(&mut tx, schema, deletes).await?;
+            if let Some(top) = top {
+                sqlx::query(&format!("DELETE FROM {} WHERE seq > ?", D.quote(&log)))
+                    .bind(top)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (_, ddl) in &guards {
+                sqlx::query(ddl).execute(&mut *tx).await?;
+            }
+            Ok(())
+        }
+        .await;
+        res.with_context(ctx)?;
+        tx.commit().await.with_context(ctx)?;
+        Ok(())
+    }
+
+    async fn raise_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn super::HeldLock>>> {
+        use sqlx::Connection;
+        let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
+        let opts = (*self.pool.connect_options())
+            .clone()
+            .busy_timeout(wait.max(Duration::from_millis(1)));
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts)
+            .await
+            .with_context(ctx)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .with_context(ctx)?;
+        if !has_fence_table(&mut conn).await.with_context(ctx)? {
+            // No guard can compute a hash map's routing here: the fence is the write lock.
+            return Ok(Some(Box::new(SqliteLock(conn))));
+        }
+        let r = sqlx::query(&crate::triggers::set_fence_sql(D))
+            .bind(1i32)
+            .bind(move_id)
+            .bind(pair.0 as i64)
+            .bind(pair.1 as i64)
+            .execute(&mut conn)
+            .await;
+        match r {
+            Ok(_) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut conn)
+                    .await
+                    .with_context(ctx)?;
+                conn.close().await.ok();
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(ctx())),
+        }
+    }
+
+    async fn set_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        on: bool,
+    ) -> Result<()> {
+        let ctx = || format!("shard {}: setting the fence of move {move_id}", self.shard);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .with_context(ctx)?;
+        if !has_fence_table(&mut tx).await.with_context(ctx)? {
+            return Ok(());
+        }
+        sqlx::query(&crate::triggers::set_fence_sql(D))
+            .bind(on as i32)
+            .bind(move_id)
+            .bind(pair.0 as i64)
+            .bind(pair.1 as i64)
+            .execute(&mut *tx)
+            .await
+            .with_context(ctx)?;
+        tx.commit().await.with_context(ctx)?;
+        Ok(())
     }
 }

@@ -27,6 +27,9 @@ pub struct ApplyOptions {
     pub yes: bool,
     pub create_tables: bool,
     pub allow_existing: bool,
+    /// `--max-fence` as given (validated before any I/O).
+    pub max_fence: String,
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +62,9 @@ pub fn run(opts: ApplyOptions) -> i32 {
         Err(e) => return super::report(e.into()),
     };
     if let Err(e) = validate(opts.batch_size, Some(opts.parallel)) {
+        return super::report(e.into());
+    }
+    if let Err(e) = super::online::parse_duration("--max-fence", &opts.max_fence) {
         return super::report(e.into());
     }
     if !opts.dry_run && !opts.yes && !std::io::stdin().is_terminal() {
@@ -223,6 +229,9 @@ async fn apply(plan: Plan, opts: ApplyOptions) -> Result<()> {
         batch_size: opts.batch_size,
         parallel: opts.parallel,
         create: rep.missing.clone(),
+        max_fence_ms: super::online::parse_duration("--max-fence", &opts.max_fence)?.as_millis()
+            as u64,
+        complete: opts.complete,
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog
@@ -300,6 +309,14 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
     let state = JobState::parse(&job.state);
     if state == Some(JobState::Copied) {
         eprintln!("reshard: job {} has already copied every move", job.id);
+        return Ok(());
+    }
+    if state == Some(JobState::DualWrite) {
+        eprintln!(
+            "reshard: job {0} has flipped every move and is in dual write; next: \
+             reshard complete {0}, reshard rollback {0}, or reshard sync {0}",
+            job.id
+        );
         return Ok(());
     }
     if !state.is_some_and(|s| s.resumable()) {

@@ -1,0 +1,503 @@
+//! The fenced cutover of each move, its reverse (rollback), reverse sync, and the
+//! reconciliation a run starts with. See docs/online.md.
+//!
+//! Cutover of move M (source S, destination D), each step recorded in the catalog:
+//! `catching_up` → `fencing` (raise M's fence row on S, bounded by the remaining budget; drain
+//! S's logs; verify M) → one catalog transaction flips M and bumps the routing version →
+//! `flipped`. The fence row stays up on S: stale writers of M's keys there get the fence error.
+//! Over budget or mismatch: the fence is lowered, the reason recorded, M goes back to
+//! `catching_up`. A crash leaves either `fencing` (the next run lowers the fence) or
+//! `flipped` (the flip committed); never half of each.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use crate::backend::{PkValues, Value};
+use crate::capture::{Drained, Online};
+use crate::error::Stop;
+use crate::failpoint;
+use crate::job::MoveState;
+use crate::preflight::{key_filter, Side};
+use crate::retry::retry;
+use crate::signals::StopFlag;
+
+/// Failed fence attempts of one move, in one run, before the job stops (resumable).
+pub const MAX_FENCE_ATTEMPTS: u32 = 5;
+
+#[derive(Debug)]
+pub enum Cutover {
+    Flipped {
+        fence_ms: u64,
+    },
+    /// The fence came down; the reason is recorded.
+    Aborted(String),
+}
+
+/// Mismatches of one verification: (table, primary key JSON, what).
+pub type Mismatches = Vec<(String, String, &'static str)>;
+
+fn pk_id(pk: &PkValues) -> String {
+    serde_json::to_string(pk).unwrap_or_default()
+}
+
+impl Online<'_> {
+    /// Brings fences and states in line with the catalog after any crash: a flipped move's
+    /// source is fenced and its destination is not; an unflipped move's source is not fenced.
+    /// `fencing` becomes `catching_up`; `rolling_back` becomes `flipped`.
+    pub async fn reconcile(&self) -> Result<()> {
+        let rows = self.catalog.moves(self.job).await?;
+        for (mi, m) in self.moves.iter().enumerate() {
+            let Some(row) = rows.iter().find(|r| r.id == m.id) else {
+                continue;
+            };
+            let src = self.backend(Side::From, &m.source)?;
+            let dst = self.backend(Side::To, &m.destination)?;
+            let pair = self.pairs[mi];
+            if row.flipped {
+                src.set_fence(pair, &m.id, true).await?;
+                dst.set_fence(pair, &m.id, false).await?;
+                if row.state == MoveState::RollingBack.as_str() {
+                    self.catalog
+                        .event(
+                            self.job,
+                            Some(&m.id),
+                            "fence_lowered",
+                            "rollback interrupted",
+                        )
+                        .await?;
+                    self.catalog
+                        .set_move_state(self.job, &m.id, MoveState::Flipped, None)
+                        .await?;
+                }
+            } else if row.state == MoveState::Fencing.as_str() {
+                src.set_fence(pair, &m.id, false).await?;
+                self.catalog
+                    .event(
+                        self.job,
+                        Some(&m.id),
+                        "fence_lowered",
+                        "cutover interrupted",
+                    )
+                    .await?;
+                self.catalog
+                    .set_move_state(self.job, &m.id, MoveState::CatchingUp, None)
+                    .await?;
+            } else if row.state == MoveState::CatchingUp.as_str() {
+                src.set_fence(pair, &m.id, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Catch-up and cutover of every move, until all have flipped. Returns false when stopped
+    /// by a signal (nothing left fenced).
+    pub async fn run_forward(&mut self, max_fence: Duration, stop: &StopFlag) -> Result<bool> {
+        let rows = self.catalog.moves(self.job).await?;
+        for m in &self.moves {
+            if rows
+                .iter()
+                .any(|r| r.id == m.id && r.state == MoveState::Copied.as_str())
+            {
+                self.catalog
+                    .set_move_state(self.job, &m.id, MoveState::CatchingUp, None)
+                    .await?;
+            }
+        }
+        // Keys touched since the full comparison of each move: what verification re-checks
+        // under the fence, together with what the fenced drain applies.
+        let mut touched: Vec<Option<BTreeMap<usize, Vec<PkValues>>>> = vec![None; self.moves.len()];
+        let mut failures = vec![0u32; self.moves.len()];
+        let shards: Vec<String> = self.shards().into_iter().map(|(s, _)| s).collect();
+        loop {
+            if stop.requested() {
+                return Ok(false);
+            }
+            // One catch-up pass over every shard, with its rate.
+            let mut ready: HashMap<String, bool> = HashMap::new();
+            for s in &shards {
+                let started = Instant::now();
+                let d = self.drain(s, false).await?;
+                merge(&mut touched, &d);
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                // The pass ended with a short read on every log; predict draining what
+                // arrived meanwhile at the same rate.
+                let rate = (d.entries as f64 / secs).max(self.log_batch as f64);
+                let predicted = d.entries as f64 / rate;
+                ready.insert(s.clone(), predicted < max_fence.as_secs_f64() / 2.0);
+            }
+            let Some(mi) = (0..self.moves.len()).find(|&i| !self.flipped[i]) else {
+                return Ok(true);
+            };
+            if !ready.get(&self.moves[mi].source).copied().unwrap_or(false) {
+                continue;
+            }
+            if touched[mi].is_none() {
+                touched[mi] = Some(self.full_compare(mi).await?);
+            }
+            let mut since = touched[mi].take().unwrap_or_default();
+            match self.cutover(mi, max_fence, &mut since).await? {
+                Cutover::Flipped { fence_ms } => {
+                    eprintln!(
+                        "reshard: move {} flipped ({} -> {}), fence {fence_ms} ms",
+                        self.moves[mi].id, self.moves[mi].source, self.moves[mi].destination
+                    );
+                }
+                Cutover::Aborted(why) => {
+                    touched[mi] = Some(since);
+                    failures[mi] += 1;
+                    eprintln!(
+                        "reshard: move {}: fence lowered ({why}); catching up again",
+                        self.moves[mi].id
+                    );
+                    if failures[mi] >= MAX_FENCE_ATTEMPTS {
+                        anyhow::bail!(
+                            "move {}: {} fence attempts failed (last: {why}); the job is \
+                             resumable",
+                            self.moves[mi].id,
+                            failures[mi]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// One fenced cutover attempt of move `mi`. `since`: keys touched since the full
+    /// comparison (grows with what the drain applies).
+    pub async fn cutover(
+        &mut self,
+        mi: usize,
+        max_fence: Duration,
+        since: &mut BTreeMap<usize, Vec<PkValues>>,
+    ) -> Result<Cutover> {
+        let m = self.moves[mi].clone();
+        let pair = self.pairs[mi];
+        let src = self.backend(Side::From, &m.source)?;
+        let dst = self.backend(Side::To, &m.destination)?;
+        self.catalog
+            .set_move_state(self.job, &m.id, MoveState::Fencing, None)
+            .await?;
+        self.catalog.count_fence_attempt(self.job, &m.id).await?;
+        let started = Instant::now();
+        let held = match src.raise_fence(pair, &m.id, max_fence).await {
+            Ok(h) => h,
+            Err(e) => {
+                // The UPDATE did not commit; lowering is a no-op kept for certainty.
+                let why = format!("raising the fence took longer than {max_fence:?}: {e:#}");
+                self.abort(mi, &why, None).await?;
+                return Ok(Cutover::Aborted(why));
+            }
+        };
+        failpoint::hit("fence_raised");
+        let drained = match self.drain(&m.source, true).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.abort(mi, &format!("drain failed: {e:#}"), held)
+                    .await?;
+                return Err(e);
+            }
+        };
+        for (t, pks) in drained.touched.get(&mi).into_iter().flatten() {
+            since.entry(*t).or_default().extend(pks.iter().cloned());
+        }
+        let over = |what: &str| {
+            let ms = started.elapsed().as_millis();
+            (ms > max_fence.as_millis())
+                .then(|| format!("{what} ran past --max-fence ({ms} ms > {max_fence:?})"))
+        };
+        if let Some(why) = over("the drain") {
+            self.abort(mi, &why, held).await?;
+            self.trim(&m.source, &drained).await?;
+            return Ok(Cutover::Aborted(why));
+        }
+        let bad = match self.verify_move(mi, since).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.abort(mi, &format!("verification failed: {e:#}"), held)
+                    .await?;
+                return Err(e);
+            }
+        };
+        if !bad.is_empty() {
+            let why = describe_mismatches(&bad);
+            self.abort(mi, &format!("verification mismatch: {why}"), held)
+                .await?;
+            self.trim(&m.source, &drained).await?;
+            return Err(Stop::Mismatch(format!("move {}: {why}", m.id)).into());
+        }
+        if let Some(why) = over("the drain and verification") {
+            self.abort(mi, &why, held).await?;
+            self.trim(&m.source, &drained).await?;
+            return Ok(Cutover::Aborted(why));
+        }
+        failpoint::hit("before_flip");
+        let fence_ms = started.elapsed().as_millis() as u64;
+        retry("catalog: flipping", || {
+            self.catalog.flip(self.job, &m.id, true, fence_ms)
+        })
+        .await?;
+        self.flipped[mi] = true;
+        failpoint::hit("after_flip");
+        if let Some(h) = held {
+            h.release().await?;
+        }
+        // Up only after a rollback of this move; the destination now owns the keys.
+        dst.set_fence(pair, &m.id, false).await?;
+        self.trim(&m.source, &drained).await?;
+        Ok(Cutover::Flipped { fence_ms })
+    }
+
+    async fn abort(
+        &self,
+        mi: usize,
+        why: &str,
+        held: Option<Box<dyn crate::backend::HeldLock>>,
+    ) -> Result<()> {
+        let m = &self.moves[mi];
+        if let Some(h) = held {
+            h.release().await?;
+        }
+        let src = self.backend(Side::From, &m.source)?;
+        src.set_fence(self.pairs[mi], &m.id, false).await?;
+        self.catalog
+            .event(self.job, Some(&m.id), "fence_aborted", why)
+            .await?;
+        self.catalog
+            .set_move_state(self.job, &m.id, MoveState::CatchingUp, Some(why))
+            .await?;
+        Ok(())
+    }
+
+    async fn trim(&self, shard: &str, d: &Drained) -> Result<()> {
+        for (ti, seqs) in &d.seqs {
+            if !seqs.is_empty() {
+                self.delete_entries(shard, *ti, seqs).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares every row of move `mi` at its source with the destination, outside the fence.
+    /// Writes continue meanwhile, so differences are not errors here: their keys are returned
+    /// and re-checked under the fence, where the move's keys stand still.
+    pub async fn full_compare(&self, mi: usize) -> Result<BTreeMap<usize, Vec<PkValues>>> {
+        let m = &self.moves[mi];
+        let src = self.backend(Side::From, &m.source)?;
+        let filter = key_filter(&m.segments);
+        let mut out: BTreeMap<usize, Vec<PkValues>> = BTreeMap::new();
+        for (ti, t) in self.ctx.tables.iter().enumerate() {
+            let schema = self
+                .ctx
+                .schema(Side::From, &m.source, &t.name)
+                .with_context(|| format!("shard {}: table {} not described", m.source, t.name))?;
+            let pk_i: Vec<usize> = schema
+                .primary_key
+                .iter()
+                .filter_map(|c| schema.column_index(c))
+                .collect();
+            let mut after: Option<PkValues> = None;
+            loop {
+                let batch = retry(&format!("{}: reading {}", m.source, t.name), || {
+                    src.read_batch(schema, &t.key, after.as_ref(), &filter, 1000)
+                })
+                .await?;
+                let mut pks = Vec::new();
+                for (row, k) in batch.rows.iter().zip(&batch.keys) {
+                    if self.move_of(k)? == Some(mi) {
+                        pks.push(pk_i.iter().map(|&i| row[i].clone()).collect());
+                    }
+                }
+                let bad = self.compare(mi, ti, &pks).await?;
+                out.entry(ti)
+                    .or_default()
+                    .extend(bad.into_iter().map(|(pk, _)| pk));
+                if batch.rows.len() < 1000 {
+                    break;
+                }
+                after = batch.last;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The verification before a flip (and a flip back): the move's rows with these keys are
+    /// the same at both ends. One function so that the checksum engine can replace it.
+    pub async fn verify_move(
+        &self,
+        mi: usize,
+        keys: &BTreeMap<usize, Vec<PkValues>>,
+    ) -> Result<Mismatches> {
+        let mut out = Vec::new();
+        for (ti, pks) in keys {
+            for (pk, what) in self.compare(mi, *ti, pks).await? {
+                out.push((self.ctx.tables[*ti].name.clone(), pk_id(&pk), what));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows of move `mi` in table `ti` with these keys that differ between source and
+    /// destination.
+    async fn compare(
+        &self,
+        mi: usize,
+        ti: usize,
+        pks: &[PkValues],
+    ) -> Result<Vec<(PkValues, &'static str)>> {
+        if pks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let m = &self.moves[mi];
+        let t = &self.ctx.tables[ti];
+        let src = self.backend(Side::From, &m.source)?;
+        let dst = self.backend(Side::To, &m.destination)?;
+        let schema = self
+            .ctx
+            .schema(Side::From, &m.source, &t.name)
+            .with_context(|| format!("shard {}: table {} not described", m.source, t.name))?;
+        let key_i = schema.column_index(&t.key).context("no key column")?;
+        let pk_i: Vec<usize> = schema
+            .primary_key
+            .iter()
+            .filter_map(|c| schema.column_index(c))
+            .collect();
+        let mut uniq = HashSet::new();
+        let pks: Vec<PkValues> = pks
+            .iter()
+            .filter(|p| uniq.insert(pk_id(p)))
+            .cloned()
+            .collect();
+        let index = |rows: Vec<Vec<Value>>| -> Result<HashMap<String, Vec<Value>>> {
+            let mut map = HashMap::new();
+            for r in rows {
+                let ours = match r.get(key_i).and_then(Value::as_key) {
+                    Some(k) => self.move_of(&k)? == Some(mi),
+                    None => false,
+                };
+                if ours {
+                    let pk: PkValues = pk_i.iter().map(|&i| r[i].clone()).collect();
+                    map.insert(pk_id(&pk), r);
+                }
+            }
+            Ok(map)
+        };
+        let a = index(src.fetch(schema, &pks).await?)?;
+        let b = index(dst.fetch(schema, &pks).await?)?;
+        let mut bad = Vec::new();
+        for pk in pks {
+            let id = pk_id(&pk);
+            match (a.get(&id), b.get(&id)) {
+                (Some(x), Some(y)) if x != y => bad.push((pk, "differs")),
+                (Some(_), None) => bad.push((pk, "missing at the destination")),
+                (None, Some(_)) => bad.push((pk, "extra at the destination")),
+                _ => {}
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Rollback of one flipped move: the cutover in reverse. Raise the move's fence on the
+    /// destination, drain reverse entries to the source, verify, flip back (one catalog
+    /// transaction), then lower the source's fence. The destination's fence stays up so that
+    /// writers still routing there are refused until they refresh.
+    pub async fn rollback(&mut self, mi: usize, max_fence: Duration) -> Result<Cutover> {
+        let m = self.moves[mi].clone();
+        let pair = self.pairs[mi];
+        let src = self.backend(Side::From, &m.source)?;
+        let dst = self.backend(Side::To, &m.destination)?;
+        self.catalog
+            .set_move_state(self.job, &m.id, MoveState::RollingBack, None)
+            .await?;
+        let started = Instant::now();
+        let lower = |why: String| async {
+            dst.set_fence(pair, &m.id, false).await?;
+            self.catalog
+                .event(self.job, Some(&m.id), "fence_aborted", &why)
+                .await?;
+            self.catalog
+                .set_move_state(self.job, &m.id, MoveState::Flipped, Some(&why))
+                .await?;
+            anyhow::Ok(Cutover::Aborted(why))
+        };
+        let held = match dst.raise_fence(pair, &m.id, max_fence).await {
+            Ok(h) => h,
+            Err(e) => return lower(format!("raising the fence: {e:#}")).await,
+        };
+        failpoint::hit("rollback_fence_raised");
+        let drained = self.drain(&m.destination, true).await?;
+        let keys = drained.touched.get(&mi).cloned().unwrap_or_default();
+        let bad = self.verify_move(mi, &keys).await?;
+        if !bad.is_empty() {
+            if let Some(h) = held {
+                h.release().await?;
+            }
+            self.trim(&m.destination, &drained).await?;
+            let why = describe_mismatches(&bad);
+            lower(format!("verification mismatch: {why}")).await?;
+            return Err(Stop::Mismatch(format!("move {}: {why}", m.id)).into());
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        if ms > max_fence.as_millis() as u64 {
+            if let Some(h) = held {
+                h.release().await?;
+            }
+            self.trim(&m.destination, &drained).await?;
+            return lower(format!("the drain ran past --max-fence ({ms} ms)")).await;
+        }
+        failpoint::hit("before_flip_back");
+        retry("catalog: flipping back", || {
+            self.catalog.flip(self.job, &m.id, false, ms)
+        })
+        .await?;
+        self.flipped[mi] = false;
+        if let Some(h) = held {
+            h.release().await?;
+        }
+        src.set_fence(pair, &m.id, false).await?;
+        self.trim(&m.destination, &drained).await?;
+        Ok(Cutover::Flipped { fence_ms: ms })
+    }
+
+    /// Reverse sync (and any pending catch-up) until `stop`: one pass over every shard, then a
+    /// short pause when nothing arrived.
+    pub async fn sync_until(&self, stop: &StopFlag) -> Result<()> {
+        let shards: Vec<String> = self.shards().into_iter().map(|(s, _)| s).collect();
+        while !stop.requested() {
+            let mut n = 0;
+            for s in &shards {
+                n += self.drain(s, false).await?.entries;
+            }
+            if n == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn merge(touched: &mut [Option<BTreeMap<usize, Vec<PkValues>>>], d: &Drained) {
+    for (mi, per) in &d.touched {
+        // Before the full comparison there is nothing to add to: it reads everything.
+        if let Some(Some(map)) = touched.get_mut(*mi) {
+            for (t, pks) in per {
+                map.entry(*t).or_default().extend(pks.iter().cloned());
+            }
+        }
+    }
+}
+
+fn describe_mismatches(bad: &Mismatches) -> String {
+    let shown: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(t, pk, what)| format!("{t} {pk}: {what}"))
+        .collect();
+    format!(
+        "{} row(s) differ: {}{}",
+        bad.len(),
+        shown.join("; "),
+        if bad.len() > 5 { "; ..." } else { "" }
+    )
+}
