@@ -16,6 +16,9 @@ use common::cluster::{job_id, modulo, stderr, Cluster};
 use common::db::Kind;
 use common::writer::{self, Writer};
 
+/// (users rows, orders rows, object names) of one shard.
+type ShardDump = (Vec<Vec<String>>, Vec<Vec<String>>, Vec<Vec<String>>);
+
 struct Setup {
     c: Cluster,
     from: Value,
@@ -150,15 +153,6 @@ async fn stale_writer(kind: Kind) {
     ] {
         let e = conn.execute(sql).await.expect_err(sql).to_string();
         assert!(e.contains(reshard::triggers::FENCE_MESSAGE), "{sql}: {e}");
-        if kind != Kind::Sqlite {
-            let code = match &conn {
-                common::conn::RawConn::Pg(_) | common::conn::RawConn::My(_) => {
-                    reshard::triggers::FENCE_SQLSTATE
-                }
-                _ => "",
-            };
-            let _ = code;
-        }
     }
     // The new owner takes writes of the moved key (regression: SQLite's UPDATE guard once
     // refused them, its condition lacking parentheses around `new OR old`).
@@ -203,7 +197,8 @@ async fn rollback_then_cancel(kind: Kind) {
     let n = w.running.acknowledged();
     w.running.wait_for(n + 30).await;
     let (tally, _) = w.stop_and_check(true).await;
-    assert!(tally.rerouted + tally.refused_retried > 0 || tally.acknowledged > 0);
+    // The writer met the flips: it was refused or rerouted at least once.
+    assert!(tally.rerouted + tally.refused_retried > 0, "{tally}");
     assert_eq!(status(&s.c, &job).await["state"], "cancelled");
 }
 
@@ -211,20 +206,19 @@ async fn rollback_then_cancel(kind: Kind) {
 /// rows, same tables, triggers and functions.
 async fn cancel_identical(kind: Kind) {
     let Some(s) = setup(kind, "ocn") else { return };
-    let before: BTreeMap<String, (Vec<Vec<String>>, Vec<Vec<String>>, Vec<Vec<String>>)> =
-        ["s0", "s1", "s2"]
-            .iter()
-            .map(|sh| {
+    let before: BTreeMap<String, ShardDump> = ["s0", "s1", "s2"]
+        .iter()
+        .map(|sh| {
+            (
+                sh.to_string(),
                 (
-                    sh.to_string(),
-                    (
-                        s.c.dump(sh, "users"),
-                        s.c.dump(sh, "orders"),
-                        objects(&s.c, sh),
-                    ),
-                )
-            })
-            .collect();
+                    s.c.dump(sh, "users"),
+                    s.c.dump(sh, "orders"),
+                    objects(&s.c, sh),
+                ),
+            )
+        })
+        .collect();
     let out =
         s.c.cmd(&["apply", &s.plan, "--yes", "--progress", "plain"])
             .env("RESHARD_FAILPOINT", "before_flip:1")
@@ -299,9 +293,8 @@ async fn kill9(kind: Kind) {
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = s.c.cmd(&argv);
-        cmd.arg("--progress").arg("plain");
-        if argv[0] != "resume" && argv[0] != "apply" {
-            cmd = s.c.cmd(&argv);
+        if argv[0] == "resume" || argv[0] == "apply" {
+            cmd.arg("--progress").arg("plain");
         }
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
@@ -353,8 +346,6 @@ async fn max_fence(kind: Kind) {
         .unwrap();
     let out = run(&s.c, &["resume", &job]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let ev = s.c.db("s0").dir().map(|_| ()).is_some();
-    let _ = ev;
     let v = status(&s.c, &job).await;
     assert_eq!(v["state"], "failed", "{v}");
     let cat = Cluster::catalog_events(&s.c, &job);

@@ -684,6 +684,19 @@ impl Backend for Mysql {
         if n == 0 {
             return Ok(());
         }
+        // A plain (non-locking) read first: when the row already says so, no UPDATE waits
+        // behind writers holding the row's share lock (a refused writer's open transaction).
+        let cur: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT CAST(fenced AS SIGNED) FROM {} WHERE src = ? AND dst = ?",
+            D.quote(crate::triggers::FENCE_TABLE)
+        ))
+        .bind(pair.0 as i64)
+        .bind(pair.1 as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        if cur == Some(on as i64) {
+            return Ok(());
+        }
         sqlx::query(&crate::triggers::set_fence_sql(D))
             .bind(on as i32)
             .bind(move_id)

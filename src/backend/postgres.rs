@@ -674,6 +674,19 @@ impl Backend for Postgres {
         if self.relation(crate::triggers::FENCE_TABLE).await?.is_none() {
             return Ok(());
         }
+        // A plain (non-locking) read first: when the row already says so, no UPDATE waits
+        // behind writers holding the row's share lock (a refused writer's open transaction).
+        let cur: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT CAST(fenced AS BIGINT) FROM {} WHERE src = $1 AND dst = $2",
+            D.quote(crate::triggers::FENCE_TABLE)
+        ))
+        .bind(pair.0 as i32)
+        .bind(pair.1 as i32)
+        .fetch_optional(&self.pool)
+        .await?;
+        if cur == Some(on as i64) {
+            return Ok(());
+        }
         sqlx::query(&crate::triggers::set_fence_sql(D))
             .bind(on as i32)
             .bind(move_id)
