@@ -89,7 +89,7 @@ fn insert_rows(c: &Cluster, shard: &str, ids: impl Iterator<Item = i64>, full: b
         "id, i, d, f, s, c, b, bo, dt, tm, ts, tz, u, n"
     };
     for chunk in values.chunks(200) {
-        c.db(shard).exec(&format!(
+        c.db(shard).exec_unguarded(&format!(
             "INSERT INTO t ({cols}) VALUES {}",
             chunk.join(", ")
         ));
@@ -175,13 +175,13 @@ fn detects_every_difference(kind: Kind) {
     let mut want = Vec::new();
     for (n, col) in COLS.iter().enumerate() {
         let id = 60 + n as i64;
-        c.db("s1").exec(&format!(
+        c.db("s1").exec_unguarded(&format!(
             "UPDATE t SET {col} = {} WHERE id = {id}",
             changed(kind, col, id)
         ));
         want.push(json!({"pk": [id], "columns": [col]}));
     }
-    c.db("s1").exec("DELETE FROM t WHERE id = 150");
+    c.db("s1").exec_unguarded("DELETE FROM t WHERE id = 150");
     insert_rows(&c, "s1", [500].into_iter(), true);
     // A destination row of a key that is not in the move is not this move's business.
     insert_rows(&c, "s1", [10].into_iter(), true);
@@ -239,29 +239,29 @@ fn no_false_mismatch(kind: Kind) {
     let d = c.db("s1");
     let s = c.db("s0");
     // -0.0 and 0.0 (documented: folded), on both sides of one row.
-    s.exec("UPDATE t SET f = 0 WHERE id = 61");
-    d.exec("UPDATE t SET f = -0.0 WHERE id = 61");
+    s.exec_unguarded("UPDATE t SET f = 0 WHERE id = 61");
+    d.exec_unguarded("UPDATE t SET f = -0.0 WHERE id = 61");
     match kind {
         Kind::Postgres => {
-            s.exec("UPDATE t SET f = 'NaN', r = 'NaN' WHERE id = 62");
-            d.exec("UPDATE t SET f = 'NaN'::float8, r = 'NaN' WHERE id = 62");
+            s.exec_unguarded("UPDATE t SET f = 'NaN', r = 'NaN' WHERE id = 62");
+            d.exec_unguarded("UPDATE t SET f = 'NaN'::float8, r = 'NaN' WHERE id = 62");
             // json (not jsonb) keeps its text: spacing and key order differ.
-            d.exec("UPDATE t SET j = '{ \"b\" : [1, 2.0],  \"a\" : 63 }' WHERE id = 63");
-            d.exec("UPDATE t SET c = 'c64     ' WHERE id = 64");
+            d.exec_unguarded("UPDATE t SET j = '{ \"b\" : [1, 2.0],  \"a\" : 63 }' WHERE id = 63");
+            d.exec_unguarded("UPDATE t SET c = 'c64     ' WHERE id = 64");
         }
         Kind::Sqlite => {
-            d.exec("UPDATE t SET j = '{ \"b\" : [1, 2.0],  \"a\" : 63 }' WHERE id = 63");
-            d.exec("UPDATE t SET c = 'c64    ' WHERE id = 64");
+            d.exec_unguarded("UPDATE t SET j = '{ \"b\" : [1, 2.0],  \"a\" : 63 }' WHERE id = 63");
+            d.exec_unguarded("UPDATE t SET c = 'c64    ' WHERE id = 64");
             // The same instant written with another offset, a decimal with another scale.
-            d.exec("UPDATE t SET tz = '2024-03-01 15:30:00+05:30' WHERE id = 65");
-            d.exec("UPDATE t SET d = '66.50000' WHERE id = 66");
-            d.exec("UPDATE t SET ts = '2024-03-01T10:00:00.000' WHERE id = 67");
+            d.exec_unguarded("UPDATE t SET tz = '2024-03-01 15:30:00+05:30' WHERE id = 65");
+            d.exec_unguarded("UPDATE t SET d = '66.50000' WHERE id = 66");
+            d.exec_unguarded("UPDATE t SET ts = '2024-03-01T10:00:00.000' WHERE id = 67");
         }
         Kind::Mysql => {
-            d.exec("UPDATE t SET c = 'c64   ' WHERE id = 64");
-            d.exec("UPDATE t SET d = 66.50 WHERE id = 66");
+            d.exec_unguarded("UPDATE t SET c = 'c64   ' WHERE id = 64");
+            d.exec_unguarded("UPDATE t SET d = 66.50 WHERE id = 66");
             // The same instant written in another session time zone.
-            d.exec(
+            d.exec_unguarded(
                 "SET time_zone = '+05:30'; UPDATE t SET tz = '2024-03-01 15:30:00' WHERE id = 65",
             );
         }
@@ -272,7 +272,7 @@ fn no_false_mismatch(kind: Kind) {
         "{kind:?}: equivalent values reported as different: {r}"
     );
     // The test can fail: a real change in the same run is still found.
-    d.exec("UPDATE t SET f = 1 WHERE id = 61");
+    d.exec_unguarded("UPDATE t SET f = 1 WHERE id = 61");
     let (code, r) = verify(&c, &job, &[]);
     assert_eq!(code, 3, "{r}");
     assert_eq!(
@@ -367,7 +367,7 @@ fn audit(kind: Kind) {
         stdout(&o)
     );
     assert!(stdout(&o).contains("151 misplaced"), "{}", stdout(&o));
-    c.db("s0").exec("DELETE FROM t WHERE id >= 50");
+    c.db("s0").exec_unguarded("DELETE FROM t WHERE id >= 50");
     let o = c.run(&["verify", &job, "--audit", "--format", "json"]);
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(o.status.code(), Some(0), "{r}");
@@ -375,7 +375,7 @@ fn audit(kind: Kind) {
     assert_eq!(r["tables"][0]["expected_rows"], 200);
     // A row of key 70 (owner s1) also at s0, and a lost row: both found.
     insert_rows(&c, "s0", [70].into_iter(), false);
-    c.db("s1").exec("DELETE FROM t WHERE id = 80");
+    c.db("s1").exec_unguarded("DELETE FROM t WHERE id = 80");
     let o = c.run(&["verify", &job, "--audit", "--format", "json"]);
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(o.status.code(), Some(3), "{r}");
@@ -387,7 +387,7 @@ fn audit(kind: Kind) {
     // With a writer's tally instead of the recorded count.
     let o = c.run(&["verify", &job, "--audit", "--expect-rows", "t=200"]);
     assert_eq!(o.status.code(), Some(3));
-    c.db("s0").exec("DELETE FROM t WHERE id = 70");
+    c.db("s0").exec_unguarded("DELETE FROM t WHERE id = 70");
     let o = c.run(&["verify", &job, "--audit", "--expect-rows", "t=199"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }

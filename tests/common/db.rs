@@ -240,6 +240,28 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("query failed: {e}\n{sql}"))
     }
 
+    /// Runs statements as damage done behind reshard's back (tests of verification): past
+    /// reshard's guards and unseen by its capture. PostgreSQL and MariaDB set the bypass flag
+    /// reshard's own writes use; SQLite, which has none, loses the guard triggers.
+    pub fn exec_unguarded(&self, sql: &str) {
+        let full = match self.kind {
+            Kind::Postgres => format!("SET reshard.bypass = 'on'; {sql}"),
+            Kind::Mysql => format!("SET @reshard_bypass = 1; {sql}"),
+            Kind::Sqlite => {
+                let guards = self.query(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' \
+                     AND name LIKE '\\_rs\\_guard%' ESCAPE '\\'",
+                );
+                let drops: String = guards
+                    .iter()
+                    .map(|r| format!("DROP TRIGGER \"{}\"; ", r[0]))
+                    .collect();
+                format!("{drops}{sql}")
+            }
+        };
+        self.exec(&full)
+    }
+
     /// The single value of a one-row, one-column query.
     pub fn scalar(&self, sql: &str) -> String {
         let rows = self.query(sql);
