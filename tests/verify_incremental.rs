@@ -80,14 +80,11 @@ async fn touched_scope_recomputes_only_touched_chunks() {
 
     // Writes since: one in the chunk (140, 160], one in (240, 260]. The verifier is told.
     c.db("s1")
-        .exec_async("UPDATE t SET v = 'changed' WHERE id = 150")
-        .await;
+        .exec_unguarded("UPDATE t SET v = 'changed' WHERE id = 150");
     c.db("s0")
-        .exec_async("UPDATE t SET v = 'new' WHERE id = 250")
-        .await;
+        .exec_unguarded("UPDATE t SET v = 'new' WHERE id = 250");
     c.db("s1")
-        .exec_async("UPDATE t SET v = 'new' WHERE id = 250")
-        .await;
+        .exec_unguarded("UPDATE t SET v = 'new' WHERE id = 250");
     let touched: verify::Touched = BTreeMap::from([(
         "t".to_string(),
         vec![vec![Value::Int(150)], vec![Value::Int(250)]],
@@ -104,11 +101,9 @@ async fn touched_scope_recomputes_only_touched_chunks() {
     // A change nobody reported is not seen by a touched-only check (that is the contract:
     // the caller passes every key written since), but the next full pass finds it.
     c.db("s1")
-        .exec_async("UPDATE t SET v = 'silent' WHERE id = 290")
-        .await;
+        .exec_unguarded("UPDATE t SET v = 'silent' WHERE id = 290");
     c.db("s1")
-        .exec_async("UPDATE t SET v = 'v150' WHERE id = 150")
-        .await;
+        .exec_unguarded("UPDATE t SET v = 'v150' WHERE id = 150");
     let none: verify::Touched = BTreeMap::new();
     let r = verify::verify_move(&v, mv, Scope::Touched(&none))
         .await
