@@ -173,79 +173,47 @@ pub(crate) fn where_clause_range(
     })
 }
 
-fn keyset(d: Dialect, schema: &TableSchema, after: &PkValues, ph: &mut Ph<'_>) -> Result<String> {
-    let pk = &schema.primary_key;
-    if after.len() != pk.len() {
-        bail!(
-            "cursor for table {} has {} values, its primary key {} columns",
-            schema.name,
-            after.len(),
-            pk.len()
-        );
-    }
-    let types: Vec<&str> = pk
-        .iter()
-        .map(|c| column_type(schema, c))
-        .collect::<Result<_>>()?;
-    if pk.len() == 1 {
-        return Ok(format!(
-            "{} > {}",
-            d.quote(&pk[0]),
-            ph(after[0].clone(), types[0])
-        ));
-    }
-    match d {
-        // Row-value comparison: one index range on PostgreSQL and SQLite.
-        Dialect::Postgres | Dialect::Sqlite => {
-            let vals: Vec<String> = after
-                .iter()
-                .zip(&types)
-                .map(|(v, t)| ph(v.clone(), t))
-                .collect();
-            Ok(format!("({}) > ({})", pk_list(d, schema), vals.join(", ")))
-        }
-        // MariaDB does not turn row-value comparisons into index ranges, so spell it out:
-        // a >= x AND (a > x OR (a = x AND (b > y OR ...))). The leading a >= x gives the
-        // optimizer a range even where it gives up on the OR.
-        Dialect::Mysql => {
-            // Placeholders are positional: values are recorded in textual order.
-            let first = format!("{} >= {}", d.quote(&pk[0]), ph(after[0].clone(), types[0]));
-            fn nest(
-                d: Dialect,
-                pk: &[String],
-                types: &[&str],
-                after: &PkValues,
-                i: usize,
-                ph: &mut Ph<'_>,
-            ) -> String {
-                let col = d.quote(&pk[i]);
-                let gt = format!("{col} > {}", ph(after[i].clone(), types[i]));
-                if i + 1 == pk.len() {
-                    return gt;
-                }
-                let eq = format!("{col} = {}", ph(after[i].clone(), types[i]));
-                let rest = nest(d, pk, types, after, i + 1, ph);
-                format!("({gt} OR ({eq} AND {rest}))")
-            }
-            let expr = nest(d, pk, &types, after, 0, ph);
-            Ok(format!("{first} AND {expr}"))
-        }
-    }
+/// Which side of a primary-key bound a keyset predicate selects.
+#[derive(Clone, Copy)]
+enum Side {
+    /// `pk > bound`: the rows after a cursor.
+    After,
+    /// `pk <= bound`: the rows up to and including an upper bound.
+    UpTo,
 }
 
-/// `pk <= upto` in primary-key order, shaped like [`keyset`] for each dialect.
+fn keyset(d: Dialect, schema: &TableSchema, after: &PkValues, ph: &mut Ph<'_>) -> Result<String> {
+    keyset_bound(d, schema, after, Side::After, ph)
+}
+
 fn keyset_upto(
     d: Dialect,
     schema: &TableSchema,
     upto: &PkValues,
     ph: &mut Ph<'_>,
 ) -> Result<String> {
+    keyset_bound(d, schema, upto, Side::UpTo, ph)
+}
+
+/// `pk > bound` or `pk <= bound` in primary-key order.
+fn keyset_bound(
+    d: Dialect,
+    schema: &TableSchema,
+    bound: &PkValues,
+    side: Side,
+    ph: &mut Ph<'_>,
+) -> Result<String> {
+    // (operator of the whole comparison, leading-column range, strict per-column step)
+    let (whole, lead, strict, what) = match side {
+        Side::After => (">", ">=", ">", "cursor"),
+        Side::UpTo => ("<=", "<=", "<", "upper bound"),
+    };
     let pk = &schema.primary_key;
-    if upto.len() != pk.len() {
+    if bound.len() != pk.len() {
         bail!(
-            "upper bound for table {} has {} values, its primary key {} columns",
+            "{what} for table {} has {} values, its primary key {} columns",
             schema.name,
-            upto.len(),
+            bound.len(),
             pk.len()
         );
     }
@@ -255,41 +223,55 @@ fn keyset_upto(
         .collect::<Result<_>>()?;
     if pk.len() == 1 {
         return Ok(format!(
-            "{} <= {}",
+            "{} {whole} {}",
             d.quote(&pk[0]),
-            ph(upto[0].clone(), types[0])
+            ph(bound[0].clone(), types[0])
         ));
     }
     match d {
+        // Row-value comparison: one index range on PostgreSQL and SQLite.
         Dialect::Postgres | Dialect::Sqlite => {
-            let vals: Vec<String> = upto
+            let vals: Vec<String> = bound
                 .iter()
                 .zip(&types)
                 .map(|(v, t)| ph(v.clone(), t))
                 .collect();
-            Ok(format!("({}) <= ({})", pk_list(d, schema), vals.join(", ")))
+            Ok(format!(
+                "({}) {whole} ({})",
+                pk_list(d, schema),
+                vals.join(", ")
+            ))
         }
-        // a <= x AND (a < x OR (a = x AND (b < y OR (b = y AND c <= z)))), as for `keyset`.
+        // MariaDB does not turn row-value comparisons into index ranges, so spell it out:
+        // a >= x AND (a > x OR (a = x AND (b > y OR ...))) (mirrored for an upper bound). The
+        // leading a >= x gives the optimizer a range even where it gives up on the OR.
         Dialect::Mysql => {
-            let first = format!("{} <= {}", d.quote(&pk[0]), ph(upto[0].clone(), types[0]));
+            // Placeholders are positional: values are recorded in textual order.
+            let first = format!(
+                "{} {lead} {}",
+                d.quote(&pk[0]),
+                ph(bound[0].clone(), types[0])
+            );
+            let ops = (whole, strict);
             fn nest(
                 d: Dialect,
                 pk: &[String],
                 types: &[&str],
-                upto: &PkValues,
+                bound: &PkValues,
                 i: usize,
+                ops: (&str, &str),
                 ph: &mut Ph<'_>,
             ) -> String {
                 let col = d.quote(&pk[i]);
                 if i + 1 == pk.len() {
-                    return format!("{col} <= {}", ph(upto[i].clone(), types[i]));
+                    return format!("{col} {} {}", ops.0, ph(bound[i].clone(), types[i]));
                 }
-                let lt = format!("{col} < {}", ph(upto[i].clone(), types[i]));
-                let eq = format!("{col} = {}", ph(upto[i].clone(), types[i]));
-                let rest = nest(d, pk, types, upto, i + 1, ph);
-                format!("({lt} OR ({eq} AND {rest}))")
+                let step = format!("{col} {} {}", ops.1, ph(bound[i].clone(), types[i]));
+                let eq = format!("{col} = {}", ph(bound[i].clone(), types[i]));
+                let rest = nest(d, pk, types, bound, i + 1, ops, ph);
+                format!("({step} OR ({eq} AND {rest}))")
             }
-            let expr = nest(d, pk, &types, upto, 0, ph);
+            let expr = nest(d, pk, &types, bound, 0, ops, ph);
             Ok(format!("{first} AND {expr}"))
         }
     }
