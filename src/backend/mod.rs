@@ -168,7 +168,11 @@ pub trait Backend: Send + Sync {
         after: Option<&PkValues>,
         filter: &KeyFilter,
         limit: usize,
-    ) -> Result<Batch>;
+    ) -> Result<Batch> {
+        // Every backend pages with the same predicate; only `read_range` is backend-specific.
+        self.read_range(schema, key_column, after, None, filter, limit)
+            .await
+    }
 
     /// Writes rows (columns in schema order) with an idempotent upsert on the primary key, in
     /// one transaction: replaying the same rows leaves the same table.

@@ -410,18 +410,6 @@ impl Backend for Mysql {
         Ok(())
     }
 
-    async fn read_batch(
-        &self,
-        schema: &TableSchema,
-        key_column: &str,
-        after: Option<&PkValues>,
-        filter: &KeyFilter,
-        limit: usize,
-    ) -> Result<Batch> {
-        self.read_range(schema, key_column, after, None, filter, limit)
-            .await
-    }
-
     async fn upsert(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<u64> {
         check_table(&schema.name)?;
         if rows.is_empty() {

@@ -423,18 +423,6 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn read_batch(
-        &self,
-        schema: &TableSchema,
-        key_column: &str,
-        after: Option<&PkValues>,
-        filter: &KeyFilter,
-        limit: usize,
-    ) -> Result<Batch> {
-        self.read_range(schema, key_column, after, None, filter, limit)
-            .await
-    }
-
     async fn upsert(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<u64> {
         let Some((q, args)) = upsert_stmt(schema, rows)? else {
             return Ok(0);
