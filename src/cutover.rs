@@ -451,6 +451,7 @@ impl Online<'_> {
             self.catalog.flip(self.job, &m.id, false, ms)
         })
         .await?;
+        failpoint::hit("after_flip_back");
         self.flipped[mi] = false;
         if let Some(h) = held {
             h.release().await?;

@@ -251,6 +251,12 @@ impl Run<'_> {
             return Ok(None);
         }
         if self.options.complete {
+            // Dual write is a real state even for a moment: a crash inside complete must find
+            // the job completable, not running.
+            retry("catalog: recording dual write", || {
+                self.catalog.set_job_state(job, JobState::DualWrite, None)
+            })
+            .await?;
             let v = online.complete().await?;
             eprintln!("reshard: job {job} completed; routing version {v} is the new map");
             return Ok(Some(JobState::Completed));

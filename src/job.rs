@@ -10,7 +10,9 @@
 //!        flipped -> rolling_back -> catching_up  (rollback: flipped back)
 //!        rolling_back -> flipped                 (rollback abandoned or crashed)
 //! job:   running -> dual_write | interrupted | failed;  interrupted | failed -> running (resume)
-//!        dual_write -> completing -> completed;  dual_write -> rolled_back (rollback) -> running
+//!        dual_write -> completing -> completed
+//!        (any state with a flipped move, before completing) -> rolled_back, in the transaction
+//!        that flips a move back;  rolled_back -> running (resume cuts over again)
 //!        (any state before a flip) -> cancelling -> cancelled
 //! ```
 //! `copied` is the job state of issue 3's offline jobs; online jobs go on to `dual_write`.
@@ -97,8 +99,9 @@ impl JobState {
                 | (Copied, Completed | Cancelled | Running)
                 | (DualWrite, Completing | RolledBack | Running)
                 | (Completing, Completed | Failed)
-                | (Failed, Completing | DualWrite | RolledBack)
-                | (DualWrite | RolledBack, Failed)
+                | (Failed | Interrupted | Running, RolledBack)
+                | (Failed, Completing | DualWrite)
+                | (DualWrite | RolledBack | Interrupted, Failed)
         )
     }
 }

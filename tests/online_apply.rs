@@ -4,49 +4,21 @@
 //! the max-fence retry path. PostgreSQL and MariaDB; SQLite where the mechanism applies (an
 //! identity-modulo map, which SQLite's guard can route).
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use common::cluster::{job_id, modulo, stderr, Cluster};
+use common::cluster::{job_id, stderr, Cluster};
 use common::db::Kind;
+use common::online::{run, setup, status};
 use common::writer::{self, Writer};
 
 /// (users rows, orders rows, object names) of one shard.
 type ShardDump = (Vec<Vec<String>>, Vec<Vec<String>>, Vec<Vec<String>>);
-
-struct Setup {
-    c: Cluster,
-    from: Value,
-    plan: String,
-}
-
-/// Two shards → three (identity modulo): every move has a guard on every backend.
-fn setup(kind: Kind, tag: &str) -> Option<Setup> {
-    let c = Cluster::create(kind, tag, 3)?;
-    c.create_tables(&["s0", "s1", "s2"]);
-    let from = c.map(&["s0", "s1"], modulo("identity", &["s0", "s1"]));
-    let to = c.map(&["s0", "s1", "s2"], modulo("identity", &["s0", "s1", "s2"]));
-    c.populate(&from, 40, 2);
-    let plan = c.write_plan("plan", &from, &to).display().to_string();
-    Some(Setup { c, from, plan })
-}
-
-async fn run(c: &Cluster, args: &[&str]) -> Output {
-    let mut cmd = c.cmd(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("run reshard"))
-        .await
-        .unwrap()
-}
-
-async fn status(c: &Cluster, job: &str) -> Value {
-    let o = run(c, &["status", job, "--format", "json"]).await;
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status: {}", stderr(&o)))
-}
 
 /// Every table and trigger name on a shard: what the job installed must be gone after cancel.
 fn objects(c: &Cluster, shard: &str) -> Vec<Vec<String>> {
@@ -385,24 +357,7 @@ impl Events for Cluster {
     }
 }
 
-macro_rules! per_backend {
-    ($($name:ident),*) => {
-        mod sqlite { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(Kind::Sqlite).await }
-        )* }
-        mod postgres { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(Kind::Postgres).await }
-        )* }
-        mod mysql { use super::*; $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(Kind::Mysql).await }
-        )* }
-    };
-}
-
-per_backend!(
+per_backend_async!(
     full_online,
     stale_writer,
     rollback_then_cancel,

@@ -148,6 +148,35 @@ impl Catalog {
             .bind(job).bind(mv).bind(&now)
             .bind(if flipped { "flip" } else { "flip_back" }).bind(detail)
             .execute(&mut *tx).await?;
+            if !flipped {
+                // The job stops being fully cut over in the same transaction that flips a move
+                // back: a crash between two transactions would leave a job that claims
+                // dual_write with a move no longer flipped, which neither complete (needs every
+                // move flipped) nor rollback (nothing flipped) could act on.
+                let cur: String = sqlx::query_scalar(&format!(
+                    "SELECT state FROM jobs WHERE id = $1{lock}"
+                ))
+                .bind(job).fetch_one(&mut *tx).await?;
+                let from = JobState::parse(&cur)
+                    .with_context(|| format!("job {job}: unknown state {cur:?} in the catalog"))?;
+                if from != JobState::RolledBack {
+                    if !from.can_become(JobState::RolledBack) {
+                        bail!("job {job} is {from}: refusing to flip move {mv} back");
+                    }
+                    sqlx::query(
+                        "UPDATE jobs SET state = $1, last_error = NULL, updated_at = $2 \
+                         WHERE id = $3",
+                    )
+                    .bind(JobState::RolledBack.as_str()).bind(&now).bind(job)
+                    .execute(&mut *tx).await?;
+                    sqlx::query(
+                        "INSERT INTO events (job_id, move_id, at, kind, detail) \
+                         VALUES ($1, NULL, $2, 'job_state', $3)",
+                    )
+                    .bind(job).bind(&now).bind(format!("{from} -> {}", JobState::RolledBack))
+                    .execute(&mut *tx).await?;
+                }
+            }
             tx.commit().await?;
             Ok(version)
         }.await);

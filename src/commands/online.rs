@@ -80,21 +80,55 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
     let all_flipped = !moves.is_empty() && moves.iter().all(|m| m.flipped);
     let any_flipped = moves.iter().any(|m| m.flipped);
     let id = job.id.clone();
+    if let Some(m) = &opts.move_id {
+        if !moves.iter().any(|r| &r.id == m) {
+            return Err(InputError::one(format!("--move: job {id} has no move {m}")).into());
+        }
+    }
     match (action, state) {
         (Action::Complete, JobState::Completed) | (Action::Cancel, JobState::Cancelled) => {
             eprintln!("reshard: job {id} is already {state}");
             return Ok(());
         }
-        (Action::Complete, JobState::DualWrite | JobState::Completing) => {}
-        (Action::Complete, JobState::Failed) if all_flipped => {}
+        (Action::Complete, JobState::Completing) => {}
+        (Action::Complete, JobState::DualWrite | JobState::Failed) if all_flipped => {}
         (Action::Complete, _) => {
             return Err(Stop::Refused(format!(
-                "job {id} is {state}: complete needs every move flipped (dual_write)"
+                "job {id} is {state}: complete needs every move flipped (dual_write){}",
+                if any_flipped {
+                    format!("; cut the others over first: reshard resume {id}")
+                } else {
+                    String::new()
+                }
             ))
             .into())
         }
-        (Action::Rollback | Action::Sync, JobState::DualWrite | JobState::Failed)
-            if any_flipped => {}
+        (
+            Action::Rollback | Action::Sync,
+            JobState::DualWrite
+            | JobState::Failed
+            | JobState::RolledBack
+            | JobState::Interrupted
+            | JobState::Running,
+        ) if any_flipped => {}
+        (
+            Action::Rollback,
+            JobState::DualWrite | JobState::Failed | JobState::RolledBack | JobState::Interrupted,
+        ) => {
+            // Nothing is flipped: routing already sends every key to its old owner. Rollback is
+            // idempotent, so a second run (or a run after a crash that followed the last flip
+            // back) succeeds and says so.
+            if state == JobState::DualWrite {
+                catalog
+                    .set_job_state(&id, JobState::RolledBack, None)
+                    .await?;
+            }
+            eprintln!(
+                "reshard: job {id}: no move is flipped; routing is the old map already. \
+                 Next: reshard cancel {id} (undo) or reshard resume {id} (cut over again)"
+            );
+            return Ok(());
+        }
         (Action::Rollback | Action::Sync, _) => {
             return Err(Stop::Refused(format!(
                 "job {id} is {state}: no flipped move to {}",
@@ -198,12 +232,21 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
                         }
                     }
                 }
-                catalog
-                    .set_job_state(&id, JobState::RolledBack, None)
-                    .await?;
+                // Each flip back recorded rolled_back with it (Catalog::flip).
+                let left = online.flipped.iter().filter(|f| **f).count();
                 eprintln!(
-                    "reshard: job {id} rolled back; next: reshard cancel {id} (undo) or \
-                     reshard resume {id} (cut over again)"
+                    "reshard: job {id} rolled back{}; next: reshard cancel {id} (undo{}) or \
+                     reshard resume {id} (cut over again)",
+                    if left > 0 {
+                        format!(" in part ({left} moves still flipped)")
+                    } else {
+                        String::new()
+                    },
+                    if left > 0 {
+                        ", after rolling back the rest"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -1,0 +1,39 @@
+//! The cluster most online tests start from, and the binary's answers they read back.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use super::cluster::{modulo, stderr, Cluster};
+use super::db::Kind;
+
+pub struct Setup {
+    pub c: Cluster,
+    pub from: Value,
+    pub plan: String,
+}
+
+/// Two shards → three (identity modulo): every move has a guard on every backend. Key 2 moves
+/// s0 → s2.
+pub fn setup(kind: Kind, tag: &str) -> Option<Setup> {
+    let c = Cluster::create(kind, tag, 3)?;
+    c.create_tables(&["s0", "s1", "s2"]);
+    let from = c.map(&["s0", "s1"], modulo("identity", &["s0", "s1"]));
+    let to = c.map(&["s0", "s1", "s2"], modulo("identity", &["s0", "s1", "s2"]));
+    c.populate(&from, 40, 2);
+    let plan = c.write_plan("plan", &from, &to).display().to_string();
+    Some(Setup { c, from, plan })
+}
+
+/// The binary, off the async runtime's workers (a writer may be running on them).
+pub async fn run(c: &Cluster, args: &[&str]) -> Output {
+    let mut cmd = c.cmd(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run reshard"))
+        .await
+        .unwrap()
+}
+
+pub async fn status(c: &Cluster, job: &str) -> Value {
+    let o = run(c, &["status", job, "--format", "json"]).await;
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status: {}", stderr(&o)))
+}
