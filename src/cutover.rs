@@ -19,9 +19,10 @@ use crate::capture::{Drained, Online};
 use crate::error::Stop;
 use crate::failpoint;
 use crate::job::MoveState;
-use crate::preflight::{key_filter, Side};
+use crate::preflight::Side;
 use crate::retry::retry;
 use crate::signals::StopFlag;
+use crate::verify;
 
 /// Failed fence attempts of one move, in one run, before the job stops (resumable).
 pub const MAX_FENCE_ATTEMPTS: u32 = 5;
@@ -105,9 +106,12 @@ impl Online<'_> {
                     .await?;
             }
         }
-        // Keys touched since the full comparison of each move: what verification re-checks
-        // under the fence, together with what the fenced drain applies.
-        let mut touched: Vec<Option<BTreeMap<usize, Vec<PkValues>>>> = vec![None; self.moves.len()];
+        // Keys each drain applied, per move: the chunks whose recorded checksums they may have
+        // made stale. Collected from the start of this run: a pass left unfinished by a crash
+        // resumes on chunks recorded before any of this run's drains, and the crashed run did
+        // not drain while its pass ran.
+        let mut touched: Vec<verify::Touched> = vec![verify::Touched::new(); self.moves.len()];
+        let mut passed = vec![false; self.moves.len()];
         let mut failures = vec![0u32; self.moves.len()];
         let shards: Vec<String> = self.shards().into_iter().map(|(s, _)| s).collect();
         loop {
@@ -119,7 +123,9 @@ impl Online<'_> {
             for s in &shards {
                 let started = Instant::now();
                 let d = self.drain(s, false).await?;
-                merge(&mut touched, &d);
+                for (mi, t) in touched.iter_mut().enumerate() {
+                    self.add_touched(t, &d, mi);
+                }
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
                 // The pass ended with a short read on every log; predict draining what
                 // arrived meanwhile at the same rate.
@@ -133,11 +139,23 @@ impl Online<'_> {
             if !ready.get(&self.moves[mi].source).copied().unwrap_or(false) {
                 continue;
             }
-            if touched[mi].is_none() {
-                touched[mi] = Some(self.full_compare(mi).await?);
+            // Outside the fence: a full checksum pass once per run, then the chunks touched
+            // since, so that the fence re-checks only what the last moments changed.
+            // Mismatches here are writes still in flight; their keys come back through the
+            // drain, and the fenced pass decides.
+            let scope = if passed[mi] {
+                verify::Scope::Touched(&touched[mi])
+            } else {
+                verify::Scope::Full
+            };
+            let fresh = !passed[mi] && self.pass_is_new(mi).await?;
+            let v = self.verifier();
+            verify::verify_move(&v, &self.moves[mi], scope).await?;
+            if fresh || passed[mi] {
+                touched[mi].clear();
             }
-            let mut since = touched[mi].take().unwrap_or_default();
-            match self.cutover(mi, max_fence, &mut since).await? {
+            passed[mi] = true;
+            match self.cutover(mi, max_fence, &mut touched[mi]).await? {
                 Cutover::Flipped { fence_ms } => {
                     eprintln!(
                         "reshard: move {} flipped ({} -> {}), fence {fence_ms} ms",
@@ -145,7 +163,6 @@ impl Online<'_> {
                     );
                 }
                 Cutover::Aborted(why) => {
-                    touched[mi] = Some(since);
                     failures[mi] += 1;
                     eprintln!(
                         "reshard: move {}: fence lowered ({why}); catching up again",
@@ -164,13 +181,13 @@ impl Online<'_> {
         }
     }
 
-    /// One fenced cutover attempt of move `mi`. `since`: keys touched since the full
-    /// comparison (grows with what the drain applies).
+    /// One fenced cutover attempt of move `mi`. `since`: keys touched since the move's chunk
+    /// checksums were last recorded (grows with what the fenced drain applies).
     pub async fn cutover(
         &mut self,
         mi: usize,
         max_fence: Duration,
-        since: &mut BTreeMap<usize, Vec<PkValues>>,
+        since: &mut verify::Touched,
     ) -> Result<Cutover> {
         let m = self.moves[mi].clone();
         let pair = self.pairs[mi];
@@ -199,9 +216,7 @@ impl Online<'_> {
                 return Err(e);
             }
         };
-        for (t, pks) in drained.touched.get(&mi).into_iter().flatten() {
-            since.entry(*t).or_default().extend(pks.iter().cloned());
-        }
+        self.add_touched(since, &drained, mi);
         let over = |what: &str| {
             let ms = started.elapsed().as_millis();
             (ms > max_fence.as_millis())
@@ -212,16 +227,18 @@ impl Online<'_> {
             self.trim(&m.source, &drained).await?;
             return Ok(Cutover::Aborted(why));
         }
-        let bad = match self.verify_move(mi, since).await {
-            Ok(b) => b,
+        let v = self.verifier();
+        let report = match verify::verify_move(&v, &m, verify::Scope::Touched(since)).await {
+            Ok(r) => r,
             Err(e) => {
                 self.abort(mi, &format!("verification failed: {e:#}"), held)
                     .await?;
                 return Err(e);
             }
         };
-        if !bad.is_empty() {
-            let why = describe_mismatches(&bad);
+        since.clear();
+        if !report.ok {
+            let why = describe_report(&report);
             self.abort(mi, &format!("verification mismatch: {why}"), held)
                 .await?;
             self.trim(&m.source, &drained).await?;
@@ -279,52 +296,49 @@ impl Online<'_> {
         Ok(())
     }
 
-    /// Compares every row of move `mi` at its source with the destination, outside the fence.
-    /// Writes continue meanwhile, so differences are not errors here: their keys are returned
-    /// and re-checked under the fence, where the move's keys stand still.
-    pub async fn full_compare(&self, mi: usize) -> Result<BTreeMap<usize, Vec<PkValues>>> {
-        let m = &self.moves[mi];
-        let src = self.backend(Side::From, &m.source)?;
-        let filter = key_filter(&m.segments);
-        let mut out: BTreeMap<usize, Vec<PkValues>> = BTreeMap::new();
-        for (ti, t) in self.ctx.tables.iter().enumerate() {
-            let schema = self
-                .ctx
-                .schema(Side::From, &m.source, &t.name)
-                .with_context(|| format!("shard {}: table {} not described", m.source, t.name))?;
-            let pk_i: Vec<usize> = schema
-                .primary_key
-                .iter()
-                .filter_map(|c| schema.column_index(c))
-                .collect();
-            let mut after: Option<PkValues> = None;
-            loop {
-                let batch = retry(&format!("{}: reading {}", m.source, t.name), || {
-                    src.read_batch(schema, &t.key, after.as_ref(), &filter, 1000)
-                })
-                .await?;
-                let mut pks = Vec::new();
-                for (row, k) in batch.rows.iter().zip(&batch.keys) {
-                    if self.move_of(k)? == Some(mi) {
-                        pks.push(pk_i.iter().map(|&i| row[i].clone()).collect());
-                    }
-                }
-                let bad = self.compare(mi, ti, &pks).await?;
-                out.entry(ti)
-                    .or_default()
-                    .extend(bad.into_iter().map(|(pk, _)| pk));
-                if batch.rows.len() < 1000 {
-                    break;
-                }
-                after = batch.last;
-            }
+    /// The checksum engine with chunks small enough that re-checking a touched chunk under
+    /// the fence costs milliseconds, not the half second a standalone `verify` aims for.
+    fn verifier(&self) -> verify::Verifier<'_> {
+        verify::Verifier {
+            ctx: self.ctx,
+            catalog: self.catalog,
+            job: self.job,
+            options: verify::Options {
+                target_chunk_ms: 30,
+                max_chunk_rows: 5000,
+                ..verify::Options::default()
+            },
+            stop: None,
         }
-        Ok(out)
     }
 
-    /// The verification before a flip (and a flip back): the move's rows with these keys are
-    /// the same at both ends. One function so that the checksum engine can replace it.
-    pub async fn verify_move(
+    /// Whether `Scope::Full` on move `mi` starts a new pass (every table's last pass finished
+    /// or none exists) rather than resuming one.
+    async fn pass_is_new(&self, mi: usize) -> Result<bool> {
+        for t in &self.ctx.tables {
+            let p = self
+                .catalog
+                .verify_progress(self.job, &self.moves[mi].id, &t.name)
+                .await?;
+            if p.is_some_and(|p| !p.done) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn add_touched(&self, into: &mut verify::Touched, d: &Drained, mi: usize) {
+        for (t, pks) in d.touched.get(&mi).into_iter().flatten() {
+            into.entry(self.ctx.tables[*t].name.clone())
+                .or_default()
+                .extend(pks.iter().cloned());
+        }
+    }
+
+    /// The verification before a flip back: the move's rows with these keys (those the fenced
+    /// reverse drain applied) are the same at both ends. Row by row: the chunk checksums
+    /// recorded before the flip are stale by now, and the reverse sync kept the rest in step.
+    pub async fn compare_rows(
         &self,
         mi: usize,
         keys: &BTreeMap<usize, Vec<PkValues>>,
@@ -428,7 +442,7 @@ impl Online<'_> {
         failpoint::hit("rollback_fence_raised");
         let drained = self.drain(&m.destination, true).await?;
         let keys = drained.touched.get(&mi).cloned().unwrap_or_default();
-        let bad = self.verify_move(mi, &keys).await?;
+        let bad = self.compare_rows(mi, &keys).await?;
         if !bad.is_empty() {
             if let Some(h) = held {
                 h.release().await?;
@@ -478,15 +492,32 @@ impl Online<'_> {
     }
 }
 
-fn merge(touched: &mut [Option<BTreeMap<usize, Vec<PkValues>>>], d: &Drained) {
-    for (mi, per) in &d.touched {
-        // Before the full comparison there is nothing to add to: it reads everything.
-        if let Some(Some(map)) = touched.get_mut(*mi) {
-            for (t, pks) in per {
-                map.entry(*t).or_default().extend(pks.iter().cloned());
+fn describe_report(r: &verify::MoveReport) -> String {
+    let parts: Vec<String> = r
+        .tables
+        .iter()
+        .filter(|t| !t.diff.is_empty())
+        .map(|t| {
+            let d = &t.diff;
+            let mut s = format!(
+                "{}: {} missing at the destination, {} extra, {} differing",
+                t.table, d.missing_count, d.extra_count, d.differing_count
+            );
+            let first = d
+                .missing
+                .first()
+                .or(d.extra.first())
+                .or(d.differing.first().map(|x| &x.pk));
+            if let Some(pk) = first {
+                s.push_str(&format!(" (first: {pk})"));
             }
-        }
+            s
+        })
+        .collect();
+    if parts.is_empty() {
+        return "checksums differ".into();
     }
+    parts.join("; ")
 }
 
 fn describe_mismatches(bad: &Mismatches) -> String {

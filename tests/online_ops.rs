@@ -206,11 +206,53 @@ async fn apply_complete(kind: Kind) {
         .is_empty());
 }
 
+/// The checksum verification under the fence refuses the flip when a destination row differs
+/// behind reshard's back (exit 3, nothing flipped, the job resumable); `verify --repair` mends
+/// it and `resume` cuts over.
+async fn mismatch_refuses_flip(kind: Kind) {
+    let Some(s) = setup(kind, "omm") else { return };
+    let out =
+        s.c.cmd(&["apply", &s.plan, "--yes"])
+            .env("RESHARD_FAILPOINT", "after_apply:1")
+            .output()
+            .unwrap();
+    assert!(!out.status.success(), "the failpoint must stop apply");
+    let job = job_id(&out).unwrap();
+    s.c.db("s2")
+        .exec_unguarded("UPDATE users SET name = 'damaged' WHERE id = 2");
+    let out = run(&s.c, &["resume", &job]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("users"), "{}", stderr(&out));
+    let v = status(&s.c, &job).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    let m = v["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["source"] == "s0" && m["destination"] == "s2")
+        .unwrap();
+    assert_eq!(m["flipped"], false, "{v}");
+    assert!(
+        m["last_error"].as_str().unwrap().contains("1 differing"),
+        "{v}"
+    );
+    let out = run(&s.c, &["verify", &job, "--repair"]).await;
+    assert!(out.status.success(), "verify --repair: {}", stderr(&out));
+    let out = run(&s.c, &["resume", &job]).await;
+    assert!(out.status.success(), "resume: {}", stderr(&out));
+    assert_eq!(status(&s.c, &job).await["state"], "dual_write");
+    assert_eq!(
+        s.c.db("s2").scalar("SELECT name FROM users WHERE id = 2"),
+        "user 2 é"
+    );
+}
+
 per_backend_async!(
     crash_after_last_flip_back,
     partial_rollback,
     reverse_sync,
-    apply_complete
+    apply_complete,
+    mismatch_refuses_flip
 );
 
 /// A held row lock is what keeps the fence down; SQLite's guard reads no fence row under a lock.
