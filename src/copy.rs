@@ -3,7 +3,8 @@
 //! every row; an idempotent upsert at the destination; then the cursor recorded in the catalog.
 //!
 //! A crash after the upsert and before the cursor record re-reads and re-upserts that batch on
-//! resume: same rows, same result. Memory is one batch.
+//! resume: same rows, same result. Memory is two batches: the one being written and the next,
+//! read meanwhile.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -111,15 +112,28 @@ impl CopyJob<'_> {
     ) -> Result<Outcome> {
         let filter = key_filter(&m.segments);
         let (si, di) = self.ctx.move_indices(m);
+        let read_page = |after: Option<PkValues>| {
+            let filter = &filter;
+            async move {
+                retry(&format!("{}: reading {}", m.source, schema.name), || {
+                    src.read_batch(schema, key, after.as_ref(), filter, self.batch_size)
+                })
+                .await
+            }
+        };
+        // The next page is read while this one is written and recorded: the source's read and
+        // the destination's write overlap. Only the write and the cursor are durable steps, and
+        // they stay in order.
+        let mut ahead = None;
         loop {
             if self.stop.requested() {
                 return Ok(Outcome::Stopped);
             }
             let started = Instant::now();
-            let batch = retry(&format!("{}: reading {}", m.source, schema.name), || {
-                src.read_batch(schema, key, after.as_ref(), &filter, self.batch_size)
-            })
-            .await?;
+            let batch = match ahead.take() {
+                Some(b) => b,
+                None => read_page(after.clone()).await?,
+            };
             let read = batch.rows.len();
             let mut kept = Vec::new();
             for (row, k) in batch.rows.into_iter().zip(&batch.keys) {
@@ -137,16 +151,6 @@ impl CopyJob<'_> {
                 }
             }
             failpoint::hit("before_upsert");
-            if !kept.is_empty() {
-                retry(
-                    &format!("{}: writing {}", m.destination, schema.name),
-                    // Quiet: the destination's capture is for reverse sync after the flip, not
-                    // for reshard's own copy.
-                    || dst.write_quiet(schema, &kept, &[]),
-                )
-                .await?;
-            }
-            failpoint::hit("after_upsert");
             let done = read < self.batch_size;
             let cursor = match &batch.last {
                 Some(last) => Some(serde_json::to_string(last)?),
@@ -157,26 +161,48 @@ impl CopyJob<'_> {
             } else {
                 batch.bytes * kept.len() as u64 / read as u64
             };
-            let elapsed = started.elapsed().as_millis() as u64;
-            retry("catalog: recording progress", || {
-                self.catalog.record_batch(
-                    self.job,
-                    &m.id,
-                    &schema.name,
-                    cursor.as_deref(),
-                    done,
-                    read as u64,
-                    kept.len() as u64,
-                    bytes,
-                    elapsed,
-                )
-            })
-            .await?;
-            failpoint::hit("after_cursor");
+            let write = async {
+                if !kept.is_empty() {
+                    retry(
+                        &format!("{}: writing {}", m.destination, schema.name),
+                        // Quiet: the destination's capture is for reverse sync after the flip,
+                        // not for reshard's own copy.
+                        || dst.write_quiet(schema, &kept, &[]),
+                    )
+                    .await?;
+                }
+                failpoint::hit("after_upsert");
+                let elapsed = started.elapsed().as_millis() as u64;
+                retry("catalog: recording progress", || {
+                    self.catalog.record_batch(
+                        self.job,
+                        &m.id,
+                        &schema.name,
+                        cursor.as_deref(),
+                        done,
+                        read as u64,
+                        kept.len() as u64,
+                        bytes,
+                        elapsed,
+                    )
+                })
+                .await?;
+                failpoint::hit("after_cursor");
+                anyhow::Ok(())
+            };
+            let next = async {
+                match (done, &batch.last) {
+                    (false, Some(_)) => read_page(batch.last.clone()).await.map(Some),
+                    _ => Ok(None),
+                }
+            };
+            let (written, next) = tokio::join!(write, next);
+            written?;
             self.progress.add_rows(&m.id, kept.len() as u64);
             if done {
                 return Ok(Outcome::Copied);
             }
+            ahead = next?;
             after = batch.last;
         }
     }
