@@ -82,7 +82,12 @@ pub fn owner_sql(
                 ));
             }
             let last = &ranges[ranges.len() - 1];
-            sql.push_str(&format!(" ELSE {} END)", index_of(&last.shard)));
+            // A single unbounded range has no WHEN arm, and `CASE ELSE x END` is not SQL.
+            let sql = if sql.len() == "(CASE".len() {
+                index_of(&last.shard).to_string()
+            } else {
+                format!("{sql} ELSE {} END)", index_of(&last.shard))
+            };
             Ok(SqlRouting {
                 setup: Vec::new(),
                 owner_expr: sql,
@@ -240,6 +245,17 @@ mod tests {
             r.owner_expr,
             "(CASE ((((k) % 3) + 3) % 3) WHEN 0 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 END)"
         );
+    }
+
+    /// Regression: one unbounded range gave `(CASE ELSE 0 END)`, a syntax error in every
+    /// dialect, so a job moving a whole single-range shard failed installing its guards.
+    #[test]
+    fn one_unbounded_range_is_a_constant() {
+        let p = part(r#"{"kind":"range","ranges":[{"from":null,"to":null,"shard":"b"}]}"#);
+        for d in [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql] {
+            let r = owner_sql(d, &p, "k", "r").unwrap();
+            assert!(r.owner_expr.parse::<usize>().is_ok(), "{}", r.owner_expr);
+        }
     }
 
     #[test]

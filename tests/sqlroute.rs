@@ -96,7 +96,8 @@ fn maps(rng: &mut Rng, hashes: bool) -> Vec<(Map, bool)> {
             ),
             true,
         ));
-        let mut ints: Vec<i64> = (0..1 + rng.below(5))
+        // Zero bounds too: one unbounded range once produced `CASE ELSE x END`.
+        let mut ints: Vec<i64> = (0..rng.below(5))
             .map(|_| rng.below(200_000) as i64 - 100_000)
             .collect();
         ints.sort();
