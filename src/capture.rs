@@ -145,10 +145,9 @@ impl<'a> Online<'a> {
                     let cap = triggers::capture(b.dialect(), schema, &t.key)
                         .with_context(|| format!("shard {shard}: capture on {}", t.name))?;
                     b.run_ddl(&cap.install).await?;
-                    if let Some(g) = self.guard(&b, schema, &t.key)? {
-                        b.run_ddl(&g.shared).await?;
-                        b.run_ddl(&g.install).await?;
-                    }
+                    let g = self.guard(&b, schema, &t.key)?;
+                    b.run_ddl(&g.shared).await?;
+                    b.run_ddl(&g.install).await?;
                 }
                 crate::failpoint::hit("install");
                 self.catalog
@@ -178,7 +177,7 @@ impl<'a> Online<'a> {
         b: &Arc<dyn Backend>,
         schema: &TableSchema,
         key: &str,
-    ) -> Result<Option<triggers::Guard>> {
+    ) -> Result<triggers::Guard> {
         triggers::guard(
             b.dialect(),
             schema,
@@ -192,7 +191,7 @@ impl<'a> Online<'a> {
 
     /// Reads up to `log_batch` entries of one log after `after` (None: from the start) and
     /// applies them. With `defer`, the entries are not deleted (the caller deletes `seqs`
-    /// later, e.g. after a fence that holds the shard's write lock).
+    /// later, after the fence: the deletions need not lengthen it).
     pub async fn consume(
         &self,
         shard: &str,
@@ -419,10 +418,9 @@ impl<'a> Online<'a> {
         let mut shared = Vec::new();
         for t in &self.ctx.tables {
             if let Some(schema) = self.schema(shard, &t.name) {
-                if let Some(g) = self.guard(b, schema, &t.key)? {
-                    b.run_ddl(&g.remove).await?;
-                    shared = g.remove_shared;
-                }
+                let g = self.guard(b, schema, &t.key)?;
+                b.run_ddl(&g.remove).await?;
+                shared = g.remove_shared;
             }
         }
         b.run_ddl(&shared).await?;

@@ -198,21 +198,17 @@ impl Online<'_> {
             .await?;
         self.catalog.count_fence_attempt(self.job, &m.id).await?;
         let started = Instant::now();
-        let held = match src.raise_fence(pair, &m.id, max_fence).await {
-            Ok(h) => h,
-            Err(e) => {
-                // The UPDATE did not commit; lowering is a no-op kept for certainty.
-                let why = format!("raising the fence took longer than {max_fence:?}: {e:#}");
-                self.abort(mi, &why, None).await?;
-                return Ok(Cutover::Aborted(why));
-            }
-        };
+        if let Err(e) = src.raise_fence(pair, &m.id, max_fence).await {
+            // The UPDATE did not commit; lowering is a no-op kept for certainty.
+            let why = format!("raising the fence took longer than {max_fence:?}: {e:#}");
+            self.abort(mi, &why).await?;
+            return Ok(Cutover::Aborted(why));
+        }
         failpoint::hit("fence_raised");
         let drained = match self.drain(&m.source, true).await {
             Ok(d) => d,
             Err(e) => {
-                self.abort(mi, &format!("drain failed: {e:#}"), held)
-                    .await?;
+                self.abort(mi, &format!("drain failed: {e:#}")).await?;
                 return Err(e);
             }
         };
@@ -223,7 +219,7 @@ impl Online<'_> {
                 .then(|| format!("{what} ran past --max-fence ({ms} ms > {max_fence:?})"))
         };
         if let Some(why) = over("the drain") {
-            self.abort(mi, &why, held).await?;
+            self.abort(mi, &why).await?;
             self.trim(&m.source, &drained).await?;
             return Ok(Cutover::Aborted(why));
         }
@@ -231,7 +227,7 @@ impl Online<'_> {
         let report = match verify::verify_move(&v, &m, verify::Scope::Touched(since)).await {
             Ok(r) => r,
             Err(e) => {
-                self.abort(mi, &format!("verification failed: {e:#}"), held)
+                self.abort(mi, &format!("verification failed: {e:#}"))
                     .await?;
                 return Err(e);
             }
@@ -239,13 +235,13 @@ impl Online<'_> {
         since.clear();
         if !report.ok {
             let why = describe_report(&report);
-            self.abort(mi, &format!("verification mismatch: {why}"), held)
+            self.abort(mi, &format!("verification mismatch: {why}"))
                 .await?;
             self.trim(&m.source, &drained).await?;
             return Err(Stop::Mismatch(format!("move {}: {why}", m.id)).into());
         }
         if let Some(why) = over("the drain and verification") {
-            self.abort(mi, &why, held).await?;
+            self.abort(mi, &why).await?;
             self.trim(&m.source, &drained).await?;
             return Ok(Cutover::Aborted(why));
         }
@@ -257,25 +253,14 @@ impl Online<'_> {
         .await?;
         self.flipped[mi] = true;
         failpoint::hit("after_flip");
-        if let Some(h) = held {
-            h.release().await?;
-        }
         // Up only after a rollback of this move; the destination now owns the keys.
         dst.set_fence(pair, &m.id, false).await?;
         self.trim(&m.source, &drained).await?;
         Ok(Cutover::Flipped { fence_ms })
     }
 
-    async fn abort(
-        &self,
-        mi: usize,
-        why: &str,
-        held: Option<Box<dyn crate::backend::HeldLock>>,
-    ) -> Result<()> {
+    async fn abort(&self, mi: usize, why: &str) -> Result<()> {
         let m = &self.moves[mi];
-        if let Some(h) = held {
-            h.release().await?;
-        }
         let src = self.backend(Side::From, &m.source)?;
         src.set_fence(self.pairs[mi], &m.id, false).await?;
         self.catalog
@@ -435,18 +420,14 @@ impl Online<'_> {
                 .await?;
             anyhow::Ok(Cutover::Aborted(why))
         };
-        let held = match dst.raise_fence(pair, &m.id, max_fence).await {
-            Ok(h) => h,
-            Err(e) => return lower(format!("raising the fence: {e:#}")).await,
-        };
+        if let Err(e) = dst.raise_fence(pair, &m.id, max_fence).await {
+            return lower(format!("raising the fence: {e:#}")).await;
+        }
         failpoint::hit("rollback_fence_raised");
         let drained = self.drain(&m.destination, true).await?;
         let keys = drained.touched.get(&mi).cloned().unwrap_or_default();
         let bad = self.compare_rows(mi, &keys).await?;
         if !bad.is_empty() {
-            if let Some(h) = held {
-                h.release().await?;
-            }
             self.trim(&m.destination, &drained).await?;
             let why = describe_mismatches(&bad);
             lower(format!("verification mismatch: {why}")).await?;
@@ -454,9 +435,6 @@ impl Online<'_> {
         }
         let ms = started.elapsed().as_millis() as u64;
         if ms > max_fence.as_millis() as u64 {
-            if let Some(h) = held {
-                h.release().await?;
-            }
             self.trim(&m.destination, &drained).await?;
             return lower(format!("the drain ran past --max-fence ({ms} ms)")).await;
         }
@@ -467,9 +445,6 @@ impl Online<'_> {
         .await?;
         failpoint::hit("after_flip_back");
         self.flipped[mi] = false;
-        if let Some(h) = held {
-            h.release().await?;
-        }
         src.set_fence(pair, &m.id, false).await?;
         self.trim(&m.destination, &drained).await?;
         Ok(Cutover::Flipped { fence_ms: ms })

@@ -32,6 +32,7 @@ pub mod triggers;
 pub mod verify;
 pub mod workload;
 
+pub use backend::sqlite_functions::register_sqlite_functions;
 pub use map::{Key, Map, Partitioner};
 pub use plan::Plan;
 pub use router::{Route, Router};

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 use crate::catalog::{Access, Catalog};
 use crate::error::InputError;
@@ -44,7 +44,7 @@ pub struct RouterOptions {
     pub check_interval: Duration,
     /// Connections per shard pool opened by [`Router::pool`].
     pub pool_size: u32,
-    /// SQLite shards: how long a write waits for the database's lock (a SQLite fence holds it).
+    /// SQLite shards: how long a write waits for the database's lock (one writer at a time).
     pub sqlite_busy_timeout: Duration,
 }
 
@@ -340,13 +340,6 @@ impl Router {
         Ok(version)
     }
 
-    /// Whether `route` is still the catalog's answer: true when the catalog's version is still
-    /// the one `route` was decided under. A writer to a shard without an SQL guard (SQLite with
-    /// a hash map) calls this while it holds the shard's write lock (docs/writer-contract.md).
-    pub async fn confirm(&self, route: &Route) -> Result<bool> {
-        Ok(self.check_version().await? == route.version)
-    }
-
     /// Records a failed write: when it is the fence's refusal, the next `route` reloads the
     /// routing first. Returns whether it was (the caller then retries after a backoff).
     pub fn note_error(&self, err: &sqlx::Error) -> bool {
@@ -440,8 +433,10 @@ pub async fn connect_shard(shard: &str, url: &ShardUrl, opts: &RouterOptions) ->
             let o = SqliteConnectOptions::from_str(&raw)
                 .map_err(|_| anyhow!("shard {shard}: not a valid sqlite: URL"))?
                 .busy_timeout(opts.sqlite_busy_timeout);
+            // Guards on SQLite shards call reshard's SQL functions: without them every write
+            // to a guarded table fails.
             ShardPool::Sqlite(
-                SqlitePoolOptions::new()
+                crate::backend::sqlite_functions::pool_options()
                     .max_connections(opts.pool_size)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(o)

@@ -20,9 +20,10 @@
 //! for the flip and stays up to refuse stale writers; on the destination it goes up for a
 //! rollback. reshard's own writes (reverse sync, deleting moved rows)
 //! set a session flag the triggers honour (`reshard.bypass` on PostgreSQL, `@reshard_bypass` on
-//! MariaDB). SQLite has neither session variables nor digests in SQL: there the fence holds the
-//! database's write lock, guards exist only for maps SQL can route (ranges, identity modulo), and
-//! reshard's own writes drop and re-create the guard inside their transaction.
+//! MariaDB). SQLite has no digests in SQL: its guards call reshard's `reshard_md5`/`reshard_sha1`
+//! ([`crate::backend::sqlite_functions`]), which every connection writing to a guarded table
+//! must register (one without them is refused with "no such function"). Nor has it session
+//! variables: reshard's own writes drop and re-create the guard inside their transaction.
 
 use sha1::{Digest, Sha1};
 
@@ -317,8 +318,7 @@ pub struct Guard {
 /// A move's fence row: (index in the old map's owners, index in the new map's owners).
 pub type FencePair = (usize, usize);
 
-/// The guard for `schema` (shard key `key`), or None on SQLite when either map routes by hash,
-/// which SQLite cannot compute in SQL.
+/// The guard for `schema` (shard key `key`).
 pub fn guard(
     dialect: Dialect,
     schema: &TableSchema,
@@ -326,7 +326,7 @@ pub fn guard(
     old_map: &Partitioning,
     new_map: &Partitioning,
     moves: &[FencePair],
-) -> Result<Option<Guard>, TriggerError> {
+) -> Result<Guard, TriggerError> {
     let q = |s: &str| dialect.quote(s);
     let t = q(&schema.name);
     let fence = q(FENCE_TABLE);
@@ -363,11 +363,7 @@ pub fn guard(
         let teardown = o.teardown.into_iter().chain(n.teardown).collect();
         Ok((cond, setup, teardown))
     };
-    let (new_pair, setup, teardown) = match pair_for("NEW") {
-        Ok(r) => r,
-        Err(SqlRouteError::NoHashInSqlite(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let (new_pair, setup, teardown) = pair_for("NEW")?;
     let (old_pair, _, _) = pair_for("OLD")?;
     shared.extend(setup);
     let mut remove_shared = teardown;
@@ -451,12 +447,12 @@ pub fn guard(
             }
         }
     }
-    Ok(Some(Guard {
+    Ok(Guard {
         shared,
         install,
         remove,
         remove_shared,
-    }))
+    })
 }
 
 /// Raises or lowers the fence of one move (binds: fenced 0/1, move id, src index, dst index):

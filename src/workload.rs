@@ -352,8 +352,6 @@ enum Outcome {
     Acknowledged,
     /// The fence refused the write: routing is reloaded before the retry.
     Fenced,
-    /// SQLite without a guard: the routing moved while the write waited for the lock.
-    Rerouted,
     Failed(anyhow::Error),
 }
 
@@ -394,27 +392,9 @@ async fn attempt(router: &Router, op: &Op) -> Outcome {
     match &pool {
         ShardPool::Postgres(p) => run!(p.begin()),
         ShardPool::Mysql(p) => run!(p.begin()),
-        ShardPool::Sqlite(p) => {
-            // Take the write lock first, then confirm the route: a SQLite fence holds this
-            // lock from before its drain until after the flip commits, so a route still
-            // current once the lock is ours cannot be overtaken by a flip before our commit.
-            let mut tx = match p.begin_with("BEGIN IMMEDIATE").await {
-                Ok(tx) => tx,
-                Err(e) => return classify(router, e),
-            };
-            match router.confirm(&route).await {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Rerouted,
-                Err(e) => return Outcome::Failed(e),
-            }
-            if let Err(e) = bind_op!(op, sql).execute(&mut *tx).await {
-                return classify(router, e);
-            }
-            match tx.commit().await {
-                Ok(()) => Outcome::Acknowledged,
-                Err(e) => classify(router, e),
-            }
-        }
+        // A writer from the start: the lock is waited for (busy timeout) at BEGIN, never
+        // upgraded mid-transaction.
+        ShardPool::Sqlite(p) => run!(p.begin_with("BEGIN IMMEDIATE")),
     }
 }
 
@@ -423,7 +403,6 @@ async fn attempt(router: &Router, op: &Op) -> Outcome {
 pub struct Counters {
     pub acknowledged: AtomicU64,
     pub refused_retried: AtomicU64,
-    pub rerouted: AtomicU64,
     pub errors_retried: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -436,8 +415,6 @@ pub struct Tally {
     pub deletes: u64,
     /// Writes refused by the fence, then retried after a routing reload.
     pub refused_retried: u64,
-    /// SQLite without a guard: writes whose route changed while they waited for the lock.
-    pub rerouted: u64,
     /// Other errors, retried with backoff.
     pub errors_retried: u64,
     /// Writes given up on after `give_up_after`.
@@ -452,12 +429,11 @@ impl fmt::Display for Tally {
         write!(
             f,
             "{} writes acknowledged ({} upserts, {} deletes), {} refused by the fence and retried, \
-             {} rerouted, {} other errors retried, {} failed",
+             {} other errors retried, {} failed",
             self.acknowledged,
             self.upserts,
             self.deletes,
             self.refused_retried,
-            self.rerouted,
             self.errors_retried,
             self.failed
         )?;
@@ -570,10 +546,6 @@ async fn write_until_done(sh: &Shared, op: &Op, tally: &mut Tally) {
                 tokio::time::sleep(fence_wait).await;
                 fence_wait = (fence_wait * 2).min(Duration::from_millis(200));
             }
-            Outcome::Rerouted => {
-                tally.rerouted += 1;
-                sh.counters.rerouted.fetch_add(1, Ordering::AcqRel);
-            }
             Outcome::Failed(e) => {
                 if tally.error_samples.len() < 5 {
                     tally.error_samples.push(format!("{}: {e:#}", op.pk()));
@@ -640,7 +612,6 @@ impl Running {
             total.upserts += part.upserts;
             total.deletes += part.deletes;
             total.refused_retried += part.refused_retried;
-            total.rerouted += part.rerouted;
             total.errors_retried += part.errors_retried;
             total.failed += part.failed;
             for e in part.error_samples {

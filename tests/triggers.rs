@@ -53,22 +53,25 @@ fn map_of(part: &str) -> Map {
     .unwrap()
 }
 
-/// Old and new maps: hash routing where SQL can hash, ranges on SQLite.
-fn maps(kind: Kind) -> (Map, Map) {
-    match kind {
-        Kind::Sqlite => (
-            map_of(
-                r#"{"kind":"range","ranges":[{"from":null,"to":150,"shard":"s0"},{"from":150,"to":null,"shard":"s1"}]}"#,
-            ),
-            map_of(
-                r#"{"kind":"range","ranges":[{"from":null,"to":100,"shard":"s0"},{"from":100,"to":200,"shard":"s1"},{"from":200,"to":null,"shard":"s2"}]}"#,
-            ),
+/// Old and new maps routed by hash: every backend computes both digests in its guard (SQLite
+/// through reshard's registered functions).
+fn maps() -> (Map, Map) {
+    (
+        map_of(r#"{"kind":"modulo","hash":"md5","shards":["s0","s1"]}"#),
+        map_of(r#"{"kind":"ring","hash":"sha1","vnodes":16,"nodes":["s0","s1","s2"]}"#),
+    )
+}
+
+/// Old and new maps by integer ranges.
+fn range_maps() -> (Map, Map) {
+    (
+        map_of(
+            r#"{"kind":"range","ranges":[{"from":null,"to":150,"shard":"s0"},{"from":150,"to":null,"shard":"s1"}]}"#,
         ),
-        _ => (
-            map_of(r#"{"kind":"modulo","hash":"md5","shards":["s0","s1"]}"#),
-            map_of(r#"{"kind":"ring","hash":"sha1","vnodes":16,"nodes":["s0","s1","s2"]}"#),
+        map_of(
+            r#"{"kind":"range","ranges":[{"from":null,"to":100,"shard":"s0"},{"from":100,"to":200,"shard":"s1"},{"from":200,"to":null,"shard":"s2"}]}"#,
         ),
-    }
+    )
 }
 
 /// Every (old owner, new owner) pair that is a move, as fence rows.
@@ -132,7 +135,7 @@ fn log_rows(db: &TestDb) -> Vec<Vec<String>> {
         .collect()
 }
 
-async fn check(kind: Kind) {
+async fn check(kind: Kind, (old, new): (Map, Map)) {
     let Some(db) = TestDb::create(kind, "triggers") else {
         return;
     };
@@ -144,7 +147,6 @@ async fn check(kind: Kind) {
         }
         _ => "CREATE TABLE posts (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, body TEXT)",
     });
-    let (old, new) = maps(kind);
     let cap = triggers::capture(d, &sch, "user_id").unwrap();
     let pairs = move_pairs(&old, &new);
     let guard = triggers::guard(
@@ -155,9 +157,8 @@ async fn check(kind: Kind) {
         &new.partitioning,
         &pairs,
     )
-    .unwrap()
     .unwrap();
-    let mut c = AnyConnection::open(&db).await;
+    let mut c = AnyConnection::open_registered(&db).await;
     c.run_all(&cap.install).await;
     c.run_all(&guard.shared).await;
     c.run_all(&guard.install).await;
@@ -274,17 +275,22 @@ async fn check(kind: Kind) {
 
 #[tokio::test]
 async fn sqlite_capture_and_guard() {
-    check(Kind::Sqlite).await;
+    check(Kind::Sqlite, maps()).await;
+}
+
+#[tokio::test]
+async fn sqlite_capture_and_guard_ranges() {
+    check(Kind::Sqlite, range_maps()).await;
 }
 
 #[tokio::test]
 async fn postgres_capture_and_guard() {
-    check(Kind::Postgres).await;
+    check(Kind::Postgres, maps()).await;
 }
 
 #[tokio::test]
 async fn mariadb_capture_and_guard() {
-    check(Kind::Mysql).await;
+    check(Kind::Mysql, maps()).await;
 }
 
 /// Raising a fence waits for a transaction that already wrote a moving key, and a REPEATABLE
@@ -296,7 +302,7 @@ async fn fence_waits_for_in_flight_writers(kind: Kind) {
     let d = dialect(kind);
     let sch = schema(kind);
     db.exec("CREATE TABLE posts (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, body TEXT)");
-    let (old, new) = maps(kind);
+    let (old, new) = maps();
     let pairs = move_pairs(&old, &new);
     let guard = triggers::guard(
         d,
@@ -306,7 +312,6 @@ async fn fence_waits_for_in_flight_writers(kind: Kind) {
         &new.partitioning,
         &pairs,
     )
-    .unwrap()
     .unwrap();
     let mut admin = AnyConnection::open(&db).await;
     admin.run_all(&guard.shared).await;
@@ -383,4 +388,60 @@ async fn postgres_fence_waits_for_in_flight_writers() {
 #[tokio::test]
 async fn mariadb_fence_waits_for_in_flight_writers() {
     fence_waits_for_in_flight_writers(Kind::Mysql).await;
+}
+
+/// A SQLite connection that has not registered reshard's functions cannot write to a table
+/// guarded for hash maps: SQLite resolves the guard's `reshard_sha1` when it prepares the write,
+/// so every write fails loudly, fence up or not, and none slips past the guard.
+#[tokio::test]
+async fn sqlite_writer_without_functions_is_refused() {
+    let Some(db) = TestDb::create(Kind::Sqlite, "nofunc") else {
+        return;
+    };
+    db.exec("CREATE TABLE posts (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, body TEXT)");
+    let (old, new) = maps();
+    let guard = triggers::guard(
+        Dialect::Sqlite,
+        &schema(Kind::Sqlite),
+        "user_id",
+        &old.partitioning,
+        &new.partitioning,
+        &move_pairs(&old, &new),
+    )
+    .unwrap();
+    let mut admin = AnyConnection::open_registered(&db).await;
+    admin.run_all(&guard.shared).await;
+    admin.run_all(&guard.install).await;
+    let (moving, staying) = keys(&old, &new);
+    admin
+        .execute(&format!(
+            "INSERT INTO posts VALUES (1, {moving}, 'm'), (2, {staying}, 's')"
+        ))
+        .await
+        .unwrap();
+    let rows = || db.query("SELECT id, user_id, body FROM posts ORDER BY id");
+    let before = rows();
+
+    let mut plain = AnyConnection::open(&db).await;
+    for sql in [
+        format!("INSERT INTO posts VALUES (3, {moving}, 'x')"),
+        format!("INSERT INTO posts VALUES (4, {staying}, 'x')"),
+        "UPDATE posts SET body = 'x' WHERE id = 2".to_string(),
+        "DELETE FROM posts WHERE id = 2".to_string(),
+    ] {
+        let e = plain.execute(&sql).await.expect_err(&sql).to_string();
+        assert!(e.contains("no such function: reshard_"), "{sql}: {e}");
+    }
+    assert_eq!(rows(), before);
+
+    // One call on the same connection, and it writes like any other (no fence is up).
+    let AnyConnection::Lite(l) = &mut plain else {
+        unreachable!()
+    };
+    reshard::register_sqlite_functions(l).await.unwrap();
+    plain
+        .execute("UPDATE posts SET body = 'ok' WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(db.scalar("SELECT body FROM posts WHERE id = 2"), "ok");
 }

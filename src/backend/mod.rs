@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+pub mod sqlite_functions;
 
 /// A column value as read from a shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,16 +228,13 @@ pub trait Backend: Send + Sync {
 
     /// Raises the fence of one move (its (old owner, new owner) row of `_reshard_fence`),
     /// committed, waiting at most `wait` for in-flight writers of the move's keys (lock
-    /// timeout: an error, the fence is not up). Where the shard has no fence table (SQLite with
-    /// a hash map) the fence is the database's write lock, held until the returned
-    /// [`HeldLock`] is released; otherwise None is returned and the row is lowered with
-    /// [`Backend::set_fence`].
+    /// timeout: an error, the fence is not up). Lowered again with [`Backend::set_fence`].
     async fn raise_fence(
         &self,
         pair: crate::triggers::FencePair,
         move_id: &str,
         wait: std::time::Duration,
-    ) -> Result<Option<Box<dyn HeldLock>>>;
+    ) -> Result<()>;
 
     /// Sets a fence row outright, in its own short transaction: lowering after a crash or an
     /// aborted cutover, keeping the stale-writer guard up. A no-op without a fence table.
@@ -248,11 +246,6 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 }
 
-/// A database write lock held as a fence (SQLite without a guard). Dropping it releases it.
-#[async_trait]
-pub trait HeldLock: Send {
-    async fn release(self: Box<Self>) -> Result<()>;
-}
 /// Connects to a shard. The URL is resolved here (env: lookups, overrides) and never appears in
 /// an error message.
 pub async fn connect(shard: &str, url: &ShardUrl) -> Result<Arc<dyn Backend>> {

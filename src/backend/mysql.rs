@@ -618,7 +618,7 @@ impl Backend for Mysql {
         pair: crate::triggers::FencePair,
         move_id: &str,
         wait: Duration,
-    ) -> Result<Option<Box<dyn super::HeldLock>>> {
+    ) -> Result<()> {
         let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
         let mut conn = self.pool.acquire().await.with_context(ctx)?;
         // innodb_lock_wait_timeout counts whole seconds; max_statement_time bounds the
@@ -650,8 +650,7 @@ impl Backend for Mysql {
         if res.is_err() {
             conn.close_on_drop();
         }
-        res.with_context(ctx)?;
-        Ok(None)
+        res.with_context(ctx)
     }
 
     async fn set_fence(

@@ -633,7 +633,7 @@ impl Backend for Postgres {
         pair: crate::triggers::FencePair,
         move_id: &str,
         wait: Duration,
-    ) -> Result<Option<Box<dyn super::HeldLock>>> {
+    ) -> Result<()> {
         let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
         let mut tx = self.pool.begin().await.with_context(ctx)?;
         let ms = wait.as_millis().clamp(1, 3_600_000);
@@ -650,7 +650,7 @@ impl Backend for Postgres {
             .await
             .with_context(ctx)?;
         tx.commit().await.with_context(ctx)?;
-        Ok(None)
+        Ok(())
     }
 
     async fn set_fence(

@@ -15,9 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 
 use super::sql::{self, check_table};
@@ -40,7 +38,8 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
         .map_err(|_| anyhow!("shard {shard}: not a valid sqlite: URL"))?
         .create_if_missing(true)
         .busy_timeout(Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new()
+    // The guards route hash maps with reshard's SQL functions; every connection needs them.
+    let pool = super::sqlite_functions::pool_options()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(60))
         .connect_with(opts)
@@ -100,20 +99,6 @@ async fn has_fence_table(conn: &mut sqlx::SqliteConnection) -> Result<bool> {
             .fetch_one(&mut *conn)
             .await?;
     Ok(n > 0)
-}
-
-/// The write lock held as a fence; released (rolled back) on `release` or drop.
-struct SqliteLock(sqlx::SqliteConnection);
-
-#[async_trait]
-impl super::HeldLock for SqliteLock {
-    async fn release(self: Box<Self>) -> Result<()> {
-        use sqlx::Connection;
-        let mut c = self.0;
-        sqlx::query("ROLLBACK").execute(&mut c).await?;
-        c.close().await?;
-        Ok(())
-    }
 }
 
 async fn upsert_in(
@@ -582,41 +567,33 @@ impl Backend for Sqlite {
         pair: crate::triggers::FencePair,
         move_id: &str,
         wait: Duration,
-    ) -> Result<Option<Box<dyn super::HeldLock>>> {
+    ) -> Result<()> {
         use sqlx::Connection;
         let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
+        // A connection of its own: its busy timeout is the fence budget, so a writer holding
+        // the database's lock makes raising fail in time instead of waiting 30 s.
         let opts = (*self.pool.connect_options())
             .clone()
             .busy_timeout(wait.max(Duration::from_millis(1)));
         let mut conn = sqlx::SqliteConnection::connect_with(&opts)
             .await
             .with_context(ctx)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .with_context(ctx)?;
-        if !has_fence_table(&mut conn).await.with_context(ctx)? {
-            // No guard can compute a hash map's routing here: the fence is the write lock.
-            return Ok(Some(Box::new(SqliteLock(conn))));
+        let res: Result<()> = async {
+            super::sqlite_functions::register_sqlite_functions(&mut conn).await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(&crate::triggers::set_fence_sql(D))
+                .bind(1i32)
+                .bind(move_id)
+                .bind(pair.0 as i64)
+                .bind(pair.1 as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
         }
-        let r = sqlx::query(&crate::triggers::set_fence_sql(D))
-            .bind(1i32)
-            .bind(move_id)
-            .bind(pair.0 as i64)
-            .bind(pair.1 as i64)
-            .execute(&mut conn)
-            .await;
-        match r {
-            Ok(_) => {
-                sqlx::query("COMMIT")
-                    .execute(&mut conn)
-                    .await
-                    .with_context(ctx)?;
-                conn.close().await.ok();
-                Ok(None)
-            }
-            Err(e) => Err(anyhow::Error::new(e).context(ctx())),
-        }
+        .await;
+        conn.close().await.ok();
+        res.with_context(ctx)
     }
 
     async fn set_fence(

@@ -284,25 +284,6 @@ async fn a_fence_error_forces_a_reload_and_other_errors_do_not() {
 }
 
 #[tokio::test]
-async fn confirm_tells_whether_a_route_is_still_current() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, _, plan) = two_to_four();
-    let url = catalog_with_job(dir.path(), &plan).await;
-    let router = Router::connect(&url).await.unwrap();
-    let k = moved_key(&plan, 0);
-    let r = router.route(&k).await.unwrap();
-    assert!(router.confirm(&r).await.unwrap());
-    flip(&url, &plan.moves[0].id).await;
-    assert!(!router.confirm(&r).await.unwrap());
-    // confirm reloaded: the next answer is the new owner.
-    assert_eq!(
-        router.route(&k).await.unwrap().shard,
-        plan.moves[0].destination
-    );
-    router.close().await;
-}
-
-#[tokio::test]
 async fn a_missing_catalog_is_a_clear_error_and_is_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.db");

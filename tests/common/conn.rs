@@ -24,6 +24,17 @@ impl RawConn {
         }
     }
 
+    /// Like [`RawConn::open`], with reshard's SQL functions registered on a SQLite connection:
+    /// what a writer following docs/writer-contract.md has. Without them a write to a table
+    /// guarded for a hash-routed map fails with "no such function".
+    pub async fn open_registered(db: &TestDb) -> RawConn {
+        let mut c = Self::open(db).await;
+        if let RawConn::Lite(l) = &mut c {
+            reshard::register_sqlite_functions(l).await.unwrap();
+        }
+        c
+    }
+
     pub async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         match self {
             RawConn::Pg(c) => c.execute(sql).await.map(|_| ()),
