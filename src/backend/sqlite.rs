@@ -92,6 +92,31 @@ impl Sqlite {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum FenceState {
+    /// No fence table (nothing installed, or already removed) or no row for the pair.
+    Absent,
+    Is(bool),
+}
+
+async fn fence_state(
+    conn: &mut sqlx::SqliteConnection,
+    pair: crate::triggers::FencePair,
+) -> Result<FenceState> {
+    if !has_fence_table(conn).await? {
+        return Ok(FenceState::Absent);
+    }
+    let cur: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT CAST(fenced AS INTEGER) FROM {} WHERE src = ? AND dst = ?",
+        D.quote(crate::triggers::FENCE_TABLE)
+    ))
+    .bind(pair.0 as i64)
+    .bind(pair.1 as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(cur.map_or(FenceState::Absent, |v| FenceState::Is(v != 0)))
+}
+
 async fn has_fence_table(conn: &mut sqlx::SqliteConnection) -> Result<bool> {
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
@@ -603,25 +628,20 @@ impl Backend for Sqlite {
         on: bool,
     ) -> Result<()> {
         let ctx = || format!("shard {}: setting the fence of move {move_id}", self.shard);
+        // Read first, outside any lock: in WAL mode a reader never waits, while BEGIN
+        // IMMEDIATE waits (up to the busy timeout) behind a writer holding the database, which
+        // is exactly when an aborted cutover lowers a fence that never went up.
+        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        if fence_state(&mut conn, pair).await.with_context(ctx)? != FenceState::Is(!on) {
+            return Ok(());
+        }
+        drop(conn);
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .with_context(ctx)?;
-        if !has_fence_table(&mut tx).await.with_context(ctx)? {
-            return Ok(());
-        }
-        // A plain (non-locking) read first: when the row already says so, no UPDATE waits
-        // behind writers holding the row's share lock (a refused writer's open transaction).
-        let cur: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT CAST(fenced AS INTEGER) FROM {} WHERE src = ? AND dst = ?",
-            D.quote(crate::triggers::FENCE_TABLE)
-        ))
-        .bind(pair.0 as i64)
-        .bind(pair.1 as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if cur == Some(on as i64) {
+        if fence_state(&mut tx, pair).await.with_context(ctx)? != FenceState::Is(!on) {
             return Ok(());
         }
         sqlx::query(&crate::triggers::set_fence_sql(D))
