@@ -26,7 +26,7 @@ use super::cluster::Cluster;
 pub fn config(max_writes: u64) -> WorkloadConfig {
     WorkloadConfig {
         users: 1..=60,
-        orders_per_user: 3,
+        child_rows_per_user: 3,
         tasks: 4,
         rate: 300.0,
         max_writes: (max_writes > 0).then_some(max_writes),
@@ -59,7 +59,7 @@ impl Writer {
     /// Snapshots every shard, then starts writing.
     pub async fn start(cluster: &Cluster, from: &Value, cfg: WorkloadConfig) -> Writer {
         let router = router(cluster, from).await;
-        let before = snapshot(&router).await.expect("snapshot");
+        let before = snapshot(&router, cfg.child).await.expect("snapshot");
         assert!(!before.rows.is_empty(), "populate the cluster first");
         let running = start(router.clone(), cfg);
         Writer {

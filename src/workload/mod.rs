@@ -2,14 +2,17 @@
 //! that proves no acknowledged write was lost. The online tests and `reshard demo` run it
 //! during a job; it is library code so that both can.
 //!
-//! The schema is the one of the test maps: `users (id PK, name, score)` sharded by `id`, and
-//! `orders (user_id, order_id, note, PK (user_id, order_id))` sharded by `user_id`
-//! ([`table_ddl`]). Several tokio tasks upsert and delete rows of user ids from a configured
+//! The schema is `users (id PK, name, score)` sharded by `id`, and a second table of rows per
+//! user sharded by `user_id` ([`ChildTable`]: `orders (user_id, order_id, note)` in the tests,
+//! `posts (user_id, post_id, body)` in the demo; [`table_ddl`]). Several tokio tasks upsert and delete rows of user ids from a configured
 //! range (ids that exist are updated, new ids inserted), each write in its own transaction at
 //! the owner shard the [`Router`] names. A write refused by the fence is retried after a
 //! reload; any other error is retried with backoff until `give_up_after`, then counted failed.
 //! Each task owns the user ids congruent to its index, so the last acknowledged state of every
-//! primary key is known exactly: that is the [`Tally`] the checker compares the shards with.
+//! primary key is known exactly: that is the [`Tally`] the checker ([`check()`]) compares the
+//! shards with.
+
+mod check;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,34 +21,58 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use sqlx::Connection;
 
 use crate::ident::Dialect;
 use crate::map::{Key, Map};
 use crate::router::{Router, ShardPool};
 
-/// A primary key of one of the workload's tables.
+pub use check::{check, snapshot, CheckReport, Snapshot};
+
+/// The workload's second table: rows per user, sharded by `user_id`, primary key
+/// `(user_id, id)` and one text column. Names are constants of the program, never input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildTable {
+    pub name: &'static str,
+    pub id: &'static str,
+    pub text: &'static str,
+}
+
+/// The tests' second table.
+pub const ORDERS: ChildTable = ChildTable {
+    name: "orders",
+    id: "order_id",
+    text: "note",
+};
+
+/// The demo's second table.
+pub const POSTS: ChildTable = ChildTable {
+    name: "posts",
+    id: "post_id",
+    text: "body",
+};
+
+/// A primary key of one of the workload's tables: a user, or a row of the [`ChildTable`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Pk {
     User(i64),
-    Order(i64, i64),
+    Child(i64, i64),
 }
 
 impl Pk {
     /// The shard key: the user id.
     pub fn key(&self) -> Key {
         match self {
-            Pk::User(id) | Pk::Order(id, _) => Key::Int(*id),
+            Pk::User(id) | Pk::Child(id, _) => Key::Int(*id),
         }
     }
-}
 
-impl fmt::Display for Pk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The row's identity for messages, such as `posts(user_id=5, post_id=2)`.
+    pub fn describe(&self, child: &ChildTable) -> String {
         match self {
-            Pk::User(id) => write!(f, "users(id={id})"),
-            Pk::Order(u, o) => write!(f, "orders(user_id={u}, order_id={o})"),
+            Pk::User(id) => format!("users(id={id})"),
+            Pk::Child(u, c) => format!("{}(user_id={u}, {}={c})", child.name, child.id),
         }
     }
 }
@@ -54,7 +81,7 @@ impl fmt::Display for Pk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowVal {
     User { name: String, score: Option<u64> },
-    Order { note: Option<String> },
+    Child { text: Option<String> },
 }
 
 /// The last acknowledged state of a primary key.
@@ -70,8 +97,10 @@ pub enum Last {
 pub struct WorkloadConfig {
     /// User ids written to (ids already in the tables are updated, others inserted).
     pub users: RangeInclusive<i64>,
-    /// Order ids 1..=this are written for each user.
-    pub orders_per_user: i64,
+    /// The second table written to.
+    pub child: ChildTable,
+    /// Its ids 1..=this are written for each user.
+    pub child_rows_per_user: i64,
     pub tasks: usize,
     /// Total writes per second over all tasks; 0 for as fast as the shards answer.
     pub rate: f64,
@@ -86,7 +115,8 @@ impl Default for WorkloadConfig {
     fn default() -> Self {
         WorkloadConfig {
             users: 1..=100,
-            orders_per_user: 3,
+            child: ORDERS,
+            child_rows_per_user: 3,
             tasks: 4,
             rate: 300.0,
             max_writes: None,
@@ -97,27 +127,35 @@ impl Default for WorkloadConfig {
 }
 
 /// The CREATE TABLE statements of the workload's schema.
-pub fn table_ddl(d: Dialect) -> Vec<String> {
-    let (users, orders) = match d {
+pub fn table_ddl(d: Dialect, child: &ChildTable) -> Vec<String> {
+    let (users, [int, id_int, text]) = match d {
         Dialect::Sqlite => (
             "CREATE TABLE users (id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, score REAL)",
-            "CREATE TABLE orders (user_id INTEGER NOT NULL, order_id INTEGER NOT NULL, \
-             note TEXT, PRIMARY KEY (user_id, order_id))",
+            ["INTEGER", "INTEGER", "TEXT"],
         ),
         Dialect::Postgres => (
             "CREATE TABLE users (id bigint NOT NULL PRIMARY KEY, name text NOT NULL, \
              score double precision)",
-            "CREATE TABLE orders (user_id bigint NOT NULL, order_id integer NOT NULL, \
-             note varchar(64), PRIMARY KEY (user_id, order_id))",
+            ["bigint", "integer", "varchar(64)"],
         ),
         Dialect::Mysql => (
             "CREATE TABLE users (id bigint NOT NULL PRIMARY KEY, name varchar(64) NOT NULL, \
              score double)",
-            "CREATE TABLE orders (user_id bigint NOT NULL, order_id int NOT NULL, \
-             note varchar(64), PRIMARY KEY (user_id, order_id))",
+            ["bigint", "int", "varchar(64)"],
         ),
     };
-    vec![users.to_string(), orders.to_string()]
+    let ChildTable {
+        name,
+        id,
+        text: text_col,
+    } = child;
+    vec![
+        users.to_string(),
+        format!(
+            "CREATE TABLE {name} (user_id {int} NOT NULL, {id} {id_int} NOT NULL, \
+             {text_col} {text}, PRIMARY KEY (user_id, {id}))"
+        ),
+    ]
 }
 
 /// For tests and the demo: records `map` as routing version 1 of a new catalog (creating and
@@ -170,116 +208,22 @@ pub async fn init_routing(catalog_url: &str, map: &Map) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading rows directly from the shards (snapshot and check never go through the code under test)
-
-fn missing_table(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("42P01") | Some("42S02"))
-                || db.message().contains("no such table")
-        }
-        _ => false,
-    }
-}
-
-type Rows = Vec<(Pk, RowVal)>;
-
-/// Every row of both tables at one shard (a missing table reads as empty).
-async fn read_shard(pool: &ShardPool) -> Result<Rows> {
-    let order_sql = |cast: &str| format!("SELECT user_id, {cast}, note FROM orders");
-    macro_rules! read {
-        ($p:expr, $order_sql:expr) => {{
-            let mut out = Vec::new();
-            match sqlx::query_as::<_, (i64, String, Option<f64>)>(
-                "SELECT id, name, score FROM users",
-            )
-            .fetch_all($p)
-            .await
-            {
-                Ok(rows) => out.extend(rows.into_iter().map(|(id, name, score)| {
-                    (
-                        Pk::User(id),
-                        RowVal::User {
-                            name,
-                            score: score.map(f64::to_bits),
-                        },
-                    )
-                })),
-                Err(e) if missing_table(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-            match sqlx::query_as::<_, (i64, i64, Option<String>)>(&$order_sql)
-                .fetch_all($p)
-                .await
-            {
-                Ok(rows) => out.extend(
-                    rows.into_iter()
-                        .map(|(u, o, note)| (Pk::Order(u, o), RowVal::Order { note })),
-                ),
-                Err(e) if missing_table(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-            Ok(out)
-        }};
-    }
-    match pool {
-        ShardPool::Postgres(p) => read!(p, order_sql("CAST(order_id AS BIGINT)")),
-        ShardPool::Mysql(p) => read!(p, order_sql("CAST(order_id AS SIGNED)")),
-        ShardPool::Sqlite(p) => read!(p, order_sql("order_id")),
-    }
-}
-
-/// Rows of every shard the routing knows, by primary key: (shard, row) for each copy.
-async fn read_all(router: &Router) -> Result<BTreeMap<Pk, Vec<(String, RowVal)>>> {
-    let mut out: BTreeMap<Pk, Vec<(String, RowVal)>> = BTreeMap::new();
-    for shard in router.snapshot().shards() {
-        let pool = router.pool(&shard).await?;
-        let rows = read_shard(&pool)
-            .await
-            .with_context(|| format!("shard {shard}: reading the workload's tables"))?;
-        for (pk, v) in rows {
-            out.entry(pk).or_default().push((shard.clone(), v));
-        }
-    }
-    Ok(out)
-}
-
-/// The rows as they were before the workload started, each read at its owner.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub rows: BTreeMap<Pk, RowVal>,
-}
-
-pub async fn snapshot(router: &Router) -> Result<Snapshot> {
-    router.refresh().await?;
-    let snap = router.snapshot();
-    let mut rows = BTreeMap::new();
-    for (pk, copies) in read_all(router).await? {
-        let owner = snap.route(&pk.key())?.shard;
-        if let Some((_, v)) = copies.into_iter().find(|(s, _)| *s == owner) {
-            rows.insert(pk, v);
-        }
-    }
-    Ok(Snapshot { rows })
-}
-
-// ---------------------------------------------------------------------------------------------
 // Writing
 
 #[derive(Debug, Clone)]
 enum Op {
     UpsertUser { id: i64, name: String, score: f64 },
     DeleteUser { id: i64 },
-    UpsertOrder { user: i64, order: i64, note: String },
-    DeleteOrder { user: i64, order: i64 },
+    UpsertChild { user: i64, id: i64, text: String },
+    DeleteChild { user: i64, id: i64 },
 }
 
 impl Op {
     fn pk(&self) -> Pk {
         match self {
             Op::UpsertUser { id, .. } | Op::DeleteUser { id } => Pk::User(*id),
-            Op::UpsertOrder { user, order, .. } | Op::DeleteOrder { user, order } => {
-                Pk::Order(*user, *order)
+            Op::UpsertChild { user, id, .. } | Op::DeleteChild { user, id } => {
+                Pk::Child(*user, *id)
             }
         }
     }
@@ -290,45 +234,48 @@ impl Op {
                 name: name.clone(),
                 score: Some(score.to_bits()),
             }),
-            Op::UpsertOrder { note, .. } => Last::Row(RowVal::Order {
-                note: Some(note.clone()),
+            Op::UpsertChild { text, .. } => Last::Row(RowVal::Child {
+                text: Some(text.clone()),
             }),
-            Op::DeleteUser { .. } | Op::DeleteOrder { .. } => Last::Deleted,
+            Op::DeleteUser { .. } | Op::DeleteChild { .. } => Last::Deleted,
         }
     }
 
     fn is_delete(&self) -> bool {
-        matches!(self, Op::DeleteUser { .. } | Op::DeleteOrder { .. })
+        matches!(self, Op::DeleteUser { .. } | Op::DeleteChild { .. })
     }
 
     /// The statement in the dialect's placeholder style. Upserts make every retry idempotent,
     /// so a write whose acknowledgement was lost can simply be repeated.
-    fn sql(&self, d: Dialect) -> &'static str {
+    fn sql(&self, d: Dialect, child: &ChildTable) -> String {
         let my = d == Dialect::Mysql;
+        let ChildTable { name, id, text } = child;
         match (self, my) {
             (Op::UpsertUser { .. }, false) => {
                 "INSERT INTO users (id, name, score) VALUES ($1, $2, $3) ON CONFLICT (id) \
                  DO UPDATE SET name = excluded.name, score = excluded.score"
+                    .into()
             }
             (Op::UpsertUser { .. }, true) => {
                 "INSERT INTO users (id, name, score) VALUES (?, ?, ?) \
                  ON DUPLICATE KEY UPDATE name = VALUES(name), score = VALUES(score)"
+                    .into()
             }
-            (Op::DeleteUser { .. }, false) => "DELETE FROM users WHERE id = $1",
-            (Op::DeleteUser { .. }, true) => "DELETE FROM users WHERE id = ?",
-            (Op::UpsertOrder { .. }, false) => {
-                "INSERT INTO orders (user_id, order_id, note) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id, order_id) DO UPDATE SET note = excluded.note"
+            (Op::DeleteUser { .. }, false) => "DELETE FROM users WHERE id = $1".into(),
+            (Op::DeleteUser { .. }, true) => "DELETE FROM users WHERE id = ?".into(),
+            (Op::UpsertChild { .. }, false) => format!(
+                "INSERT INTO {name} (user_id, {id}, {text}) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, {id}) DO UPDATE SET {text} = excluded.{text}"
+            ),
+            (Op::UpsertChild { .. }, true) => format!(
+                "INSERT INTO {name} (user_id, {id}, {text}) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE {text} = VALUES({text})"
+            ),
+            (Op::DeleteChild { .. }, false) => {
+                format!("DELETE FROM {name} WHERE user_id = $1 AND {id} = $2")
             }
-            (Op::UpsertOrder { .. }, true) => {
-                "INSERT INTO orders (user_id, order_id, note) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE note = VALUES(note)"
-            }
-            (Op::DeleteOrder { .. }, false) => {
-                "DELETE FROM orders WHERE user_id = $1 AND order_id = $2"
-            }
-            (Op::DeleteOrder { .. }, true) => {
-                "DELETE FROM orders WHERE user_id = ? AND order_id = ?"
+            (Op::DeleteChild { .. }, true) => {
+                format!("DELETE FROM {name} WHERE user_id = ? AND {id} = ?")
             }
         }
     }
@@ -340,10 +287,8 @@ macro_rules! bind_op {
         match $op {
             Op::UpsertUser { id, name, score } => q.bind(*id).bind(name.clone()).bind(*score),
             Op::DeleteUser { id } => q.bind(*id),
-            Op::UpsertOrder { user, order, note } => {
-                q.bind(*user).bind(*order as i32).bind(note.clone())
-            }
-            Op::DeleteOrder { user, order } => q.bind(*user).bind(*order as i32),
+            Op::UpsertChild { user, id, text } => q.bind(*user).bind(*id as i32).bind(text.clone()),
+            Op::DeleteChild { user, id } => q.bind(*user).bind(*id as i32),
         }
     }};
 }
@@ -364,7 +309,7 @@ fn classify(router: &Router, e: sqlx::Error) -> Outcome {
 }
 
 /// One attempt: route, then the write in its own transaction at the owner.
-async fn attempt(router: &Router, op: &Op) -> Outcome {
+async fn attempt(router: &Router, op: &Op, child: &ChildTable) -> Outcome {
     let route = match router.route(&op.pk().key()).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(e),
@@ -373,7 +318,8 @@ async fn attempt(router: &Router, op: &Op) -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(e),
     };
-    let sql = op.sql(pool.dialect());
+    let sql = op.sql(pool.dialect(), child);
+    let sql = sql.as_str();
     macro_rules! run {
         ($tx:expr) => {{
             let mut tx = match $tx.await {
@@ -501,7 +447,7 @@ async fn task_loop(sh: Arc<Shared>, index: usize) -> Tally {
         }
         n += 1;
         let user = mine[rng.below(mine.len() as u64) as usize];
-        let order = 1 + rng.below(cfg.orders_per_user.max(1) as u64) as i64;
+        let child_id = 1 + rng.below(cfg.child_rows_per_user.max(1) as u64) as i64;
         let token = format!("w{index}-{n}");
         let op = match rng.below(100) {
             0..=39 => Op::UpsertUser {
@@ -510,12 +456,12 @@ async fn task_loop(sh: Arc<Shared>, index: usize) -> Tally {
                 score: n as f64 + 0.5,
             },
             40..=54 => Op::DeleteUser { id: user },
-            55..=89 => Op::UpsertOrder {
+            55..=89 => Op::UpsertChild {
                 user,
-                order,
-                note: token,
+                id: child_id,
+                text: token,
             },
-            _ => Op::DeleteOrder { user, order },
+            _ => Op::DeleteChild { user, id: child_id },
         };
         write_until_done(&sh, &op, &mut tally).await;
     }
@@ -527,7 +473,7 @@ async fn write_until_done(sh: &Shared, op: &Op, tally: &mut Tally) {
     let mut fence_wait = Duration::from_millis(5);
     let mut error_wait = Duration::from_millis(20);
     loop {
-        match attempt(&sh.router, op).await {
+        match attempt(&sh.router, op, &sh.cfg.child).await {
             Outcome::Acknowledged => {
                 tally.acknowledged += 1;
                 if op.is_delete() {
@@ -548,7 +494,9 @@ async fn write_until_done(sh: &Shared, op: &Op, tally: &mut Tally) {
             }
             Outcome::Failed(e) => {
                 if tally.error_samples.len() < 5 {
-                    tally.error_samples.push(format!("{}: {e:#}", op.pk()));
+                    tally
+                        .error_samples
+                        .push(format!("{}: {e:#}", op.pk().describe(&sh.cfg.child)));
                 }
                 if started.elapsed() >= sh.cfg.give_up_after {
                     tally.failed += 1;
@@ -631,155 +579,4 @@ impl Running {
         self.shared.stop.store(true, Ordering::Release);
         self.finish().await
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checking
-
-#[derive(Debug, Clone, Default)]
-pub struct CheckReport {
-    /// Primary keys looked at (written, in the snapshot, or found on a shard).
-    pub keys_checked: u64,
-    /// Keys whose last acknowledged write was compared.
-    pub written_checked: u64,
-    /// Acknowledged writes not at their key's owner: row missing, or an older value.
-    pub lost: u64,
-    /// Rows deleted by an acknowledged write but present on some shard.
-    pub resurrected: u64,
-    /// Rows at a shard that does not own their key (only counted when `exclusive`).
-    pub stray: u64,
-    /// Rows the writer never touched that differ from the snapshot (or are missing).
-    pub untouched_changed: u64,
-    /// Rows neither written nor in the snapshot.
-    pub unexpected: u64,
-    /// Keys whose last write was given up on (not checked).
-    pub unknown: u64,
-    pub problems: Vec<String>,
-}
-
-impl CheckReport {
-    pub fn ok(&self) -> bool {
-        self.lost == 0
-            && self.resurrected == 0
-            && self.stray == 0
-            && self.untouched_changed == 0
-            && self.unexpected == 0
-    }
-
-    fn problem(&mut self, msg: String) {
-        if self.problems.len() < 20 {
-            self.problems.push(msg);
-        }
-    }
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} keys checked ({} written): {} lost, {} resurrected, {} stray, {} untouched rows \
-             changed, {} unexpected, {} unknown",
-            self.keys_checked,
-            self.written_checked,
-            self.lost,
-            self.resurrected,
-            self.stray,
-            self.untouched_changed,
-            self.unexpected,
-            self.unknown
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Compares every shard, read directly, with what the writer was told and the snapshot taken
-/// before it started. Each key's owner is the router's answer after a reload (after `complete`,
-/// the new map; after a rollback, the old one). With `exclusive`, a row at a shard other than
-/// its key's owner is a problem (after `complete` or `cancel`: no moved key left behind); without
-/// it (during dual-write, when the old owner still holds copies) such copies are ignored. A row
-/// deleted by an acknowledged write must be absent from every shard in both modes: during
-/// dual-write, reverse sync deletes it at the old owner too.
-pub async fn check(
-    router: &Router,
-    before: &Snapshot,
-    tally: &Tally,
-    exclusive: bool,
-) -> Result<CheckReport> {
-    router.refresh().await?;
-    let snap = router.snapshot();
-    let found = read_all(router).await?;
-    let mut keys: Vec<&Pk> = before
-        .rows
-        .keys()
-        .chain(tally.last.keys())
-        .chain(found.keys())
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let mut r = CheckReport::default();
-    let none = Vec::new();
-    for pk in keys {
-        r.keys_checked += 1;
-        let copies = found.get(pk).unwrap_or(&none);
-        let owner = snap.route(&pk.key())?.shard;
-        let written = tally.last.get(pk);
-        let expected = match written {
-            Some(last) => Some(last.clone()),
-            None => before.rows.get(pk).map(|v| Last::Row(v.clone())),
-        };
-        if written.is_some() {
-            r.written_checked += 1;
-        }
-        let strays = |r: &mut CheckReport| {
-            if exclusive {
-                for (s, _) in copies.iter().filter(|(s, _)| *s != owner) {
-                    r.stray += 1;
-                    r.problem(format!("{pk}: a copy remains at {s}, its owner is {owner}"));
-                }
-            }
-        };
-        match expected {
-            Some(Last::Row(want)) => {
-                let at_owner = copies.iter().find(|(s, _)| *s == owner).map(|(_, v)| v);
-                if at_owner != Some(&want) {
-                    let what = match at_owner {
-                        None => format!("missing at its owner {owner}"),
-                        Some(got) => format!("at {owner} is {got:?}, expected {want:?}"),
-                    };
-                    if written.is_some() {
-                        r.lost += 1;
-                        r.problem(format!("{pk}: acknowledged write lost: {what}"));
-                    } else {
-                        r.untouched_changed += 1;
-                        r.problem(format!("{pk}: untouched row changed: {what}"));
-                    }
-                }
-                strays(&mut r);
-            }
-            Some(Last::Deleted) => {
-                for (s, _) in copies {
-                    r.resurrected += 1;
-                    r.problem(format!(
-                        "{pk}: deleted by an acknowledged write, present at {s}"
-                    ));
-                }
-            }
-            Some(Last::Unknown) => {
-                r.unknown += 1;
-                strays(&mut r);
-            }
-            None => {
-                for (s, _) in copies {
-                    r.unexpected += 1;
-                    r.problem(format!(
-                        "{pk}: never written and not in the snapshot, at {s}"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(r)
 }
