@@ -273,10 +273,11 @@ impl Run<'_> {
                     cat.set_job_state(job, state, None)
                 })
                 .await?;
+                // Broken by hand so that it fits a 100-column terminal.
                 eprintln!(
                     "reshard: job {job}: every move has flipped; the new owners are \
-                     authoritative and changes flow back to the old owners (dual write). \
-                     Next: reshard complete {job} (or reshard rollback {job})"
+                     authoritative\n  and their changes flow back to the old owners (dual \
+                     write).\n  Next: reshard complete {job} (or reshard rollback {job})"
                 );
                 Ok(())
             }

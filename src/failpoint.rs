@@ -3,6 +3,10 @@
 //! `before_upsert` (rows read, nothing written), `after_upsert` (rows written at the
 //! destination, cursor not recorded), `after_cursor` (cursor recorded). Unset, it costs one
 //! relaxed atomic load per call.
+//!
+//! [`triggered`] is the same switch for points that misbehave on purpose instead of aborting,
+//! so that a test can prove a check fails: `demo_damage` (`reshard demo` moves one row to a
+//! shard that does not own it before its final checks).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -19,10 +23,17 @@ fn spec() -> &'static Option<(String, u64)> {
 }
 
 pub fn hit(name: &str) {
-    if let Some((want, n)) = spec() {
-        if want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            eprintln!("reshard: failpoint {name}:{n} reached; aborting");
-            std::process::abort();
-        }
+    if triggered(name) {
+        let n = spec().as_ref().map_or(0, |(_, n)| *n);
+        eprintln!("reshard: failpoint {name}:{n} reached; aborting");
+        std::process::abort();
+    }
+}
+
+/// Whether `RESHARD_FAILPOINT=NAME:N` names this point and this is its Nth pass.
+pub fn triggered(name: &str) -> bool {
+    match spec() {
+        Some((want, n)) => want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n,
+        None => false,
     }
 }

@@ -84,7 +84,7 @@ pub fn run(opts: ApplyOptions) -> i32 {
             Err(e) => super::report(e),
         }
     } else {
-        super::block_on(apply(plan, opts))
+        super::block_on(async move { start_job(plan, &opts).await.map(|_| ()) })
     }
 }
 
@@ -200,7 +200,9 @@ fn confirm(plan: &Plan, rep: &Report) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-async fn apply(plan: Plan, opts: ApplyOptions) -> Result<()> {
+/// Creates a job for `plan` and runs it (apply without `--dry-run`; options already validated);
+/// returns the job's id. `reshard demo` runs its job through this too.
+pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
     // Refuse a stale plan before touching anything: read-only first.
     if let Some(cat) = Catalog::open(&opts.catalog, Access::ReadOnly).await? {
         Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from)?;
@@ -274,7 +276,7 @@ async fn apply(plan: Plan, opts: ApplyOptions) -> Result<()> {
     };
     let r = run.execute(ctx).await;
     catalog.close().await;
-    r
+    r.map(|()| job)
 }
 
 pub fn resume(opts: ResumeOptions) -> i32 {
