@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod copy;
 pub mod cutover;
+pub mod demo;
 pub mod error;
 pub mod execute;
 pub mod failpoint;

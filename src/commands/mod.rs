@@ -2,6 +2,7 @@
 //! the process exit code.
 
 pub mod apply;
+pub mod demo;
 pub mod online;
 pub mod plan;
 pub mod route;
