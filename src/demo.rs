@@ -110,9 +110,11 @@ pub fn write_maps(layout: &Layout) -> Result<(Map, Map)> {
     Ok((old, new))
 }
 
+/// A connection of the demo's own (generating, counting, the damage failpoint), with reshard's
+/// SQL functions registered, as every writer to a guarded SQLite shard must.
 async fn open(path: &Path) -> Result<SqliteConnection> {
     let url = format!("sqlite://{}", path.display());
-    SqliteConnectOptions::from_str(&url)
+    let mut conn = SqliteConnectOptions::from_str(&url)
         .with_context(|| format!("{}: not a usable SQLite path", path.display()))?
         .create_if_missing(true)
         // An application sharing SQLite files between processes would run them in WAL, so
@@ -120,7 +122,11 @@ async fn open(path: &Path) -> Result<SqliteConnection> {
         .journal_mode(SqliteJournalMode::Wal)
         .connect()
         .await
-        .with_context(|| format!("opening {}", path.display()))
+        .with_context(|| format!("opening {}", path.display()))?;
+    crate::register_sqlite_functions(&mut conn)
+        .await
+        .with_context(|| format!("{}: registering reshard's SQL functions", path.display()))?;
+    Ok(conn)
 }
 
 /// Rows generated per shard: (users, posts).

@@ -641,12 +641,9 @@ impl Findings {
             HumanCount(t.failed)
         );
         println!(
-            "          {} refused by a fence and retried; {} routed again because a flip moved",
+            "          {} refused by a fence and retried after a routing refresh; {} other \
+             errors retried",
             HumanCount(t.refused_retried),
-            HumanCount(t.rerouted)
-        );
-        println!(
-            "          the routing while they held a shard's write lock; {} other errors retried",
             HumanCount(t.errors_retried)
         );
         for e in &t.error_samples {
@@ -703,7 +700,7 @@ impl Findings {
             "expected_rows": self.expected.map(|(u, p)| json!({"users": u, POSTS.name: p})),
             "writer": {
                 "acknowledged": t.acknowledged, "upserts": t.upserts, "deletes": t.deletes,
-                "refused_retried": t.refused_retried, "rerouted": t.rerouted,
+                "refused_retried": t.refused_retried,
                 "errors_retried": t.errors_retried, "failed": t.failed,
             },
             "check": {
