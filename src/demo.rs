@@ -183,15 +183,14 @@ async fn fill(conn: &mut SqliteConnection, ids: &[i64], rows: u64) -> Result<(u6
             }
         }
     }
-    for (table, batch) in [("users", &users), (POSTS.name, &posts)] {
+    let post_cols = format!("user_id, {}, {}", POSTS.id, POSTS.text);
+    for (table, cols, batch) in [
+        ("users", "id, name, score", &users),
+        (POSTS.name, post_cols.as_str(), &posts),
+    ] {
         for tx_rows in batch.chunks(ROWS_PER_TX) {
             let mut tx = conn.begin().await?;
             for stmt_rows in tx_rows.chunks(ROWS_PER_INSERT) {
-                let cols = if table == "users" {
-                    "id, name, score".to_string()
-                } else {
-                    format!("user_id, {}, {}", POSTS.id, POSTS.text)
-                };
                 let sql = format!(
                     "INSERT INTO {table} ({cols}) VALUES {}",
                     vec!["(?, ?, ?)"; stmt_rows.len()].join(", ")
