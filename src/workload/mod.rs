@@ -486,6 +486,12 @@ async fn write_until_done(sh: &Shared, op: &Op, tally: &mut Tally) {
                 return;
             }
             Outcome::Fenced => {
+                // A refused write did not happen, so when asked to stop the writer may drop it
+                // and claim nothing: a fence left up by a killed reshard (until resume lowers
+                // it) must not make stop() wait forever.
+                if sh.stop.load(Ordering::Acquire) {
+                    return;
+                }
                 tally.refused_retried += 1;
                 sh.counters.refused_retried.fetch_add(1, Ordering::AcqRel);
                 // The fence lasts until the flip (bounded by --max-fence): back off gently.
