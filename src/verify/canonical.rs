@@ -211,12 +211,13 @@ fn encode_raw(v: &Value, out: &mut Vec<u8>) {
 fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
     match class {
         Class::Integer => {
+            let mut buf = itoa::Buffer::new();
             let s = match v {
-                Value::Int(i) => i.to_string(),
-                Value::UInt(u) => u.to_string(),
-                Value::Bool(b) => (*b as u8).to_string(),
+                Value::Int(i) => buf.format(*i),
+                Value::UInt(u) => buf.format(*u),
+                Value::Bool(b) => buf.format(*b as u8),
                 Value::Text(s) => match s.trim().parse::<i128>() {
-                    Ok(i) => i.to_string(),
+                    Ok(i) => buf.format(i),
                     Err(_) => return false,
                 },
                 _ => return false,
@@ -390,14 +391,11 @@ fn f32_bits(f: f32) -> u32 {
     }
 }
 
+/// Rust's parser already takes `NaN`, `inf` and `infinity` in any case, with a sign: the text
+/// forms of PostgreSQL (`NaN`, `Infinity`, `-Infinity`) and SQLite (`Inf`) need no special case
+/// (and no lower-cased copy of every value).
 fn parse_float(s: &str) -> Option<f64> {
-    let t = s.trim();
-    match t.to_ascii_lowercase().as_str() {
-        "nan" => Some(f64::NAN),
-        "infinity" | "inf" | "+infinity" => Some(f64::INFINITY),
-        "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
-        _ => t.parse::<f64>().ok(),
-    }
+    s.trim().parse::<f64>().ok()
 }
 
 fn unhex(h: &str) -> Option<Vec<u8>> {
@@ -635,6 +633,32 @@ mod tests {
         assert_eq!(
             enc(Class::Decimal, Value::from_f64(1.1)),
             enc(Class::Decimal, t("1.10"))
+        );
+    }
+
+    #[test]
+    fn float_text_forms_of_every_backend() {
+        for (s, f) in [
+            ("NaN", f64::NAN),
+            ("nan", f64::NAN),
+            ("-NaN", f64::NAN),
+            ("Infinity", f64::INFINITY),
+            ("+infinity", f64::INFINITY),
+            ("Inf", f64::INFINITY),
+            ("-Infinity", f64::NEG_INFINITY),
+            ("-inf", f64::NEG_INFINITY),
+            (" 1.5e3 ", 1500.0),
+        ] {
+            assert_eq!(
+                enc(Class::Float64, t(s)),
+                enc(Class::Float64, Value::from_f64(f)),
+                "{s}"
+            );
+        }
+        // Not a float: kept raw, still distinct from every float.
+        assert_ne!(
+            enc(Class::Float64, t("infinit")),
+            enc(Class::Float64, Value::from_f64(f64::INFINITY))
         );
     }
 
