@@ -23,8 +23,10 @@ pub enum Side {
 /// Connections and compiled routing for one plan.
 pub struct Context {
     pub plan: Plan,
-    pub from: Partitioner,
-    pub to: Partitioner,
+    /// Shared, so that tasks working on the plan's moves (verification reads both sides at
+    /// once) route rows without copying a ring's tokens.
+    pub from: Arc<Partitioner>,
+    pub to: Arc<Partitioner>,
     pub tables: Vec<TableSpec>,
     shards: HashMap<(Side, String), Arc<dyn Backend>>,
     /// Table definitions read at each shard (None: the table does not exist there).
@@ -119,8 +121,8 @@ pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
         }
     }
     let ctx = Context {
-        from: plan.from.compile(),
-        to: plan.to.compile(),
+        from: Arc::new(plan.from.compile()),
+        to: Arc::new(plan.to.compile()),
         tables: plan.from.tables.clone(),
         plan: plan.clone(),
         shards,

@@ -22,12 +22,13 @@ pub(crate) struct TableSide {
     pub perm: Vec<usize>,
 }
 
-pub(crate) struct TableJob<'a> {
+/// Owned (no borrows), so that each side's reads can run in a task of their own.
+pub(crate) struct TableJob {
     pub table: String,
     pub key: String,
     pub filter: KeyFilter,
-    pub from: &'a Partitioner,
-    pub to: &'a Partitioner,
+    pub from: Arc<Partitioner>,
+    pub to: Arc<Partitioner>,
     /// (index of the move's source in `from`, of its destination in `to`).
     pub pair: (usize, usize),
     pub src: TableSide,
@@ -63,23 +64,39 @@ impl TableSide {
     }
 }
 
-/// The move's rows of one side in a range, encoded: (pk encoding, row in source column
-/// order, per-column encodings concatenated).
+/// The move's rows of one side in a range: the rows (source column order) and their canonical
+/// encodings, kept in one buffer (one allocation per chunk, not per row).
 pub(crate) struct Rows {
     pub rows: Vec<Vec<Value>>,
-    pub enc: Vec<Vec<u8>>,
+    /// The rows' encodings concatenated; row i's ends at `ends[i]`.
+    enc: Vec<u8>,
+    ends: Vec<usize>,
     /// Primary key (source column order) of the last row READ (moving or not).
     pub last_read: Option<PkValues>,
+    /// Rows read, moving or not (a page shorter than its limit is the last).
     pub read: usize,
 }
 
 impl Rows {
-    pub fn sha1(&self) -> String {
-        let mut h = Sha1::new();
-        for e in &self.enc {
-            h.update(e);
+    fn new() -> Self {
+        Rows {
+            rows: Vec::new(),
+            enc: Vec::new(),
+            ends: Vec::new(),
+            last_read: None,
+            read: 0,
         }
-        hex(&h.finalize())
+    }
+
+    /// Row `i`'s canonical encoding.
+    pub fn enc(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.enc[start..self.ends[i]]
+    }
+
+    /// sha1 over the rows' encodings in order (the same bytes as hashing row by row).
+    pub fn sha1(&self) -> String {
+        hex(&Sha1::digest(&self.enc))
     }
 }
 
@@ -87,7 +104,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-impl TableJob<'_> {
+impl TableJob {
     fn in_move(&self, k: &crate::map::Key) -> Result<bool> {
         match (self.from.owner_index(k), self.to.owner_index(k)) {
             (Ok(s), Ok(d)) => Ok((s, d) == self.pair),
@@ -96,14 +113,22 @@ impl TableJob<'_> {
     }
 
     fn keep(&self, side: &TableSide, batch: crate::backend::Batch, out: &mut Rows) -> Result<()> {
-        for (row, k) in batch.rows.into_iter().zip(&batch.keys) {
+        let identity = side.perm.iter().enumerate().all(|(c, &i)| c == i);
+        for (mut row, k) in batch.rows.into_iter().zip(&batch.keys) {
             if !self.in_move(k)? {
                 continue;
             }
-            let ordered: Vec<Value> = side.perm.iter().map(|&i| row[i].clone()).collect();
-            let mut e = Vec::with_capacity(64);
-            encode_row(&side.classes, &ordered, &mut e);
-            out.enc.push(e);
+            // `perm` is a permutation: each value is moved out exactly once.
+            let ordered: Vec<Value> = if identity {
+                row
+            } else {
+                side.perm
+                    .iter()
+                    .map(|&i| std::mem::replace(&mut row[i], Value::Null))
+                    .collect()
+            };
+            encode_row(&side.classes, &ordered, &mut out.enc);
+            out.ends.push(out.enc.len());
             out.rows.push(ordered);
         }
         Ok(())
@@ -120,12 +145,9 @@ impl TableJob<'_> {
             },
         )
         .await?;
-        let mut out = Rows {
-            rows: Vec::new(),
-            enc: Vec::new(),
-            last_read: batch.last.clone(),
-            read: batch.rows.len(),
-        };
+        let mut out = Rows::new();
+        out.last_read = batch.last.clone();
+        out.read = batch.rows.len();
         self.keep(s, batch, &mut out)?;
         Ok(out)
     }
@@ -139,12 +161,7 @@ impl TableJob<'_> {
         page: usize,
     ) -> Result<Rows> {
         let side = if dst { &self.dst } else { &self.src };
-        let mut out = Rows {
-            rows: Vec::new(),
-            enc: Vec::new(),
-            last_read: None,
-            read: 0,
-        };
+        let mut out = Rows::new();
         let mut cur: Option<PkValues> = after.cloned();
         loop {
             let batch = retry(
@@ -205,7 +222,7 @@ impl TableJob<'_> {
                 }
                 Some(&j) => {
                     seen[j] = true;
-                    if src.enc[i] == dst.enc[j] {
+                    if src.enc(i) == dst.enc(j) {
                         continue;
                     }
                     let cols: Vec<String> = (0..self.columns.len())
@@ -253,7 +270,7 @@ impl TableJob<'_> {
             match at_dst.get(&self.pk_enc(true, r)) {
                 Some(&j) => {
                     seen[j] = true;
-                    if src.enc[i] != dst.enc[j] {
+                    if src.enc(i) != dst.enc(j) {
                         write.push(r.clone());
                     }
                 }
@@ -292,6 +309,49 @@ impl TableJob<'_> {
             .await?;
         }
         Ok((dst_rows.len() as u64, delete.len() as u64))
+    }
+}
+
+/// One side's read running in a task of its own: the source's and the destination's rows are
+/// decoded and encoded on separate cores. Aborted when dropped unawaited (the other side
+/// failed, or the pass stopped), so no read outlives its pass.
+pub(crate) struct Read(tokio::task::JoinHandle<Result<Rows>>);
+
+impl Drop for Read {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Read {
+    /// The source's next page of at most `limit` rows after `after` (see
+    /// [`TableJob::read_source_page`]).
+    pub fn source_page(tj: &Arc<TableJob>, after: Option<PkValues>, limit: usize) -> Read {
+        let tj = tj.clone();
+        Read(tokio::spawn(async move {
+            tj.read_source_page(after.as_ref(), limit).await
+        }))
+    }
+
+    /// One side's move rows in `(after, upto]` (see [`TableJob::read_range`]).
+    pub fn range(
+        tj: &Arc<TableJob>,
+        dst: bool,
+        after: Option<PkValues>,
+        upto: Option<PkValues>,
+        page: usize,
+    ) -> Read {
+        let tj = tj.clone();
+        Read(tokio::spawn(async move {
+            tj.read_range(dst, after.as_ref(), upto.as_ref(), page)
+                .await
+        }))
+    }
+
+    pub async fn rows(mut self) -> Result<Rows> {
+        (&mut self.0)
+            .await
+            .context("a verification read task ended abnormally")?
     }
 }
 

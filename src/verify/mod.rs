@@ -39,6 +39,7 @@ mod chunk;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -51,7 +52,7 @@ use crate::failpoint;
 use crate::plan::Move;
 use crate::preflight::{key_filter, Context, Side};
 use crate::signals::StopFlag;
-use chunk::{TableJob, TableSide};
+use chunk::{Read, TableJob, TableSide};
 pub use report::{Diff, Differing, MoveReport, TableReport};
 
 /// Primary keys touched since the last full pass, per table.
@@ -155,12 +156,9 @@ pub async fn repair_move(v: &Verifier<'_>, m: &Move) -> Result<(MoveReport, u64,
             }
             let (after, last) = chunk_range(&c)?;
             let page = v.options.max_chunk_rows.max(1000);
-            let src = tj
-                .read_range(false, after.as_ref(), last.as_ref(), page)
-                .await?;
-            let dst = tj
-                .read_range(true, after.as_ref(), last.as_ref(), page)
-                .await?;
+            let src = Read::range(&tj, false, after.clone(), last.clone(), page);
+            let dst = Read::range(&tj, true, after, last, page);
+            let (src, dst) = (src.rows().await?, dst.rows().await?);
             let (w, d) = tj.repair(&src, &dst).await?;
             written += w;
             deleted += d;
@@ -192,7 +190,7 @@ pub async fn repair_move(v: &Verifier<'_>, m: &Move) -> Result<(MoveReport, u64,
     Ok((report, written, deleted))
 }
 
-fn table_job<'a>(v: &'a Verifier<'_>, m: &Move, table: &str, key: &str) -> Result<TableJob<'a>> {
+fn table_job(v: &Verifier<'_>, m: &Move, table: &str, key: &str) -> Result<Arc<TableJob>> {
     let ctx = v.ctx;
     let src_b = ctx
         .shard(Side::From, &m.source)
@@ -220,18 +218,18 @@ fn table_job<'a>(v: &'a Verifier<'_>, m: &Move, table: &str, key: &str) -> Resul
         })
         .collect::<Result<Vec<_>>>()?;
     let columns = src_s.columns.iter().map(|c| c.name.clone()).collect();
-    Ok(TableJob {
+    Ok(Arc::new(TableJob {
         table: table.to_string(),
         key: key.to_string(),
         filter: key_filter(&m.segments),
-        from: &ctx.from,
-        to: &ctx.to,
+        from: ctx.from.clone(),
+        to: ctx.to.clone(),
         pair: ctx.move_indices(m),
         dst: TableSide::new(dst_b, dst_s, &src_s)?,
         src: TableSide::new(src_b, src_s.clone(), &src_s)?,
         columns,
         pk_idx,
-    })
+    }))
 }
 
 fn parse_pk(j: Option<&str>) -> Result<Option<PkValues>> {
@@ -261,7 +259,7 @@ fn check_stop(v: &Verifier<'_>) -> Result<()> {
 }
 
 /// Runs (or resumes) the full pass of one table. Returns the chunks computed.
-async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &TableJob<'_>) -> Result<u64> {
+async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64> {
     let o = &v.options;
     let progress = v.catalog.verify_progress(v.job, &m.id, &tj.table).await?;
     let (mut after, mut no, mut k) = match progress {
@@ -279,19 +277,30 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &TableJob<'_>) -> Result<u64>
         }
     };
     let mut computed = 0;
+    // Pipelined: while the destination's range of chunk i is read, so is the source's page i+1
+    // (it only needs chunk i's last key), each in a task of its own. A page read ahead and not
+    // recorded is read again by a resumed pass, so a kill loses nothing.
+    let mut limit = k;
+    let mut src = Read::source_page(tj, after.clone(), limit).rows().await?;
     loop {
         check_stop(v)?;
         let started = Instant::now();
-        let src = tj.read_source_page(after.as_ref(), k).await?;
         // The last chunk is open-ended, so destination rows beyond the source's last show.
-        let last = if src.read < k {
+        let last = if src.read < limit {
             None
         } else {
             src.last_read.clone()
         };
-        let dst = tj
-            .read_range(true, after.as_ref(), last.as_ref(), k.max(1000))
-            .await?;
+        let next_limit = k;
+        let dst = Read::range(tj, true, after.clone(), last.clone(), k.max(1000));
+        let next = last
+            .as_ref()
+            .map(|l| Read::source_page(tj, Some(l.clone()), next_limit));
+        let dst = dst.rows().await?;
+        let next = match next {
+            Some(n) => Some(n.rows().await?),
+            None => None,
+        };
         let c = make_chunk(no, after.as_ref(), last.as_ref(), tj, &src, &dst, o)?;
         let elapsed = started.elapsed().as_millis() as u64;
         if o.adapt {
@@ -303,9 +312,13 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &TableJob<'_>) -> Result<u64>
         failpoint::hit("verify_chunk");
         computed += 1;
         no += 1;
-        match last {
-            None => return Ok(computed),
-            Some(l) => after = Some(l),
+        match (last, next) {
+            (Some(l), Some(n)) => {
+                after = Some(l);
+                src = n;
+                limit = next_limit;
+            }
+            _ => return Ok(computed),
         }
     }
 }
@@ -320,7 +333,7 @@ fn make_chunk(
     no: i64,
     after: Option<&PkValues>,
     last: Option<&PkValues>,
-    tj: &TableJob<'_>,
+    tj: &Arc<TableJob>,
     src: &chunk::Rows,
     dst: &chunk::Rows,
     o: &Options,
@@ -345,13 +358,12 @@ fn make_chunk(
     })
 }
 
-async fn recompute(v: &Verifier<'_>, m: &Move, tj: &TableJob<'_>, c: &ChunkRow) -> Result<()> {
+async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow) -> Result<()> {
     let (after, last) = chunk_range(c)?;
     let page = v.options.max_chunk_rows.max(1000);
-    let (src, dst) = tokio::try_join!(
-        tj.read_range(false, after.as_ref(), last.as_ref(), page),
-        tj.read_range(true, after.as_ref(), last.as_ref(), page)
-    )?;
+    let src = Read::range(tj, false, after.clone(), last.clone(), page);
+    let dst = Read::range(tj, true, after.clone(), last.clone(), page);
+    let (src, dst) = (src.rows().await?, dst.rows().await?);
     let nc = make_chunk(
         c.chunk_no,
         after.as_ref(),
@@ -377,7 +389,7 @@ async fn recompute(v: &Verifier<'_>, m: &Move, tj: &TableJob<'_>, c: &ChunkRow) 
 async fn touched_pass(
     v: &Verifier<'_>,
     m: &Move,
-    tj: &TableJob<'_>,
+    tj: &Arc<TableJob>,
     pks: &[PkValues],
 ) -> Result<u64> {
     let p = v.catalog.verify_progress(v.job, &m.id, &tj.table).await?;
