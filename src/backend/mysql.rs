@@ -508,18 +508,18 @@ impl Backend for Mysql {
             sql::pk_list(D, schema),
             limit
         );
-        let rows = sqlx::query_with(&q, bind_all(&vals)?)
-            .fetch_all(&self.pool)
-            .await
-            .with_context(|| self.ctx("read", &schema.name))?;
+        // Streamed: each row is decoded as it arrives, not after the whole page is buffered.
+        use futures_util::TryStreamExt;
+        let ctx = || self.ctx("read", &schema.name);
+        let mut stream = sqlx::query_with(&q, bind_all(&vals)?).fetch(&self.pool);
         let mut batch = Batch::default();
-        for r in &rows {
+        while let Some(r) = stream.try_next().await.with_context(ctx)? {
             let row: Vec<Value> = wires
                 .iter()
                 .enumerate()
-                .map(|(i, w)| decode(r, i, *w))
+                .map(|(i, w)| decode(&r, i, *w))
                 .collect::<Result<_>>()
-                .with_context(|| self.ctx("read", &schema.name))?;
+                .with_context(ctx)?;
             batch.keys.push(sql::key_of(schema, key_idx, &row)?);
             batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
             batch.rows.push(row);

@@ -1,7 +1,8 @@
 //! The PostgreSQL backend.
 //!
 //! Values travel in PostgreSQL's own text form (`col::text` out, `CAST(text AS type)` in) except
-//! for integers, booleans, bytea and plain strings, which are decoded natively. The text form is
+//! for integers, floats (binary, bit for bit), booleans, bytea and plain strings, which are
+//! decoded natively. The text form is
 //! lossless for every built-in type given the session settings made at connect: `TimeZone=UTC`
 //! (timestamptz), `extra_float_digits=3` (shortest exact float text), `bytea_output=hex`,
 //! `DateStyle=ISO` and `IntervalStyle=postgres`.
@@ -71,6 +72,10 @@ enum Wire {
     I16,
     I32,
     I64,
+    /// Binary float4/float8: the IEEE bits exactly (NaN payloads and -0.0 included), without
+    /// formatting and parsing text per value.
+    F32,
+    F64,
     Bool,
     Bytes,
     Str,
@@ -83,6 +88,8 @@ fn wire(ty: &str) -> Wire {
         "smallint" => Wire::I16,
         "integer" => Wire::I32,
         "bigint" => Wire::I64,
+        "real" => Wire::F32,
+        "double precision" => Wire::F64,
         "boolean" => Wire::Bool,
         "bytea" => Wire::Bytes,
         "text" => Wire::Str,
@@ -107,25 +114,33 @@ fn select_list(schema: &TableSchema) -> String {
         .join(", ")
 }
 
+/// Unchecked gets: the select list was built from the same declared types (`wire`), so the
+/// per-value type-compatibility check sqlx would repeat for every row cannot fail.
 fn decode(row: &PgRow, i: usize, w: Wire) -> Result<Value> {
     Ok(match w {
         Wire::I16 => row
-            .try_get::<Option<i16>, _>(i)?
+            .try_get_unchecked::<Option<i16>, _>(i)?
             .map_or(Value::Null, |v| Value::Int(v.into())),
         Wire::I32 => row
-            .try_get::<Option<i32>, _>(i)?
+            .try_get_unchecked::<Option<i32>, _>(i)?
             .map_or(Value::Null, |v| Value::Int(v.into())),
         Wire::I64 => row
-            .try_get::<Option<i64>, _>(i)?
+            .try_get_unchecked::<Option<i64>, _>(i)?
             .map_or(Value::Null, Value::Int),
+        Wire::F32 => row
+            .try_get_unchecked::<Option<f32>, _>(i)?
+            .map_or(Value::Null, |f| Value::Float32(f.to_bits())),
+        Wire::F64 => row
+            .try_get_unchecked::<Option<f64>, _>(i)?
+            .map_or(Value::Null, Value::from_f64),
         Wire::Bool => row
-            .try_get::<Option<bool>, _>(i)?
+            .try_get_unchecked::<Option<bool>, _>(i)?
             .map_or(Value::Null, Value::Bool),
         Wire::Bytes => row
-            .try_get::<Option<Vec<u8>>, _>(i)?
+            .try_get_unchecked::<Option<Vec<u8>>, _>(i)?
             .map_or(Value::Null, Value::Bytes),
         Wire::Str | Wire::AsText => row
-            .try_get::<Option<String>, _>(i)?
+            .try_get_unchecked::<Option<String>, _>(i)?
             .map_or(Value::Null, Value::Text),
     })
 }
@@ -533,18 +548,18 @@ impl Backend for Postgres {
             sql::pk_list(D, schema),
             limit
         );
-        let rows = sqlx::query_with(&q, bind_text_args(&vals)?)
-            .fetch_all(&self.pool)
-            .await
-            .with_context(|| self.ctx("read", &schema.name))?;
+        // Streamed: each row is decoded as it arrives, not after the whole page is buffered.
+        use futures_util::TryStreamExt;
+        let ctx = || self.ctx("read", &schema.name);
+        let mut stream = sqlx::query_with(&q, bind_text_args(&vals)?).fetch(&self.pool);
         let mut batch = Batch::default();
-        for r in &rows {
+        while let Some(r) = stream.try_next().await.with_context(ctx)? {
             let row: Vec<Value> = wires
                 .iter()
                 .enumerate()
-                .map(|(i, w)| decode(r, i, *w))
+                .map(|(i, w)| decode(&r, i, *w))
                 .collect::<Result<_>>()
-                .with_context(|| self.ctx("read", &schema.name))?;
+                .with_context(ctx)?;
             batch.keys.push(sql::key_of(schema, key_idx, &row)?);
             batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
             batch.rows.push(row);

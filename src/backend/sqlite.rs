@@ -32,12 +32,20 @@ pub struct Sqlite {
     pool: SqlitePool,
 }
 
+/// Rows the worker thread may read ahead of the task consuming them (see `connect`).
+const ROW_BUFFER: usize = 4096;
+
 pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
     // The parse error could quote the URL, so it is not passed on.
     let opts = SqliteConnectOptions::from_str(url)
         .map_err(|_| anyhow!("shard {shard}: not a valid sqlite: URL"))?
         .create_if_missing(true)
-        .busy_timeout(Duration::from_secs(30));
+        .busy_timeout(Duration::from_secs(30))
+        // sqlx runs each connection on a worker thread that hands rows over one by one through
+        // a bounded channel (50 by default): the reader and the worker then wake each other up
+        // for nearly every row, which costs more than reading it. A deeper buffer lets the
+        // worker run ahead of a page-sized read.
+        .row_buffer_size(ROW_BUFFER);
     // The guards route hash maps with reshard's SQL functions; every connection needs them.
     let pool = super::sqlite_functions::pool_options()
         .max_connections(4)
@@ -73,9 +81,7 @@ fn decode(row: &SqliteRow, i: usize) -> Result<Value> {
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    let class = raw.type_info().name().to_string();
-    drop(raw);
-    Ok(match class.as_str() {
+    Ok(match raw.type_info().name() {
         "INTEGER" => Value::Int(row.try_get_unchecked::<i64, _>(i)?),
         "REAL" => Value::from_f64(row.try_get_unchecked::<f64, _>(i)?),
         "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i)?),
