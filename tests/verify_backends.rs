@@ -107,11 +107,23 @@ fn map(c: &Cluster, partitioning: Value) -> Value {
 
 /// Two shards; keys 50..1000 move s0 -> s1; rows 1..=200 at s0; applied. Returns the job id.
 fn setup(kind: Kind, tag: &str, full: bool) -> Option<(Cluster, String)> {
+    setup_with(kind, tag, &ddl(kind, full), |c| {
+        insert_rows(c, "s0", 1..=200, full)
+    })
+}
+
+/// `setup` for any table `t` (created on both shards by `ddl`, filled at s0 by `fill`).
+fn setup_with(
+    kind: Kind,
+    tag: &str,
+    ddl: &str,
+    fill: impl Fn(&Cluster),
+) -> Option<(Cluster, String)> {
     let c = Cluster::create(kind, tag, 2)?;
     for s in ["s0", "s1"] {
-        c.db(s).exec(&ddl(kind, full));
+        c.db(s).exec(ddl);
     }
-    insert_rows(&c, "s0", 1..=200, full);
+    fill(&c);
     let from = map(&c, ranges(&["s0", "s1"], &[1000]));
     let to = map(&c, ranges(&["s0", "s1"], &[50]));
     let plan = c.write_plan("plan", &from, &to);
@@ -292,6 +304,51 @@ fn no_false_mismatch_postgres() {
 #[test]
 fn no_false_mismatch_mysql() {
     no_false_mismatch(Kind::Mysql);
+}
+
+/// MariaDB's JSON is LONGTEXT with a `json_valid` CHECK, and it keeps the text as written: the
+/// verify path must find such columns (declared `JSON`, or LONGTEXT with the CHECK on the column
+/// or on the table) and compare them as JSON. Key order, spacing, `\u` escapes and `2.0` vs `2`
+/// are no difference; a changed value is, with its column named.
+#[test]
+fn mariadb_json_compares_as_json() {
+    let ddl = "CREATE TABLE t (id bigint PRIMARY KEY, j json, k longtext CHECK (json_valid(k)), \
+               m longtext, CONSTRAINT m_is_json CHECK (JSON_VALID(m)))";
+    let doc = |id: i64| format!(r#"'{{"a":{id},"b":[1,2],"c":{{"x":"é","y":null}}}}'"#);
+    let Some((c, job)) = setup_with(Kind::Mysql, "vjson", ddl, |c| {
+        let rows: Vec<String> = (1..=200)
+            .map(|id| format!("({id}, {0}, {0}, {0})", doc(id)))
+            .collect();
+        c.db("s0")
+            .exec_unguarded(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
+    }) else {
+        return;
+    };
+    let d = c.db("s1");
+    for (id, col) in [(60, "j"), (61, "k"), (62, "m")] {
+        let same =
+            format!(r#"'{{ "c" : {{"y": null, "x": "\\u00e9"}},  "b" : [1, 2.0], "a" : {id} }}'"#);
+        d.exec_unguarded(&format!("UPDATE t SET {col} = {same} WHERE id = {id}"));
+        assert_ne!(
+            d.scalar(&format!("SELECT {col} FROM t WHERE id = {id}")),
+            c.db("s0")
+                .scalar(&format!("SELECT {col} FROM t WHERE id = {id}")),
+            "the test needs different text for the same JSON"
+        );
+    }
+    let (code, r) = verify(&c, &job, &[]);
+    assert_eq!(
+        code, 0,
+        "the same JSON written differently is no difference: {r}"
+    );
+    d.exec_unguarded(r#"UPDATE t SET m = '{"a":63,"b":[1,2],"c":{"x":"é","y":0}}' WHERE id = 63"#);
+    let (code, r) = verify(&c, &job, &[]);
+    assert_eq!(code, 3, "{r}");
+    assert_eq!(
+        table(&r)["differing"],
+        json!([{"pk": [63], "columns": ["m"]}]),
+        "{r}"
+    );
 }
 
 /// The same rows on SQLite, PostgreSQL and MariaDB: the same chunk checksums.

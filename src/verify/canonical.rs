@@ -37,7 +37,10 @@
 //! (`+00`, `+05:30`, ...) both become microseconds; MariaDB `TIMESTAMP` (read in a `+00:00`
 //! session) is timestamptz. JSON numbers go through f64 when not integers, so two JSON numbers
 //! that differ only past the 17th significant digit compare equal (documented limitation).
-//! MariaDB reports `JSON` columns as `longtext`: they are compared as text there.
+//! MariaDB's `JSON` is an alias of `LONGTEXT` with a `CHECK (json_valid(col))` and keeps the
+//! text as written; `describe` reports such a column (declared `JSON`, or `LONGTEXT` with that
+//! check on the column or the table) as `json`, so it is compared as JSON like everywhere else
+//! (`tests/verify_backends.rs`, `mariadb_json_compares_as_json`).
 
 use serde_json::Value as Json;
 
