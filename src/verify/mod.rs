@@ -277,49 +277,82 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
         }
     };
     let mut computed = 0;
-    // Pipelined: while the destination's range of chunk i is read, so is the source's page i+1
-    // (it only needs chunk i's last key), each in a task of its own. A page read ahead and not
-    // recorded is read again by a resumed pass, so a kill loses nothing.
-    let mut limit = k;
-    let mut src = Read::source_page(tj, after.clone(), limit).rows().await?;
+    // Pipelined: the destination's range of chunk i and the source's page i+1 (which only needs
+    // chunk i's last key) are read at the same time, each in a task of its own, and chunk i+1's
+    // reads start before chunk i is hashed and recorded. Chunks are still recorded in order; a
+    // page read ahead and not recorded is read again by a resumed pass, so a kill loses nothing.
+    let mut src = Read::source_page(tj, after.clone(), k).rows().await?;
+    let mut last = chunk_end(&src, k);
+    let mut reads = start_chunk(tj, &after, &last, k);
+    let mut started = Instant::now();
     loop {
         check_stop(v)?;
-        let started = Instant::now();
-        // The last chunk is open-ended, so destination rows beyond the source's last show.
-        let last = if src.read < limit {
-            None
-        } else {
-            src.last_read.clone()
-        };
-        let next_limit = k;
-        let dst = Read::range(tj, true, after.clone(), last.clone(), k.max(1000));
-        let next = last
-            .as_ref()
-            .map(|l| Read::source_page(tj, Some(l.clone()), next_limit));
+        let InFlight {
+            dst,
+            next,
+            next_limit,
+        } = reads;
         let dst = dst.rows().await?;
         let next = match next {
             Some(n) => Some(n.rows().await?),
             None => None,
         };
+        let next_last = next.as_ref().and_then(|n| chunk_end(n, next_limit));
+        let following = next.as_ref().map(|_| start_chunk(tj, &last, &next_last, k));
         let c = make_chunk(no, after.as_ref(), last.as_ref(), tj, &src, &dst, o)?;
-        let elapsed = started.elapsed().as_millis() as u64;
         if o.adapt {
-            k = adapt(k, elapsed, o);
+            k = adapt(k, started.elapsed().as_millis() as u64, o);
         }
+        started = Instant::now();
         v.catalog
             .verify_record_chunk(v.job, &m.id, &tj.table, &c, true, k as i64)
             .await?;
         failpoint::hit("verify_chunk");
         computed += 1;
         no += 1;
-        match (last, next) {
-            (Some(l), Some(n)) => {
+        match (last, next, following) {
+            (Some(l), Some(n), Some(f)) => {
                 after = Some(l);
                 src = n;
-                limit = next_limit;
+                last = next_last;
+                reads = f;
             }
             _ => return Ok(computed),
         }
+    }
+}
+
+/// The reads of one chunk in flight: the destination's range, and the source's next page.
+struct InFlight {
+    dst: Read,
+    next: Option<Read>,
+    next_limit: usize,
+}
+
+/// Starts reading the chunk `(after, last]` at the destination and, unless it is the last
+/// chunk, the source's page after it (of `k` rows).
+fn start_chunk(
+    tj: &Arc<TableJob>,
+    after: &Option<PkValues>,
+    last: &Option<PkValues>,
+    k: usize,
+) -> InFlight {
+    InFlight {
+        dst: Read::range(tj, true, after.clone(), last.clone(), k.max(1000)),
+        next: last
+            .as_ref()
+            .map(|l| Read::source_page(tj, Some(l.clone()), k)),
+        next_limit: k,
+    }
+}
+
+/// Where the chunk made of a source page (read with `limit`) ends: its last key, or None for
+/// the last chunk, which is open-ended so that destination rows beyond the source's last show.
+fn chunk_end(src: &chunk::Rows, limit: usize) -> Option<PkValues> {
+    if src.read < limit {
+        None
+    } else {
+        src.last_read.clone()
     }
 }
 
