@@ -1,46 +1,115 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): `reshard verify` rows/s on N rows beside a raw scan piped into sha1sum
-# in the same run. Usage: bench/verify.sh sqlite|postgres|mysql [N]
+# Benchmark (not a test): `reshard verify` rows/s on N rows beside raw scans of the same table in
+# the same run. Usage: bench/verify.sh [sqlite|postgres|mysql|all] [N] [RUNS]
 # Needs a release build (cargo build --release) and the psql / mariadb / sqlite3 clients.
+#
+# Each backend: a source database with N rows, `reshard apply` copies them to a destination, both
+# tables are analyzed (as autovacuum / InnoDB's statistics would be by then), then RUNS rounds of
+# raw scan(s) and `reshard verify` (a full pass reading BOTH sides) alternate. Printed: each round
+# and the medians; ratio = verify rows/s / raw scan rows/s (the target is >= 0.5).
+# Raw scans: PostgreSQL `\copy (SELECT ...) TO STDOUT | sha1sum`; MariaDB `mariadb -e 'SELECT ...'
+# | sha1sum` and BIT_XOR(CRC32(CONCAT_WS(...))) in 100 key ranges (a server-side checksum, not
+# exact: shown for scale); SQLite `sqlite3 db 'SELECT ...' | sha1sum`.
 set -euo pipefail
-kind=$1; n=${2:-1000000}
+what=${1:-all}; n=${2:-1000000}; runs=${3:-3}
 bin=${RESHARD_BIN:-${CARGO_TARGET_DIR:-target}/release/reshard}
-dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
-ddl_pg="CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, score double precision)"
-sel="SELECT id, name, score FROM users ORDER BY id"
-case $kind in
-  sqlite)
-    a="sqlite://$dir/a.db"; b="sqlite://$dir/b.db"
-    sqlite3 "$dir/a.db" "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL);
-      WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM g WHERE x < $n)
-      INSERT INTO users SELECT x, 'user ' || x, x * 0.5 FROM g;"
-    sqlite3 "$dir/b.db" "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL);"
-    raw() { sqlite3 "$dir/a.db" "$sel" | sha1sum; } ;;
-  postgres)
-    for d in bench_a bench_b; do psql -qX -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $d" -c "CREATE DATABASE $d"; psql -qX -h 127.0.0.1 -U postgres -d $d -c "$ddl_pg"; done
-    psql -qX -h 127.0.0.1 -U postgres -d bench_a -c "INSERT INTO users SELECT g, 'user ' || g, g * 0.5 FROM generate_series(1, $n) g"
-    a=postgres://postgres@127.0.0.1:5432/bench_a; b=postgres://postgres@127.0.0.1:5432/bench_b
-    raw() { psql -qX -h 127.0.0.1 -U postgres -d bench_a -c "\\copy ($sel) TO STDOUT" | sha1sum; } ;;
-  mysql)
-    for d in bench_a bench_b; do mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $d; CREATE DATABASE $d; USE $d; CREATE TABLE users (id bigint PRIMARY KEY, name varchar(64) NOT NULL, score double)"; done
-    mariadb -uroot -h127.0.0.1 bench_a -e "INSERT INTO users SELECT seq, concat('user ', seq), seq * 0.5 FROM seq_1_to_$n"
-    a=mysql://root@127.0.0.1:3306/bench_a; b=mysql://root@127.0.0.1:3306/bench_b
-    raw() { mariadb -uroot -h127.0.0.1 bench_a -e "$sel" | sha1sum; } ;;
-esac
-map() { # shard url
-  printf '{"shards":{"%s":"%s"},"tables":[{"name":"users","key":"id"}],"partitioning":{"kind":"range","ranges":[{"from":null,"to":null,"shard":"%s"}]}}' "$1" "$2" "$1"
+dir=$(mktemp -d); tag=rsbench$$
+pg() { PGOPTIONS=--client-min-messages=warning psql -qX -h 127.0.0.1 -U postgres "$@"; }
+my() { mariadb -uroot -h127.0.0.1 "$@"; }
+cleanup() {
+  rm -rf "$dir"
+  for s in a b; do
+    pg -c "DROP DATABASE IF EXISTS ${tag}_$s" 2> /dev/null || true
+    my -e "DROP DATABASE IF EXISTS ${tag}_$s" 2> /dev/null || true
+  done
 }
-map a "$a" > "$dir/old.json"; map b "$b" > "$dir/new.json"
-"$bin" plan --from "$dir/old.json" --to "$dir/new.json" -o "$dir/plan.json" > /dev/null
-job=$("$bin" apply "$dir/plan.json" --yes --catalog "sqlite://$dir/cat.db" --batch-size 5000 \
-  --progress plain 2> /dev/null | awk '/^job / {print $2}')
-t0=$(date +%s.%N); raw > /dev/null; t1=$(date +%s.%N)
-"$bin" verify "$job" --catalog "sqlite://$dir/cat.db" > "$dir/verify.txt"; t2=$(date +%s.%N)
-rs=$(echo "$t1 - $t0" | bc -l); vs=$(echo "$t2 - $t1" | bc -l)
-printf '%s rows=%s raw_scan_s=%.2f raw_rows_per_s=%.0f verify_s=%.2f verify_rows_per_s=%.0f ratio=%.2f\n' \
-  "$kind" "$n" "$rs" "$(echo "$n / $rs" | bc -l)" "$vs" "$(echo "$n / $vs" | bc -l)" "$(echo "$rs / $vs" | bc -l)"
-head -3 "$dir/verify.txt"
-case $kind in
-  postgres) for d in bench_a bench_b; do psql -qX -h 127.0.0.1 -U postgres -c "DROP DATABASE $d"; done ;;
-  mysql) mariadb -uroot -h127.0.0.1 -e "DROP DATABASE bench_a; DROP DATABASE bench_b" ;;
+trap cleanup EXIT
+sel="SELECT id, name, score FROM users ORDER BY id"
+now() { date +%s.%N; }
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+setup() { # kind -> sets url_a url_b
+  case $1 in
+    sqlite)
+      for s in a b; do
+        sqlite3 "$dir/$s.db" "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL)"
+      done
+      sqlite3 "$dir/a.db" "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM g WHERE x < $n)
+        INSERT INTO users SELECT x, 'user ' || x, x * 0.5 FROM g"
+      url_a="sqlite://$dir/a.db"; url_b="sqlite://$dir/b.db" ;;
+    postgres)
+      for s in a b; do
+        pg -c "DROP DATABASE IF EXISTS ${tag}_$s" -c "CREATE DATABASE ${tag}_$s"
+        pg -d "${tag}_$s" -c "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, score double precision)"
+      done
+      pg -d "${tag}_a" -c "INSERT INTO users SELECT g, 'user ' || g, g * 0.5 FROM generate_series(1, $n) g"
+      url_a="postgres://postgres@127.0.0.1:5432/${tag}_a"; url_b="postgres://postgres@127.0.0.1:5432/${tag}_b" ;;
+    mysql)
+      for s in a b; do
+        my -e "DROP DATABASE IF EXISTS ${tag}_$s; CREATE DATABASE ${tag}_$s; USE ${tag}_$s;
+          CREATE TABLE users (id bigint PRIMARY KEY, name varchar(64) NOT NULL, score double)"
+      done
+      my "${tag}_a" -e "INSERT INTO users SELECT seq, concat('user ', seq), seq * 0.5 FROM seq_1_to_$n"
+      url_a="mysql://root@127.0.0.1:3306/${tag}_a"; url_b="mysql://root@127.0.0.1:3306/${tag}_b" ;;
+  esac
+}
+
+analyze() {
+  case $1 in
+    postgres) for s in a b; do pg -d "${tag}_$s" -c "VACUUM ANALYZE users"; done ;;
+    mysql) for s in a b; do my "${tag}_$s" -e "ANALYZE TABLE users" > /dev/null; done ;;
+    sqlite) for s in a b; do sqlite3 "$dir/$s.db" "ANALYZE"; done ;;
+  esac
+}
+
+raw_scans() { # kind -> "name seconds" lines
+  local t0 t1
+  case $1 in
+    sqlite) t0=$(now); sqlite3 "$dir/a.db" "$sel" | sha1sum > /dev/null; echo "sqlite3|sha1sum $(echo "$(now) - $t0" | bc -l)" ;;
+    postgres) t0=$(now); pg -d "${tag}_a" -c "\\copy ($sel) TO STDOUT" | sha1sum > /dev/null
+      echo "copy|sha1sum $(echo "$(now) - $t0" | bc -l)" ;;
+    mysql) t0=$(now); my "${tag}_a" -e "$sel" | sha1sum > /dev/null; t1=$(now)
+      echo "mariadb|sha1sum $(echo "$t1 - $t0" | bc -l)"
+      local step=$(( (n + 99) / 100 )) q=""
+      for ((i = 0; i < 100; i++)); do
+        q+="SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, name, score))) FROM users WHERE id > $((i * step)) AND id <= $(((i + 1) * step));"
+      done
+      t0=$(now); my "${tag}_a" -e "$q" > /dev/null; echo "bit_xor(crc32) $(echo "$(now) - $t0" | bc -l)" ;;
+  esac
+}
+
+bench() { # kind
+  local kind=$1 map_a map_b job
+  setup "$kind"
+  printf '{"shards":{"a":"%s"},"tables":[{"name":"users","key":"id"}],"partitioning":{"kind":"range","ranges":[{"from":null,"to":null,"shard":"a"}]}}' "$url_a" > "$dir/old.json"
+  printf '{"shards":{"b":"%s"},"tables":[{"name":"users","key":"id"}],"partitioning":{"kind":"range","ranges":[{"from":null,"to":null,"shard":"b"}]}}' "$url_b" > "$dir/new.json"
+  "$bin" plan --from "$dir/old.json" --to "$dir/new.json" -o "$dir/plan.json" > /dev/null
+  job=$("$bin" apply "$dir/plan.json" --yes --catalog "sqlite://$dir/cat-$kind.db" --batch-size 5000 \
+    --progress plain 2> /dev/null | awk '/^job / {print $2}')
+  [ -n "$job" ] || { echo "$kind: apply failed" >&2; return 1; }
+  analyze "$kind"
+  : > "$dir/raw"; : > "$dir/ver"
+  for ((r = 1; r <= runs; r++)); do
+    raw_scans "$kind" | tee -a "$dir/raw" > "$dir/raw-now"
+    local t0 vs; t0=$(now)
+    "$bin" verify "$job" --catalog "sqlite://$dir/cat-$kind.db" > "$dir/verify.txt"
+    vs=$(echo "$(now) - $t0" | bc -l); echo "$vs" >> "$dir/ver"
+    printf '%s run %d: verify %.2f s (%s)' "$kind" "$r" "$vs" "$(grep -o '[0-9]* chunks' "$dir/verify.txt")"
+    while read -r name s; do printf ', %s %.2f s (ratio %.2f)' "$name" "$s" "$(echo "$s / $vs" | bc -l)"; done < "$dir/raw-now"
+    echo
+  done
+  local vm; vm=$(median < "$dir/ver")
+  printf '%s rows=%s median of %d: verify %.2f s = %.0f rows/s' "$kind" "$n" "$runs" "$vm" "$(echo "$n / $vm" | bc -l)"
+  for name in $(awk '{print $1}' "$dir/raw" | sort -u); do
+    local rm; rm=$(awk -v k="$name" '$1 == k {print $2}' "$dir/raw" | median)
+    printf '; %s %.2f s = %.0f rows/s, ratio %.2f' "$name" "$rm" "$(echo "$n / $rm" | bc -l)" "$(echo "$rm / $vm" | bc -l)"
+  done
+  echo
+  head -2 "$dir/verify.txt"
+}
+
+case $what in
+  all) for k in postgres mysql sqlite; do bench "$k"; done ;;
+  sqlite | postgres | mysql) bench "$what" ;;
+  *) echo "usage: $0 [sqlite|postgres|mysql|all] [N] [RUNS]" >&2; exit 2 ;;
 esac
