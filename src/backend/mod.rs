@@ -21,6 +21,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod sqlite_functions;
+mod sqlite_pages;
 
 /// A column value as read from a shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqliteRow}
 use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 
 use super::sql::{self, check_table};
+use super::sqlite_pages::Pages;
 use super::{Backend, Batch, Column, Index, KeyFilter, PkValues, TableSchema, Value};
 use crate::ident::Dialect;
 use crate::map::Key;
@@ -30,6 +31,9 @@ const MAX_PARAMS: usize = 32_766;
 pub struct Sqlite {
     shard: String,
     pool: SqlitePool,
+    /// Page reads without sqlx's per-row thread hand-off (see `sqlite_pages`); None for a
+    /// database that is not a plain file.
+    pages: Option<Arc<Pages>>,
 }
 
 /// Rows the worker thread may read ahead of the task consuming them (see `connect`).
@@ -46,6 +50,7 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
         // for nearly every row, which costs more than reading it. A deeper buffer lets the
         // worker run ahead of a page-sized read.
         .row_buffer_size(ROW_BUFFER);
+    let path = opts.get_filename().to_path_buf();
     // The guards route hash maps with reshard's SQL functions; every connection needs them.
     let pool = super::sqlite_functions::pool_options()
         .max_connections(4)
@@ -56,6 +61,8 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(Sqlite {
         shard: shard.to_string(),
         pool,
+        // After the pool: it created the file if it was missing.
+        pages: Pages::for_file(&path),
     }))
 }
 
@@ -450,20 +457,27 @@ impl Backend for Sqlite {
             sql::pk_list(D, schema),
             limit
         );
-        let mut args = SqliteArguments::default();
-        for v in &vals {
-            bind(&mut args, v)?;
-        }
-        let rows = sqlx::query_with(&q, args)
-            .fetch_all(&self.pool)
-            .await
-            .with_context(|| self.ctx("read", &schema.name))?;
+        let ctx = || self.ctx("read", &schema.name);
+        let ncols = schema.columns.len();
+        let rows: Vec<Vec<Value>> = match &self.pages {
+            Some(pages) => pages.query(q, vals, ncols).await.with_context(ctx)?,
+            None => {
+                let mut args = SqliteArguments::default();
+                for v in &vals {
+                    bind(&mut args, v)?;
+                }
+                let rows = sqlx::query_with(&q, args)
+                    .fetch_all(&self.pool)
+                    .await
+                    .with_context(ctx)?;
+                rows.iter()
+                    .map(|r| (0..ncols).map(|i| decode(r, i)).collect::<Result<_>>())
+                    .collect::<Result<_>>()
+                    .with_context(ctx)?
+            }
+        };
         let mut batch = Batch::default();
-        for r in &rows {
-            let row: Vec<Value> = (0..schema.columns.len())
-                .map(|i| decode(r, i))
-                .collect::<Result<_>>()
-                .with_context(|| self.ctx("read", &schema.name))?;
+        for row in rows {
             batch.keys.push(sql::key_of(schema, key_idx, &row)?);
             batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
             batch.rows.push(row);
