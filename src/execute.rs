@@ -14,13 +14,12 @@ use crate::copy::{CopyJob, Outcome};
 use crate::error::Stop;
 use crate::ident::Dialect;
 use crate::job::JobState;
+use crate::lease::Lease;
 use crate::preflight::{Context, Side};
 use crate::progress::{MoveInfo, Progress};
 use crate::retry::retry;
 use crate::shard_url::redact;
 use crate::signals::StopFlag;
-
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// What a job was started with; stored in the catalog so that `resume` continues the same way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,42 +70,10 @@ impl Run<'_> {
     /// Runs the job to `copied`, or stops it as `interrupted` (Stop::Interrupted, exit 130) or
     /// `failed` (an error, exit 1). The caller holds the lease; this renews it.
     pub async fn execute(self, mut ctx: Context) -> Result<()> {
-        let owner = crate::catalog::worker_id();
-        match self
-            .catalog
-            .acquire_lease(self.job, &owner, LEASE_TTL)
-            .await?
-        {
-            Ok(()) => {}
-            Err(holder) => return Err(Stop::Refused(holder).into()),
-        }
-        let heartbeat = {
-            let cat = self.catalog.clone();
-            let job = self.job.to_string();
-            let owner = owner.clone();
-            let stop = self.stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(LEASE_TTL / 3).await;
-                    match cat.renew_lease(&job, &owner, LEASE_TTL).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            eprintln!("reshard: lost the lease on job {job}; stopping");
-                            stop.request();
-                            return;
-                        }
-                        // A catalog hiccup: try again at the next beat, well before expiry.
-                        Err(e) => eprintln!("reshard: renewing the lease: {e:#}"),
-                    }
-                }
-            })
-        };
+        let lease = Lease::acquire(&self.catalog, self.job, Some(self.stop.clone())).await?;
         let result = self.execute_leased(&mut ctx).await;
-        heartbeat.abort();
         let ended = self.finish(result).await;
-        if let Err(e) = self.catalog.release_lease(self.job, &owner).await {
-            eprintln!("reshard: {e:#}");
-        }
+        lease.release().await;
         ended
     }
 

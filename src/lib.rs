@@ -18,6 +18,7 @@ pub mod failpoint;
 pub mod hashing;
 pub mod ident;
 pub mod job;
+pub mod lease;
 pub mod map;
 pub mod picture;
 pub mod plan;

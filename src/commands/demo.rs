@@ -19,7 +19,7 @@ use crate::capture::Online;
 use crate::catalog::Catalog;
 use crate::demo::{self, Counts, Layout, NEW_SHARD, OLD_SHARDS};
 use crate::error::{InputError, Stop};
-use crate::execute::LEASE_TTL;
+use crate::lease::Lease;
 use crate::plan::Plan;
 use crate::planner::{self, PlannerOptions};
 use crate::router::RouterOptions;
@@ -330,7 +330,7 @@ impl Demo {
         );
         let stop = crate::signals::install().context("installing signal handlers")?;
         let job = start_job(plan.clone(), &apply_options(&catalog_url)).await?;
-        let catalog = Catalog::open_rw(&catalog_url).await?;
+        let catalog = Arc::new(Catalog::open_rw(&catalog_url).await?);
         let mut fences = Vec::new();
         println!(
             "  {:<5} {:<12} {:>12} {:>10}",
@@ -500,7 +500,7 @@ struct Settled {
 /// the job completed.
 async fn settle_verify_complete(
     plan: &Plan,
-    catalog: &Catalog,
+    catalog: &Arc<Catalog>,
     job: &str,
     stop: &StopFlag,
 ) -> Result<Settled> {
@@ -512,17 +512,13 @@ async fn settle_verify_complete(
             problems.join("\n  - ")
         );
     }
-    let owner = crate::catalog::worker_id();
-    if let Err(holder) = catalog.acquire_lease(job, &owner, LEASE_TTL).await? {
-        return Err(Stop::Refused(holder).into());
-    }
+    let lease = Lease::acquire(catalog, job, Some(stop.clone())).await?;
     let result = async {
         let mut online = Online::new(&ctx, catalog, job).await?;
         online.load_logs().await?;
         online.reconcile().await?;
         for (shard, _) in online.shards() {
             online.drain(&shard, false).await?;
-            renew(catalog, job, &owner).await?;
         }
         let v = Verifier {
             ctx: &ctx,
@@ -539,7 +535,6 @@ async fn settle_verify_complete(
                     .await
                     .with_context(|| format!("verifying move {}", m.id))?,
             );
-            renew(catalog, job, &owner).await?;
         }
         let verify_secs = started.elapsed().as_secs_f64();
         if !reports.iter().all(|r| r.ok) {
@@ -560,20 +555,8 @@ async fn settle_verify_complete(
         })
     }
     .await;
-    if let Err(e) = catalog.release_lease(job, &owner).await {
-        eprintln!("reshard: {e:#}");
-    }
+    lease.release().await;
     result
-}
-
-/// The steps between renewals are short (one drain, one move's verification); a lost lease
-/// means another worker took the job over, and the demo must not race it.
-async fn renew(catalog: &Catalog, job: &str, owner: &str) -> Result<()> {
-    if catalog.renew_lease(job, owner, LEASE_TTL).await? {
-        Ok(())
-    } else {
-        Err(Stop::Refused(format!("job {job}: lost the lease to another worker")).into())
-    }
 }
 
 /// Rows per table the shards must hold after the writer: the snapshot with every acknowledged

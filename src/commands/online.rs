@@ -11,8 +11,9 @@ use crate::capture::Online;
 use crate::catalog::{Access, Catalog};
 use crate::cutover::{Cutover, MAX_FENCE_ATTEMPTS};
 use crate::error::{InputError, Stop};
-use crate::execute::{JobOptions as RunOptions, LEASE_TTL};
+use crate::execute::JobOptions as RunOptions;
 use crate::job::JobState;
+use crate::lease::Lease;
 use crate::plan::Plan;
 use crate::preflight;
 
@@ -163,21 +164,7 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
             problems.join("\n  - ")
         ));
     }
-    let owner = crate::catalog::worker_id();
-    if let Err(holder) = catalog.acquire_lease(&id, &owner, LEASE_TTL).await? {
-        return Err(Stop::Refused(holder).into());
-    }
-    let heartbeat = {
-        let (cat, job, owner) = (catalog.clone(), id.clone(), owner.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LEASE_TTL / 3).await;
-                if let Err(e) = cat.renew_lease(&job, &owner, LEASE_TTL).await {
-                    eprintln!("reshard: renewing the lease: {e:#}");
-                }
-            }
-        })
-    };
+    let lease = Lease::acquire(&catalog, &id, None).await?;
     let result = async {
         let mut online = Online::new(&ctx, &catalog, &id).await?;
         online.load_logs().await?;
@@ -253,7 +240,6 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         anyhow::Ok(())
     }
     .await;
-    heartbeat.abort();
     if let Err(e) = &result {
         let msg = format!("{e:#}");
         if action != Action::Sync {
@@ -263,7 +249,7 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
                 .ok();
         }
     }
-    catalog.release_lease(&id, &owner).await.ok();
+    lease.release().await;
     catalog.close().await;
     result
 }
