@@ -57,6 +57,12 @@ pub enum Access {
     ReadOnly,
 }
 
+/// The first routing version, written once per catalog (by the first job or `init_routing`).
+const INSERT_ROUTING_V1: &str = "INSERT INTO routing (id, version, fingerprint, map_json, \
+     updated_at) VALUES (1, 1, $1, $2, $3)";
+const INSERT_HISTORY_V1: &str = "INSERT INTO routing_history (version, fingerprint, map_json, \
+     job_id, created_at) VALUES (1, $1, $2, $3, $4)";
+
 pub fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -250,6 +256,39 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records `map` as routing version 1 when the catalog routes nothing yet, so that a
+    /// [`crate::Router`] can run before the first `apply` (tests, the demo); `apply` then finds
+    /// the same map and keeps the version. An existing routing must be the same map.
+    pub async fn init_routing(&self, map: &Map) -> Result<()> {
+        let now = now_text();
+        let fp = map_fingerprint(map);
+        let map_json = map.canonical_json();
+        let res: Result<()> = with_pool!(self, p => async {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let current: Option<(i64, String, String)> =
+                sqlx::query_as("SELECT version, fingerprint, map_json FROM routing WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match current {
+                Some((version, fingerprint, map_json)) => Catalog::check_not_stale(
+                    Some(&RoutingState { version, fingerprint, map_json }),
+                    map,
+                )?,
+                None => {
+                    sqlx::query(INSERT_ROUTING_V1)
+                        .bind(&fp).bind(&map_json).bind(&now)
+                        .execute(&mut *tx).await?;
+                    sqlx::query(INSERT_HISTORY_V1)
+                        .bind(&fp).bind(&map_json).bind(None::<String>).bind(&now)
+                        .execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        }.await);
+        res.with_context(|| format!("catalog {}: initializing routing", self.label))
+    }
+
     /// Records a new job, its moves and their cursors; on a fresh catalog also the plan's
     /// `from` map as routing version 1. One transaction, re-checking staleness inside it so
     /// that two `apply`s racing on one catalog cannot both pass.
@@ -272,18 +311,12 @@ impl Catalog {
                     version
                 }
                 None => {
-                    sqlx::query(
-                        "INSERT INTO routing (id, version, fingerprint, map_json, updated_at) \
-                         VALUES (1, 1, $1, $2, $3)",
-                    )
-                    .bind(&fp).bind(&map_json).bind(&now)
-                    .execute(&mut *tx).await?;
-                    sqlx::query(
-                        "INSERT INTO routing_history (version, fingerprint, map_json, job_id, created_at) \
-                         VALUES (1, $1, $2, $3, $4)",
-                    )
-                    .bind(&fp).bind(&map_json).bind(job.id).bind(&now)
-                    .execute(&mut *tx).await?;
+                    sqlx::query(INSERT_ROUTING_V1)
+                        .bind(&fp).bind(&map_json).bind(&now)
+                        .execute(&mut *tx).await?;
+                    sqlx::query(INSERT_HISTORY_V1)
+                        .bind(&fp).bind(&map_json).bind(job.id).bind(&now)
+                        .execute(&mut *tx).await?;
                     sqlx::query(
                         "INSERT INTO events (job_id, move_id, at, kind, detail) \
                          VALUES ($1, NULL, $2, 'routing_initialized', $3)",

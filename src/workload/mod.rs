@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
-use sqlx::Connection;
+use anyhow::{anyhow, Result};
 
 use crate::ident::Dialect;
 use crate::map::{Key, Map};
@@ -159,52 +158,13 @@ pub fn table_ddl(d: Dialect, child: &ChildTable) -> Vec<String> {
 }
 
 /// For tests and the demo: records `map` as routing version 1 of a new catalog (creating and
-/// migrating it), so that a [`Router`] can run before the first `apply`. `apply` then finds
-/// the same map and keeps the version. An existing routing must be the same map.
+/// migrating it), so that a [`Router`] can run before the first `apply`. An existing routing
+/// must be the same map.
 pub async fn init_routing(catalog_url: &str, map: &Map) -> Result<()> {
     let cat = crate::catalog::Catalog::open_rw(catalog_url).await?;
+    let res = cat.init_routing(map).await;
     cat.close().await;
-    let fp = crate::catalog::map_fingerprint(map);
-    let json = map.canonical_json();
-    let now = crate::catalog::now_text();
-    let stmts = [
-        "INSERT INTO routing (id, version, fingerprint, map_json, updated_at) \
-         VALUES (1, 1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
-        "INSERT INTO routing_history (version, fingerprint, map_json, job_id, created_at) \
-         VALUES (1, $1, $2, NULL, $3) ON CONFLICT (version) DO NOTHING",
-    ];
-    let label = crate::shard_url::redact(catalog_url);
-    let current: String = if catalog_url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(catalog_url).await?;
-        for s in stmts {
-            sqlx::query(s)
-                .bind(&fp)
-                .bind(&json)
-                .bind(&now)
-                .execute(&mut c)
-                .await?;
-        }
-        sqlx::query_scalar("SELECT fingerprint FROM routing WHERE id = 1")
-            .fetch_one(&mut c)
-            .await?
-    } else {
-        let mut c = sqlx::PgConnection::connect(catalog_url).await?;
-        for s in stmts {
-            sqlx::query(s)
-                .bind(&fp)
-                .bind(&json)
-                .bind(&now)
-                .execute(&mut c)
-                .await?;
-        }
-        sqlx::query_scalar("SELECT fingerprint FROM routing WHERE id = 1")
-            .fetch_one(&mut c)
-            .await?
-    };
-    if current != fp {
-        bail!("catalog {label} already routes with another map (fingerprint {current})");
-    }
-    Ok(())
+    res
 }
 
 // ---------------------------------------------------------------------------------------------
