@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::ident::Dialect;
 use crate::map::{Bound, Key};
 use crate::shard_url::ShardUrl;
+use crate::verify::canonical::{encode_value, Class};
 
 pub mod mysql;
+mod pg_copy;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -141,6 +143,43 @@ pub struct Batch {
     pub bytes: u64,
 }
 
+/// What a verification read encodes: output column `c` is the table's column `order[c]`,
+/// encoded as `classes[c]` (the source's column order, whatever this side's is).
+pub struct EncodeSpec<'a> {
+    pub order: &'a [usize],
+    pub classes: &'a [Class],
+}
+
+/// A page read for checksumming: each row's canonical encoding and shard key, without the
+/// rows themselves (see [`Backend::read_encoded`]).
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    /// The rows' encodings concatenated; row i's ends at `ends[i]`.
+    pub enc: Vec<u8>,
+    pub ends: Vec<usize>,
+    pub keys: Vec<Key>,
+    /// Primary key of the last row read. None when no rows.
+    pub last: Option<PkValues>,
+}
+
+impl EncodedBatch {
+    /// Encodes a batch read as [`Value`]s (the default read path).
+    pub fn from_batch(b: Batch, spec: &EncodeSpec<'_>) -> Self {
+        let mut out = EncodedBatch {
+            keys: b.keys,
+            last: b.last,
+            ..EncodedBatch::default()
+        };
+        for row in &b.rows {
+            for (c, &i) in spec.order.iter().enumerate() {
+                encode_value(spec.classes[c], &row[i], &mut out.enc);
+            }
+            out.ends.push(out.enc.len());
+        }
+        out
+    }
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     fn dialect(&self) -> Dialect;
@@ -205,6 +244,24 @@ pub trait Backend: Send + Sync {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch>;
+
+    /// [`Backend::read_range`] for checksumming: the same rows, each as its canonical
+    /// encoding under `spec`. Backends with a bulk path that can encode without building
+    /// [`Value`]s override it (PostgreSQL); the encodings must be those of the default.
+    async fn read_encoded(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        bounds: (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+        limit: usize,
+        spec: &EncodeSpec<'_>,
+    ) -> Result<EncodedBatch> {
+        let b = self
+            .read_range(schema, key_column, bounds.0, bounds.1, filter, limit)
+            .await?;
+        Ok(EncodedBatch::from_batch(b, spec))
+    }
 
     // --- Online migration (docs/online.md) ---
 

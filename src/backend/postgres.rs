@@ -21,10 +21,15 @@ use futures_util::stream::BoxStream;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Arguments, Row};
 
+use super::pg_copy;
 use super::sql::{self, check_table, check_type};
-use super::{Backend, Batch, Column, Index, KeyFilter, PkValues, TableSchema, Value};
+use super::{
+    Backend, Batch, Column, EncodeSpec, EncodedBatch, Index, KeyFilter, PkValues, TableSchema,
+    Value,
+};
 use crate::ident::Dialect;
 use crate::map::Key;
+use crate::verify::canonical::encode_ref;
 
 const D: Dialect = Dialect::Postgres;
 
@@ -68,7 +73,7 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
 
 /// How a column is read.
 #[derive(Clone, Copy, PartialEq)]
-enum Wire {
+pub(super) enum Wire {
     I16,
     I32,
     I64,
@@ -190,6 +195,54 @@ fn cast_type(ty: &str) -> &str {
 }
 
 impl Postgres {
+    /// The rows of `(after, upto]` passing `filter`, at most `limit`, in primary-key order,
+    /// through `COPY ... TO STDOUT (FORMAT binary)` (see [`pg_copy`]): each tuple's fields
+    /// (select-list order: the schema's columns) go to `on_tuple`.
+    async fn copy_range(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        (after, upto): (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+        limit: usize,
+        on_tuple: impl FnMut(&pg_copy::Fields<'_>) -> Result<()>,
+    ) -> Result<()> {
+        check_table(&schema.name)?;
+        let mut vals = Vec::new();
+        let mut bad_type = None;
+        let mut ph = |v: Value, ty: &str| {
+            if check_type(ty).is_err() {
+                bad_type = Some(ty.to_string());
+            }
+            vals.push(v);
+            pg_copy::setting(vals.len(), cast_type(ty))
+        };
+        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
+        if let Some(t) = bad_type {
+            check_type(&t)?;
+        }
+        let copy = format!(
+            "COPY (SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}) TO STDOUT (FORMAT binary)",
+            select_list(schema),
+            D.quote(&schema.name),
+            sql::pk_list(D, schema),
+            limit
+        );
+        let ctx = || self.ctx("read", &schema.name);
+        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        if !vals.is_empty() {
+            let texts: Vec<Option<String>> = vals.iter().map(text_form).collect();
+            sqlx::query(pg_copy::BIND_SETTINGS)
+                .bind(texts)
+                .execute(&mut *conn)
+                .await
+                .with_context(ctx)?;
+        }
+        pg_copy::read(&mut conn, &copy, schema.columns.len(), on_tuple)
+            .await
+            .with_context(ctx)
+    }
+
     fn ctx(&self, what: &str, table: &str) -> String {
         format!("shard {}: {what} {table}", self.shard)
     }
@@ -524,51 +577,65 @@ impl Backend for Postgres {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch> {
-        check_table(&schema.name)?;
         let key_idx = sql::key_index(schema, key_column)?;
         let pk_idx = sql::pk_indexes(schema)?;
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
-        let mut vals = Vec::new();
-        let mut bad_type = None;
-        let mut ph = |v: Value, ty: &str| {
-            if check_type(ty).is_err() {
-                bad_type = Some(ty.to_string());
-            }
-            vals.push(v);
-            format!("CAST(${} AS {})", vals.len(), cast_type(ty))
-        };
-        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
-        if let Some(t) = bad_type {
-            check_type(&t)?;
-        }
-        let q = format!(
-            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
-            select_list(schema),
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            limit
-        );
-        // Streamed: each row is decoded as it arrives, not after the whole page is buffered.
-        use futures_util::TryStreamExt;
-        let ctx = || self.ctx("read", &schema.name);
-        let mut stream = sqlx::query_with(&q, bind_text_args(&vals)?).fetch(&self.pool);
         let mut batch = Batch::default();
-        while let Some(r) = stream.try_next().await.with_context(ctx)? {
-            let row: Vec<Value> = wires
-                .iter()
-                .enumerate()
-                .map(|(i, w)| decode(&r, i, *w))
-                .collect::<Result<_>>()
-                .with_context(ctx)?;
+        self.copy_range(schema, key_column, (after, upto), filter, limit, |f| {
+            let row = pg_copy::row(&wires, f)?;
             batch.keys.push(sql::key_of(schema, key_idx, &row)?);
             batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
             batch.rows.push(row);
-        }
+            Ok(())
+        })
+        .await?;
         batch.last = batch
             .rows
             .last()
             .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
         Ok(batch)
+    }
+
+    /// Encodes straight from the COPY tuples' bytes: no [`Value`] per column.
+    async fn read_encoded(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        bounds: (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+        limit: usize,
+        spec: &EncodeSpec<'_>,
+    ) -> Result<EncodedBatch> {
+        let key_idx = sql::key_index(schema, key_column)?;
+        let pk_idx = sql::pk_indexes(schema)?;
+        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
+        let mut out = EncodedBatch::default();
+        let mut last: PkValues = Vec::new();
+        self.copy_range(schema, key_column, bounds, filter, limit, |f| {
+            for (c, &i) in spec.order.iter().enumerate() {
+                let v = pg_copy::value_ref(wires[i], f[i])
+                    .with_context(|| format!("column {}", schema.columns[i].name))?;
+                encode_ref(spec.classes[c], v, &mut out.enc);
+            }
+            if out.ends.is_empty() {
+                // Sized from the first row: the buffer is not regrown (and copied) ~20 times.
+                out.enc
+                    .reserve(out.enc.len().saturating_mul(limit).min(64 << 20));
+            }
+            out.ends.push(out.enc.len());
+            let key = Value::from(pg_copy::value_ref(wires[key_idx], f[key_idx])?);
+            out.keys.push(sql::key_from(schema, key_idx, &key)?);
+            last.clear();
+            for &i in &pk_idx {
+                last.push(pg_copy::value_ref(wires[i], f[i])?.into());
+            }
+            Ok(())
+        })
+        .await?;
+        if !out.ends.is_empty() {
+            out.last = Some(last);
+        }
+        Ok(out)
     }
 
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {

@@ -350,13 +350,20 @@ pub(crate) fn key_of(
     key_idx: usize,
     row: &[Value],
 ) -> Result<crate::map::Key> {
-    match row.get(key_idx).and_then(Value::as_key) {
+    match row.get(key_idx) {
+        Some(v) => key_from(schema, key_idx, v),
+        None => bail!("table {}: a row without its shard key column", schema.name),
+    }
+}
+
+/// The shard key held by `v`, the value of column `key_idx`.
+pub(crate) fn key_from(schema: &TableSchema, key_idx: usize, v: &Value) -> Result<crate::map::Key> {
+    match v.as_key() {
         Some(k) => Ok(k),
         None => bail!(
-            "table {}: shard key column {} holds a value that is not an integer or text: {:?}",
+            "table {}: shard key column {} holds a value that is not an integer or text: {v:?}",
             schema.name,
             schema.columns[key_idx].name,
-            row.get(key_idx)
         ),
     }
 }

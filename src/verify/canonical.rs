@@ -158,9 +158,59 @@ fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// A value borrowed from where it was read: what a backend's bulk read path encodes without
+/// building a [`Value`] per column. [`encode_value`] goes through it too, so both paths give the
+/// same bytes by construction.
+#[derive(Debug, Clone, Copy)]
+pub enum ValueRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(u64),
+    Float32(u32),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::Null => ValueRef::Null,
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::UInt(u) => ValueRef::UInt(*u),
+            Value::Float(b) => ValueRef::Float(*b),
+            Value::Float32(b) => ValueRef::Float32(*b),
+            Value::Text(s) => ValueRef::Text(s),
+            Value::Bytes(b) => ValueRef::Bytes(b),
+        }
+    }
+}
+
+impl From<ValueRef<'_>> for Value {
+    fn from(v: ValueRef<'_>) -> Self {
+        match v {
+            ValueRef::Null => Value::Null,
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::UInt(u) => Value::UInt(u),
+            ValueRef::Float(b) => Value::Float(b),
+            ValueRef::Float32(b) => Value::Float32(b),
+            ValueRef::Text(s) => Value::Text(s.to_string()),
+            ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
+        }
+    }
+}
+
 /// Appends the canonical encoding of one value of class `class` to `out`.
 pub fn encode_value(class: Class, v: &Value, out: &mut Vec<u8>) {
-    if matches!(v, Value::Null) {
+    encode_ref(class, v.into(), out)
+}
+
+/// [`encode_value`] of a borrowed value.
+pub fn encode_ref(class: Class, v: ValueRef<'_>, out: &mut Vec<u8>) {
+    if matches!(v, ValueRef::Null) {
         put(out, T_NULL, &[]);
         return;
     }
@@ -177,32 +227,32 @@ pub fn encode_row(classes: &[Class], row: &[Value], out: &mut Vec<u8>) {
 }
 
 /// A value its class could not interpret: its storage kind and raw form, still exact.
-fn encode_raw(v: &Value, out: &mut Vec<u8>) {
+fn encode_raw(v: ValueRef<'_>, out: &mut Vec<u8>) {
     let mut p = Vec::new();
     match v {
-        Value::Null => p.push(0),
-        Value::Bool(b) => p.extend_from_slice(&[1, *b as u8]),
-        Value::Int(i) => {
+        ValueRef::Null => p.push(0),
+        ValueRef::Bool(b) => p.extend_from_slice(&[1, b as u8]),
+        ValueRef::Int(i) => {
             p.push(2);
             p.extend_from_slice(i.to_string().as_bytes());
         }
-        Value::UInt(u) => {
+        ValueRef::UInt(u) => {
             p.push(2);
             p.extend_from_slice(u.to_string().as_bytes());
         }
-        Value::Float(b) => {
+        ValueRef::Float(b) => {
             p.push(3);
-            p.extend_from_slice(&f64_bits(f64::from_bits(*b)).to_be_bytes());
+            p.extend_from_slice(&f64_bits(f64::from_bits(b)).to_be_bytes());
         }
-        Value::Float32(b) => {
+        ValueRef::Float32(b) => {
             p.push(4);
-            p.extend_from_slice(&f32_bits(f32::from_bits(*b)).to_be_bytes());
+            p.extend_from_slice(&f32_bits(f32::from_bits(b)).to_be_bytes());
         }
-        Value::Text(s) => {
+        ValueRef::Text(s) => {
             p.push(5);
             p.extend_from_slice(s.as_bytes());
         }
-        Value::Bytes(b) => {
+        ValueRef::Bytes(b) => {
             p.push(6);
             p.extend_from_slice(b);
         }
@@ -211,15 +261,15 @@ fn encode_raw(v: &Value, out: &mut Vec<u8>) {
 }
 
 /// Returns false when the value does not parse as its class (then encoded raw).
-fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
+fn encode_class(class: Class, v: ValueRef<'_>, out: &mut Vec<u8>) -> bool {
     match class {
         Class::Integer => {
             let mut buf = itoa::Buffer::new();
             let s = match v {
-                Value::Int(i) => buf.format(*i),
-                Value::UInt(u) => buf.format(*u),
-                Value::Bool(b) => buf.format(*b as u8),
-                Value::Text(s) => match s.trim().parse::<i128>() {
+                ValueRef::Int(i) => buf.format(i),
+                ValueRef::UInt(u) => buf.format(u),
+                ValueRef::Bool(b) => buf.format(b as u8),
+                ValueRef::Text(s) => match s.trim().parse::<i128>() {
                     Ok(i) => buf.format(i),
                     Err(_) => return false,
                 },
@@ -229,10 +279,10 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
         }
         Class::Decimal => {
             let s = match v {
-                Value::Int(i) => i.to_string(),
-                Value::UInt(u) => u.to_string(),
-                Value::Float(b) => float_decimal(f64::from_bits(*b)),
-                Value::Text(s) => match normalize_decimal(s) {
+                ValueRef::Int(i) => i.to_string(),
+                ValueRef::UInt(u) => u.to_string(),
+                ValueRef::Float(b) => float_decimal(f64::from_bits(b)),
+                ValueRef::Text(s) => match normalize_decimal(s) {
                     Some(d) => d,
                     None => return false,
                 },
@@ -242,10 +292,10 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
         }
         Class::Float64 => {
             let f = match v {
-                Value::Float(b) => f64::from_bits(*b),
-                Value::Float32(b) => f32::from_bits(*b) as f64,
-                Value::Int(i) => *i as f64,
-                Value::Text(s) => match parse_float(s) {
+                ValueRef::Float(b) => f64::from_bits(b),
+                ValueRef::Float32(b) => f32::from_bits(b) as f64,
+                ValueRef::Int(i) => i as f64,
+                ValueRef::Text(s) => match parse_float(s) {
                     Some(f) => f,
                     None => return false,
                 },
@@ -255,9 +305,9 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
         }
         Class::Float32 => {
             let f = match v {
-                Value::Float32(b) => f32::from_bits(*b),
-                Value::Float(b) => {
-                    let d = f64::from_bits(*b);
+                ValueRef::Float32(b) => f32::from_bits(b),
+                ValueRef::Float(b) => {
+                    let d = f64::from_bits(b);
                     let f = d as f32;
                     // Only an exact f32 is one: a real f64 here is a different value.
                     if !d.is_nan() && f as f64 != d {
@@ -265,7 +315,7 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
                     }
                     f
                 }
-                Value::Text(s) => match parse_float(s) {
+                ValueRef::Text(s) => match parse_float(s) {
                     Some(d) => {
                         let f = s.trim().parse::<f32>().unwrap_or(d as f32);
                         if d.is_nan() {
@@ -281,17 +331,17 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
             put(out, T_F32, &f32_bits(f).to_be_bytes());
         }
         Class::Text => match v {
-            Value::Text(s) => put(out, T_TEXT, s.as_bytes()),
-            Value::Bytes(b) if std::str::from_utf8(b).is_ok() => put(out, T_TEXT, b),
+            ValueRef::Text(s) => put(out, T_TEXT, s.as_bytes()),
+            ValueRef::Bytes(b) if std::str::from_utf8(b).is_ok() => put(out, T_TEXT, b),
             _ => return false,
         },
         Class::Char => match v {
-            Value::Text(s) => put(out, T_TEXT, s.trim_end_matches(' ').as_bytes()),
+            ValueRef::Text(s) => put(out, T_TEXT, s.trim_end_matches(' ').as_bytes()),
             _ => return false,
         },
         Class::Binary => match v {
-            Value::Bytes(b) => put(out, T_BIN, b),
-            Value::Text(s) => match s.strip_prefix("\\x").and_then(unhex) {
+            ValueRef::Bytes(b) => put(out, T_BIN, b),
+            ValueRef::Text(s) => match s.strip_prefix("\\x").and_then(unhex) {
                 Some(b) => put(out, T_BIN, &b),
                 None => put(out, T_BIN, s.as_bytes()),
             },
@@ -299,10 +349,10 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
         },
         Class::Bool => {
             let b = match v {
-                Value::Bool(b) => *b,
-                Value::Int(0) | Value::UInt(0) => false,
-                Value::Int(1) | Value::UInt(1) => true,
-                Value::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+                ValueRef::Bool(b) => b,
+                ValueRef::Int(0) | ValueRef::UInt(0) => false,
+                ValueRef::Int(1) | ValueRef::UInt(1) => true,
+                ValueRef::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
                     "t" | "true" | "1" => true,
                     "f" | "false" | "0" => false,
                     _ => return false,
@@ -312,21 +362,21 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
             put(out, T_BOOL, &[b as u8]);
         }
         Class::Date => match v {
-            Value::Text(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+            ValueRef::Text(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
                 Ok(d) => put(out, T_DATE, d.format("%Y-%m-%d").to_string().as_bytes()),
                 Err(_) => return false,
             },
             _ => return false,
         },
         Class::Time => match v {
-            Value::Text(s) => match chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M:%S%.f") {
+            ValueRef::Text(s) => match chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M:%S%.f") {
                 Ok(t) => put(out, T_TIME, t.format("%H:%M:%S%.6f").to_string().as_bytes()),
                 Err(_) => return false,
             },
             _ => return false,
         },
         Class::Timestamp | Class::TimestampTz => match v {
-            Value::Text(s) => match parse_timestamp(s) {
+            ValueRef::Text(s) => match parse_timestamp(s) {
                 Some(us) => put(
                     out,
                     if class == Class::Timestamp {
@@ -342,8 +392,8 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
         },
         Class::Json => {
             let parsed = match v {
-                Value::Text(s) => serde_json::from_str::<Json>(s),
-                Value::Bytes(b) => serde_json::from_slice::<Json>(b),
+                ValueRef::Text(s) => serde_json::from_str::<Json>(s),
+                ValueRef::Bytes(b) => serde_json::from_slice::<Json>(b),
                 _ => return false,
             };
             match parsed {
@@ -357,8 +407,8 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
         }
         Class::Uuid => {
             let u = match v {
-                Value::Text(s) => uuid::Uuid::parse_str(s.trim()).ok(),
-                Value::Bytes(b) => uuid::Uuid::from_slice(b).ok(),
+                ValueRef::Text(s) => uuid::Uuid::parse_str(s.trim()).ok(),
+                ValueRef::Bytes(b) => uuid::Uuid::from_slice(b).ok(),
                 _ => None,
             };
             match u {
@@ -367,7 +417,7 @@ fn encode_class(class: Class, v: &Value, out: &mut Vec<u8>) -> bool {
             }
         }
         Class::Other => match v {
-            Value::Text(s) => put(out, T_OTHER, s.as_bytes()),
+            ValueRef::Text(s) => put(out, T_OTHER, s.as_bytes()),
             _ => return false,
         },
     }

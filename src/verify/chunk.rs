@@ -9,7 +9,7 @@ use sha1::{Digest, Sha1};
 
 use super::canonical::{class_of, encode_row, encode_value, Class};
 use super::report::{pk_json, Diff, Differing};
-use crate::backend::{Backend, KeyFilter, PkValues, TableSchema, Value};
+use crate::backend::{Backend, EncodeSpec, EncodedBatch, KeyFilter, PkValues, TableSchema, Value};
 use crate::map::Partitioner;
 use crate::retry::retry;
 
@@ -64,9 +64,11 @@ impl TableSide {
     }
 }
 
-/// The move's rows of one side in a range: the rows (source column order) and their canonical
-/// encodings, kept in one buffer (one allocation per chunk, not per row).
+/// The move's rows of one side in a range: their canonical encodings, kept in one buffer (one
+/// allocation per chunk, not per row), and the rows themselves (source column order) when
+/// they were read with values (to narrow a mismatch down, or to repair).
 pub(crate) struct Rows {
+    /// Empty unless read with values.
     pub rows: Vec<Vec<Value>>,
     /// The rows' encodings concatenated; row i's ends at `ends[i]`.
     enc: Vec<u8>,
@@ -86,6 +88,11 @@ impl Rows {
             last_read: None,
             read: 0,
         }
+    }
+
+    /// The move's rows read.
+    pub fn len(&self) -> usize {
+        self.ends.len()
     }
 
     /// Row `i`'s canonical encoding.
@@ -134,56 +141,105 @@ impl TableJob {
         Ok(())
     }
 
+    fn keep_encoded(&self, batch: EncodedBatch, out: &mut Rows) -> Result<()> {
+        let mut moving = Vec::with_capacity(batch.keys.len());
+        for k in &batch.keys {
+            moving.push(self.in_move(k)?);
+        }
+        if out.enc.is_empty() && moving.iter().all(|&m| m) {
+            // The common case (whole key ranges move): no copy of the encodings.
+            out.enc = batch.enc;
+            out.ends = batch.ends;
+            return Ok(());
+        }
+        let mut start = 0;
+        for (&end, m) in batch.ends.iter().zip(moving) {
+            if m {
+                out.enc.extend_from_slice(&batch.enc[start..end]);
+                out.ends.push(out.enc.len());
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn spec<'a>(&self, side: &'a TableSide) -> EncodeSpec<'a> {
+        EncodeSpec {
+            order: &side.perm,
+            classes: &side.classes,
+        }
+    }
+
+    /// One page of one side's move rows in `(after, upto]`: encodings only, or (`values`) the
+    /// rows too. Returns the page's size and last primary key read.
+    async fn read_page(
+        &self,
+        side: &TableSide,
+        (after, upto): (Option<&PkValues>, Option<&PkValues>),
+        limit: usize,
+        values: bool,
+        out: &mut Rows,
+    ) -> Result<(usize, Option<PkValues>)> {
+        let what = format!("{}: reading {}", side.backend.shard(), self.table);
+        let b = &side.backend;
+        if values {
+            let batch = retry(&what, || {
+                b.read_range(&side.schema, &self.key, after, upto, &self.filter, limit)
+            })
+            .await?;
+            let page = (batch.rows.len(), batch.last.clone());
+            self.keep(side, batch, out)?;
+            Ok(page)
+        } else {
+            let spec = self.spec(side);
+            let batch = retry(&what, || {
+                b.read_encoded(
+                    &side.schema,
+                    &self.key,
+                    (after, upto),
+                    &self.filter,
+                    limit,
+                    &spec,
+                )
+            })
+            .await?;
+            let page = (batch.ends.len(), batch.last.clone());
+            self.keep_encoded(batch, out)?;
+            Ok(page)
+        }
+    }
+
     /// Reads at most `limit` rows after `after` at the source (one page): the next chunk.
     pub async fn read_source_page(&self, after: Option<&PkValues>, limit: usize) -> Result<Rows> {
-        let s = &self.src;
-        let batch = retry(
-            &format!("{}: reading {}", s.backend.shard(), self.table),
-            || {
-                s.backend
-                    .read_range(&s.schema, &self.key, after, None, &self.filter, limit)
-            },
-        )
-        .await?;
         let mut out = Rows::new();
-        out.last_read = batch.last.clone();
-        out.read = batch.rows.len();
-        self.keep(s, batch, &mut out)?;
+        let (n, last) = self
+            .read_page(&self.src, (after, None), limit, false, &mut out)
+            .await?;
+        out.last_read = last;
+        out.read = n;
         Ok(out)
     }
 
-    /// Every move row of one side in `(after, upto]`, paged.
+    /// Every move row of one side in `(after, upto]`, paged; with `values`, the rows too.
     pub async fn read_range(
         &self,
         dst: bool,
         after: Option<&PkValues>,
         upto: Option<&PkValues>,
         page: usize,
+        values: bool,
     ) -> Result<Rows> {
         let side = if dst { &self.dst } else { &self.src };
         let mut out = Rows::new();
         let mut cur: Option<PkValues> = after.cloned();
         loop {
-            let batch = retry(
-                &format!("{}: reading {}", side.backend.shard(), self.table),
-                || {
-                    side.backend.read_range(
-                        &side.schema,
-                        &self.key,
-                        cur.as_ref(),
-                        upto,
-                        &self.filter,
-                        page,
-                    )
-                },
-            )
-            .await
-            .with_context(|| format!("table {}", self.table))?;
-            let n = batch.rows.len();
+            let (n, last) = self
+                .read_page(side, (cur.as_ref(), upto), page, values, &mut out)
+                .await
+                .with_context(|| format!("table {}", self.table))?;
             out.read += n;
-            let last = batch.last.clone();
-            self.keep(side, batch, &mut out)?;
-            if n < page || last.is_none() {
+            // A page ending exactly at `upto` is the last one: no empty read after it.
+            if n < page || last.is_none() || (upto.is_some() && last.as_ref() == upto) {
                 break;
             }
             cur = last;
@@ -340,10 +396,11 @@ impl Read {
         after: Option<PkValues>,
         upto: Option<PkValues>,
         page: usize,
+        values: bool,
     ) -> Read {
         let tj = tj.clone();
         Read(tokio::spawn(async move {
-            tj.read_range(dst, after.as_ref(), upto.as_ref(), page)
+            tj.read_range(dst, after.as_ref(), upto.as_ref(), page, values)
                 .await
         }))
     }

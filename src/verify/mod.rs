@@ -156,8 +156,8 @@ pub async fn repair_move(v: &Verifier<'_>, m: &Move) -> Result<(MoveReport, u64,
             }
             let (after, last) = chunk_range(&c)?;
             let page = v.options.max_chunk_rows.max(1000);
-            let src = Read::range(&tj, false, after.clone(), last.clone(), page);
-            let dst = Read::range(&tj, true, after, last, page);
+            let src = Read::range(&tj, false, after.clone(), last.clone(), page, true);
+            let dst = Read::range(&tj, true, after, last, page, true);
             let (src, dst) = (src.rows().await?, dst.rows().await?);
             let (w, d) = tj.repair(&src, &dst).await?;
             written += w;
@@ -299,7 +299,7 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
         };
         let next_last = next.as_ref().and_then(|n| chunk_end(n, next_limit));
         let following = next.as_ref().map(|_| start_chunk(tj, &last, &next_last, k));
-        let c = make_chunk(no, after.as_ref(), last.as_ref(), tj, &src, &dst, o)?;
+        let c = make_chunk(no, after.as_ref(), last.as_ref(), tj, &src, &dst, o).await?;
         if o.adapt {
             k = adapt(k, started.elapsed().as_millis() as u64, o);
         }
@@ -338,7 +338,7 @@ fn start_chunk(
     k: usize,
 ) -> InFlight {
     InFlight {
-        dst: Read::range(tj, true, after.clone(), last.clone(), k.max(1000)),
+        dst: Read::range(tj, true, after.clone(), last.clone(), k.max(1000), false),
         next: last
             .as_ref()
             .map(|l| Read::source_page(tj, Some(l.clone()), k)),
@@ -362,7 +362,10 @@ fn adapt(k: usize, elapsed_ms: u64, o: &Options) -> usize {
     ((k as f64 * ratio) as usize).clamp(o.min_chunk_rows.max(1), o.max_chunk_rows.max(1))
 }
 
-fn make_chunk(
+/// The chunk `(after, last]` from both sides' encodings. A mismatch is narrowed down to rows,
+/// which needs the rows themselves: both sides are read again with values, and the chunk is
+/// judged on that reading (a difference caught up in between is not reported).
+async fn make_chunk(
     no: i64,
     after: Option<&PkValues>,
     last: Option<&PkValues>,
@@ -371,22 +374,29 @@ fn make_chunk(
     dst: &chunk::Rows,
     o: &Options,
 ) -> Result<ChunkRow> {
-    let (ss, ds) = (src.sha1(), dst.sha1());
-    let ok = ss == ds;
-    let diff_json = if ok {
-        None
-    } else {
-        Some(serde_json::to_string(&tj.narrow(src, dst, o.max_listed))?)
-    };
+    let (mut ss, mut ds) = (src.sha1(), dst.sha1());
+    let (mut src_rows, mut dst_rows) = (src.len(), dst.len());
+    let mut diff_json = None;
+    if ss != ds {
+        let page = o.max_chunk_rows.max(1000);
+        let s = Read::range(tj, false, after.cloned(), last.cloned(), page, true);
+        let d = Read::range(tj, true, after.cloned(), last.cloned(), page, true);
+        let (s, d) = (s.rows().await?, d.rows().await?);
+        (ss, ds) = (s.sha1(), d.sha1());
+        (src_rows, dst_rows) = (s.len(), d.len());
+        if ss != ds {
+            diff_json = Some(serde_json::to_string(&tj.narrow(&s, &d, o.max_listed))?);
+        }
+    }
     Ok(ChunkRow {
         chunk_no: no,
         after_json: after.map(serde_json::to_string).transpose()?,
         last_json: last.map(serde_json::to_string).transpose()?,
-        src_rows: src.rows.len() as i64,
-        dst_rows: dst.rows.len() as i64,
+        src_rows: src_rows as i64,
+        dst_rows: dst_rows as i64,
+        ok: ss == ds,
         src_sha1: ss,
         dst_sha1: ds,
-        ok,
         diff_json,
     })
 }
@@ -394,8 +404,8 @@ fn make_chunk(
 async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow) -> Result<()> {
     let (after, last) = chunk_range(c)?;
     let page = v.options.max_chunk_rows.max(1000);
-    let src = Read::range(tj, false, after.clone(), last.clone(), page);
-    let dst = Read::range(tj, true, after.clone(), last.clone(), page);
+    let src = Read::range(tj, false, after.clone(), last.clone(), page, false);
+    let dst = Read::range(tj, true, after.clone(), last.clone(), page, false);
     let (src, dst) = (src.rows().await?, dst.rows().await?);
     let nc = make_chunk(
         c.chunk_no,
@@ -405,7 +415,8 @@ async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow)
         &src,
         &dst,
         &v.options,
-    )?;
+    )
+    .await?;
     let k = v
         .catalog
         .verify_progress(v.job, &m.id, &tj.table)
