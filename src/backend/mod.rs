@@ -45,12 +45,7 @@ pub enum Value {
 impl Value {
     /// The shard key this value holds, when it can be one.
     pub fn as_key(&self) -> Option<Key> {
-        match self {
-            Value::Int(v) => Some(Key::Int(*v)),
-            Value::UInt(v) => i64::try_from(*v).ok().map(Key::Int),
-            Value::Text(s) => Some(Key::Text(s.clone())),
-            _ => None,
-        }
+        crate::verify::canonical::ValueRef::from(self).as_key()
     }
 
     /// Approximate payload size in bytes, for progress and estimates.

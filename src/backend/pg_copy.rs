@@ -11,7 +11,7 @@
 //! connection first and read back with `current_setting` (see `Postgres::read_range`): values are
 //! still bound, never spliced.
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgConnection;
 
@@ -182,46 +182,38 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// A field that is not what its column's type sends. Small and `Copy`, so that the per-value
+/// success path stays cheap; the column is named where it is turned into an error message.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub(super) enum BadField {
+    #[error("{got} bytes where {want} were expected")]
+    Length { got: usize, want: usize },
+    #[error("text that is not UTF-8")]
+    NotUtf8,
+}
+
+fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], BadField> {
+    b.try_into().map_err(|_| BadField::Length {
+        got: b.len(),
+        want: N,
+    })
+}
+
 /// One field in its type's binary send format (`int8send`, `float8send`, ...), borrowed.
-pub(super) fn value_ref(w: Wire, field: Option<&[u8]>) -> Result<ValueRef<'_>> {
+pub(super) fn value_ref(w: Wire, field: Option<&[u8]>) -> Result<ValueRef<'_>, BadField> {
     let Some(b) = field else {
         return Ok(ValueRef::Null);
     };
-    let fixed = |n: usize| -> Result<()> {
-        if b.len() == n {
-            Ok(())
-        } else {
-            Err(anyhow!("{} bytes where {n} were expected", b.len()))
-        }
-    };
     Ok(match w {
-        Wire::I16 => {
-            fixed(2)?;
-            ValueRef::Int(i16::from_be_bytes([b[0], b[1]]).into())
-        }
-        Wire::I32 => {
-            fixed(4)?;
-            ValueRef::Int(i32::from_be_bytes([b[0], b[1], b[2], b[3]]).into())
-        }
-        Wire::I64 => {
-            fixed(8)?;
-            ValueRef::Int(i64::from_be_bytes(b.try_into()?))
-        }
-        Wire::F32 => {
-            fixed(4)?;
-            ValueRef::Float32(be_u32(b))
-        }
-        Wire::F64 => {
-            fixed(8)?;
-            ValueRef::Float(u64::from_be_bytes(b.try_into()?))
-        }
-        Wire::Bool => {
-            fixed(1)?;
-            ValueRef::Bool(b[0] != 0)
-        }
+        Wire::I16 => ValueRef::Int(i16::from_be_bytes(fixed(b)?).into()),
+        Wire::I32 => ValueRef::Int(i32::from_be_bytes(fixed(b)?).into()),
+        Wire::I64 => ValueRef::Int(i64::from_be_bytes(fixed(b)?)),
+        Wire::F32 => ValueRef::Float32(u32::from_be_bytes(fixed(b)?)),
+        Wire::F64 => ValueRef::Float(u64::from_be_bytes(fixed(b)?)),
+        Wire::Bool => ValueRef::Bool(fixed::<1>(b)?[0] != 0),
         Wire::Bytes => ValueRef::Bytes(b),
         Wire::Str | Wire::AsText => {
-            ValueRef::Text(std::str::from_utf8(b).map_err(|_| anyhow!("text that is not UTF-8"))?)
+            ValueRef::Text(std::str::from_utf8(b).map_err(|_| BadField::NotUtf8)?)
         }
     })
 }
@@ -235,7 +227,7 @@ pub(super) fn row(wires: &[Wire], fields: &Fields<'_>) -> Result<Vec<Value>> {
         .map(|(i, (&w, &f))| {
             value_ref(w, f)
                 .map(Value::from)
-                .with_context(|| format!("column {}", i + 1))
+                .map_err(|e| anyhow!("column {}: {e}", i + 1))
         })
         .collect()
 }

@@ -612,9 +612,9 @@ impl Backend for Postgres {
         let mut out = EncodedBatch::default();
         let mut last: PkValues = Vec::new();
         self.copy_range(schema, key_column, bounds, filter, limit, |f| {
+            let bad = |i: usize, e| anyhow!("column {}: {e}", schema.columns[i].name);
             for (c, &i) in spec.order.iter().enumerate() {
-                let v = pg_copy::value_ref(wires[i], f[i])
-                    .with_context(|| format!("column {}", schema.columns[i].name))?;
+                let v = pg_copy::value_ref(wires[i], f[i]).map_err(|e| bad(i, e))?;
                 encode_ref(spec.classes[c], v, &mut out.enc);
             }
             if out.ends.is_empty() {
@@ -623,11 +623,19 @@ impl Backend for Postgres {
                     .reserve(out.enc.len().saturating_mul(limit).min(64 << 20));
             }
             out.ends.push(out.enc.len());
-            let key = Value::from(pg_copy::value_ref(wires[key_idx], f[key_idx])?);
-            out.keys.push(sql::key_from(schema, key_idx, &key)?);
+            let key =
+                pg_copy::value_ref(wires[key_idx], f[key_idx]).map_err(|e| bad(key_idx, e))?;
+            out.keys.push(match key.as_key() {
+                Some(k) => k,
+                None => sql::key_from(schema, key_idx, &key.into())?,
+            });
             last.clear();
             for &i in &pk_idx {
-                last.push(pg_copy::value_ref(wires[i], f[i])?.into());
+                last.push(
+                    pg_copy::value_ref(wires[i], f[i])
+                        .map_err(|e| bad(i, e))?
+                        .into(),
+                );
             }
             Ok(())
         })

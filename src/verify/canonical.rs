@@ -173,6 +173,18 @@ pub enum ValueRef<'a> {
     Bytes(&'a [u8]),
 }
 
+impl ValueRef<'_> {
+    /// [`Value::as_key`] without an owned value first.
+    pub fn as_key(&self) -> Option<crate::map::Key> {
+        match *self {
+            ValueRef::Int(v) => Some(crate::map::Key::Int(v)),
+            ValueRef::UInt(v) => i64::try_from(v).ok().map(crate::map::Key::Int),
+            ValueRef::Text(s) => Some(crate::map::Key::Text(s.to_string())),
+            _ => None,
+        }
+    }
+}
+
 impl<'a> From<&'a Value> for ValueRef<'a> {
     fn from(v: &'a Value) -> Self {
         match v {
