@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::ident::Dialect;
 use crate::map::{Bound, Key};
 use crate::shard_url::ShardUrl;
-use crate::verify::canonical::{encode_value, Class};
+use crate::verify::canonical::{encode_ref, encode_value, Class, ValueRef};
 
 pub mod mysql;
 mod pg_copy;
@@ -158,6 +158,39 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
+    /// Appends one row read as borrowed values: `col(i)` is the table's column `i` (a backend's
+    /// bulk read path). `limit` (the page size) sizes the buffer from the first row.
+    /// Inlined: called per row, and as a call its borrowed values went through the stack.
+    #[inline(always)]
+    pub(crate) fn push_row<'r>(
+        &mut self,
+        spec: &EncodeSpec<'_>,
+        (schema, key_idx, pk_idx): (&TableSchema, usize, &[usize]),
+        limit: usize,
+        col: impl Fn(usize) -> Result<ValueRef<'r>>,
+    ) -> Result<()> {
+        for (c, &i) in spec.order.iter().enumerate() {
+            encode_ref(spec.classes[c], col(i)?, &mut self.enc);
+        }
+        if self.ends.is_empty() {
+            // The buffer is not regrown (and copied) ~20 times over a page.
+            self.enc
+                .reserve(self.enc.len().saturating_mul(limit).min(64 << 20));
+        }
+        self.ends.push(self.enc.len());
+        let key = col(key_idx)?;
+        self.keys.push(match key.as_key() {
+            Some(k) => k,
+            None => sql::key_from(schema, key_idx, &key.into())?,
+        });
+        let last = self.last.get_or_insert_with(Vec::new);
+        last.clear();
+        for &i in pk_idx {
+            last.push(col(i)?.into());
+        }
+        Ok(())
+    }
+
     /// Encodes a batch read as [`Value`]s (the default read path).
     pub fn from_batch(b: Batch, spec: &EncodeSpec<'_>) -> Self {
         let mut out = EncodedBatch {

@@ -21,9 +21,13 @@ use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptio
 use sqlx::{Arguments, Executor, Row};
 
 use super::sql::{self, check_table};
-use super::{Backend, Batch, Column, Index, KeyFilter, PkValues, TableSchema, Value};
+use super::{
+    Backend, Batch, Column, EncodeSpec, EncodedBatch, Index, KeyFilter, PkValues, TableSchema,
+    Value,
+};
 use crate::ident::Dialect;
 use crate::map::Key;
+use crate::verify::canonical::ValueRef;
 
 const D: Dialect = Dialect::Mysql;
 /// The protocol's limit on placeholders in one prepared statement.
@@ -112,26 +116,27 @@ fn select_expr(c: &Column) -> String {
     }
 }
 
-fn decode(row: &MySqlRow, i: usize, w: Wire) -> Result<Value> {
+/// One column of a row, borrowed from it (strings and bytes are not copied).
+fn value_ref(row: &MySqlRow, i: usize, w: Wire) -> Result<ValueRef<'_>> {
     Ok(match w {
         Wire::Signed => row
             .try_get_unchecked::<Option<i64>, _>(i)?
-            .map_or(Value::Null, Value::Int),
+            .map_or(ValueRef::Null, ValueRef::Int),
         Wire::Unsigned | Wire::AsUnsigned => row
             .try_get_unchecked::<Option<u64>, _>(i)?
-            .map_or(Value::Null, Value::UInt),
+            .map_or(ValueRef::Null, ValueRef::UInt),
         Wire::F32 => row
             .try_get::<Option<f32>, _>(i)?
-            .map_or(Value::Null, |f| Value::Float32(f.to_bits())),
+            .map_or(ValueRef::Null, |f| ValueRef::Float32(f.to_bits())),
         Wire::F64 => row
             .try_get::<Option<f64>, _>(i)?
-            .map_or(Value::Null, Value::from_f64),
+            .map_or(ValueRef::Null, |f| ValueRef::Float(f.to_bits())),
         Wire::Bytes => row
-            .try_get_unchecked::<Option<Vec<u8>>, _>(i)?
-            .map_or(Value::Null, Value::Bytes),
+            .try_get_unchecked::<Option<&[u8]>, _>(i)?
+            .map_or(ValueRef::Null, ValueRef::Bytes),
         Wire::Str | Wire::AsText => row
-            .try_get_unchecked::<Option<String>, _>(i)?
-            .map_or(Value::Null, Value::Text),
+            .try_get_unchecked::<Option<&str>, _>(i)?
+            .map_or(ValueRef::Null, ValueRef::Text),
     })
 }
 
@@ -158,6 +163,41 @@ fn bind_all(vals: &[Value]) -> Result<MySqlArguments> {
 }
 
 impl Mysql {
+    /// The rows of `(after, upto]` passing `filter`, at most `limit`, in primary-key order,
+    /// each handed to `on_row` as it streams in (a page is never buffered whole).
+    async fn stream_range(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        (after, upto): (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+        limit: usize,
+        mut on_row: impl FnMut(&MySqlRow) -> Result<()>,
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        check_table(&schema.name)?;
+        let mut vals = Vec::new();
+        let mut ph = |v: Value, _: &str| {
+            vals.push(v);
+            "?".to_string()
+        };
+        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
+        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
+        let q = format!(
+            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
+            list.join(", "),
+            D.quote(&schema.name),
+            sql::pk_list(D, schema),
+            limit
+        );
+        let ctx = || self.ctx("read", &schema.name);
+        let mut stream = sqlx::query_with(&q, bind_all(&vals)?).fetch(&self.pool);
+        while let Some(r) = stream.try_next().await.with_context(ctx)? {
+            on_row(&r).with_context(ctx)?;
+        }
+        Ok(())
+    }
+
     fn ctx(&self, what: &str, table: &str) -> String {
         format!("shard {}: {what} {table}", self.shard)
     }
@@ -468,7 +508,7 @@ impl Backend for Mysql {
         let mut stream: BoxStream<'_, Result<MySqlRow, sqlx::Error>> =
             sqlx::query_with(&q, bind_all(&vals)?).fetch(&self.pool);
         while let Some(r) = stream.try_next().await.with_context(ctx)? {
-            let key = decode(&r, 0, w0)?.as_key().ok_or_else(|| {
+            let key = value_ref(&r, 0, w0)?.as_key().ok_or_else(|| {
                 anyhow!(
                     "table {}: a shard key is NULL or not an integer or text",
                     schema.name
@@ -490,45 +530,50 @@ impl Backend for Mysql {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch> {
-        check_table(&schema.name)?;
         let key_idx = sql::key_index(schema, key_column)?;
         let pk_idx = sql::pk_indexes(schema)?;
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
-        let mut vals = Vec::new();
-        let mut ph = |v: Value, _: &str| {
-            vals.push(v);
-            "?".to_string()
-        };
-        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
-        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
-        let q = format!(
-            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
-            list.join(", "),
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            limit
-        );
-        // Streamed: each row is decoded as it arrives, not after the whole page is buffered.
-        use futures_util::TryStreamExt;
-        let ctx = || self.ctx("read", &schema.name);
-        let mut stream = sqlx::query_with(&q, bind_all(&vals)?).fetch(&self.pool);
         let mut batch = Batch::default();
-        while let Some(r) = stream.try_next().await.with_context(ctx)? {
+        self.stream_range(schema, key_column, (after, upto), filter, limit, |r| {
             let row: Vec<Value> = wires
                 .iter()
                 .enumerate()
-                .map(|(i, w)| decode(&r, i, *w))
-                .collect::<Result<_>>()
-                .with_context(ctx)?;
+                .map(|(i, w)| value_ref(r, i, *w).map(Value::from))
+                .collect::<Result<_>>()?;
             batch.keys.push(sql::key_of(schema, key_idx, &row)?);
             batch.bytes += row.iter().map(Value::approx_size).sum::<u64>();
             batch.rows.push(row);
-        }
+            Ok(())
+        })
+        .await?;
         batch.last = batch
             .rows
             .last()
             .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
         Ok(batch)
+    }
+
+    /// Encodes from values borrowed from each row: no [`Value`] (no `String`) per column.
+    async fn read_encoded(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        bounds: (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+        limit: usize,
+        spec: &EncodeSpec<'_>,
+    ) -> Result<EncodedBatch> {
+        let key_idx = sql::key_index(schema, key_column)?;
+        let pk_idx = sql::pk_indexes(schema)?;
+        let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
+        let mut out = EncodedBatch::default();
+        self.stream_range(schema, key_column, bounds, filter, limit, |r| {
+            out.push_row(spec, (schema, key_idx, &pk_idx), limit, |i| {
+                value_ref(r, i, wires[i])
+            })
+        })
+        .await?;
+        Ok(out)
     }
 
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
@@ -570,7 +615,7 @@ impl Backend for Mysql {
                     wires
                         .iter()
                         .enumerate()
-                        .map(|(i, w)| decode(r, i, *w))
+                        .map(|(i, w)| value_ref(r, i, *w).map(Value::from))
                         .collect::<Result<Vec<Value>>>()
                         .with_context(ctx)?,
                 );

@@ -29,7 +29,6 @@ use super::{
 };
 use crate::ident::Dialect;
 use crate::map::Key;
-use crate::verify::canonical::encode_ref;
 
 const D: Dialect = Dialect::Postgres;
 
@@ -610,39 +609,13 @@ impl Backend for Postgres {
         let pk_idx = sql::pk_indexes(schema)?;
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
         let mut out = EncodedBatch::default();
-        let mut last: PkValues = Vec::new();
         self.copy_range(schema, key_column, bounds, filter, limit, |f| {
-            let bad = |i: usize, e| anyhow!("column {}: {e}", schema.columns[i].name);
-            for (c, &i) in spec.order.iter().enumerate() {
-                let v = pg_copy::value_ref(wires[i], f[i]).map_err(|e| bad(i, e))?;
-                encode_ref(spec.classes[c], v, &mut out.enc);
-            }
-            if out.ends.is_empty() {
-                // Sized from the first row: the buffer is not regrown (and copied) ~20 times.
-                out.enc
-                    .reserve(out.enc.len().saturating_mul(limit).min(64 << 20));
-            }
-            out.ends.push(out.enc.len());
-            let key =
-                pg_copy::value_ref(wires[key_idx], f[key_idx]).map_err(|e| bad(key_idx, e))?;
-            out.keys.push(match key.as_key() {
-                Some(k) => k,
-                None => sql::key_from(schema, key_idx, &key.into())?,
-            });
-            last.clear();
-            for &i in &pk_idx {
-                last.push(
-                    pg_copy::value_ref(wires[i], f[i])
-                        .map_err(|e| bad(i, e))?
-                        .into(),
-                );
-            }
-            Ok(())
+            out.push_row(spec, (schema, key_idx, &pk_idx), limit, |i| {
+                pg_copy::value_ref(wires[i], f[i])
+                    .map_err(|e| anyhow!("column {}: {e}", schema.columns[i].name))
+            })
         })
         .await?;
-        if !out.ends.is_empty() {
-            out.last = Some(last);
-        }
         Ok(out)
     }
 
