@@ -568,7 +568,7 @@ impl Backend for Mysql {
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
         let mut out = EncodedBatch::default();
         self.stream_range(schema, key_column, bounds, filter, limit, |r| {
-            out.push_row(spec, (schema, key_idx, &pk_idx), limit, |i| {
+            out.push_row_outlined(spec, (schema, key_idx, &pk_idx), limit, |i| {
                 value_ref(r, i, wires[i])
             })
         })
