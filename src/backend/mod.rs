@@ -25,6 +25,17 @@ pub mod sqlite;
 pub mod sqlite_functions;
 mod sqlite_pages;
 
+/// Fails at once when nothing listens at `host:port` (connection refused), naming the shard
+/// and never the URL. A pool would keep retrying a refused connection until its timeout.
+pub(crate) async fn refused_check(shard: &str, what: &str, host: &str, port: u16) -> Result<()> {
+    match tokio::net::TcpStream::connect((host, port)).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "shard {shard}: cannot connect to {what}: {e}"
+        )),
+    }
+}
+
 /// A column value as read from a shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", content = "v", rename_all = "lowercase")]

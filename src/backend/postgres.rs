@@ -49,15 +49,13 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
             ("DateStyle", "ISO,MDY"),
             ("IntervalStyle", "postgres"),
         ]);
-    // One direct attempt first: the pool would retry a refused connection until its acquire
-    // timeout, and retrying is the caller's decision (execution backs off on transient errors).
-    sqlx::Connection::close(
-        <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&opts)
-            .await
-            .map_err(|e| anyhow!("shard {shard}: cannot connect to PostgreSQL: {e}"))?,
-    )
-    .await
-    .ok();
+    // The pool retries a refused connection until its acquire timeout, and retrying is the
+    // caller's decision (execution backs off on transient errors): a refused TCP connection is
+    // reported at once. Any other failure (authentication, a missing database) the pool reports
+    // at once itself. (A full connection here cost every command one more TLS handshake.)
+    if opts.get_socket().is_none() {
+        super::refused_check(shard, "PostgreSQL", opts.get_host(), opts.get_port()).await?;
+    }
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))
