@@ -235,8 +235,9 @@ async fn kill9(kind: Kind) {
         seed % n
     };
     let mut kills = 0;
+    let mut window_ms: u64 = 1300;
     let mut job: Option<String> = None;
-    for _ in 0..80 {
+    for _ in 0..200 {
         let state = match &job {
             Some(j) => status(&s.c, j).await["state"]
                 .as_str()
@@ -281,9 +282,13 @@ async fn kill9(kind: Kind) {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let delay = Duration::from_millis(100 + rnd(1200));
-        if kills < 10 {
-            tokio::time::sleep(delay).await;
+        // Killed at a random moment within the time such a command took when it last ran to
+        // its end (commands get faster as the code does; a fixed window let them finish first,
+        // and a run saw 8 kills in 80 commands).
+        let delay = Duration::from_millis(20 + rnd(window_ms));
+        let started = std::time::Instant::now();
+        while kills < 10 && started.elapsed() < delay && matches!(child.try_wait(), Ok(None)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // After the tenth kill, commands run to their end: the job must then finish, however
         // slow the machine is.
@@ -291,6 +296,9 @@ async fn kill9(kind: Kind) {
         if killed {
             child.kill().unwrap();
             kills += 1;
+        } else if kills < 10 {
+            // Averaged, so that one quick command does not confine the next kills to start-up.
+            window_ms = ((window_ms + started.elapsed().as_millis() as u64) / 2).max(50);
         }
         let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
             .await
