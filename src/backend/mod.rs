@@ -17,6 +17,7 @@ use crate::map::{Bound, Key};
 use crate::shard_url::ShardUrl;
 use crate::verify::canonical::{encode_ref, encode_value, Class, ValueRef};
 
+pub mod closing;
 pub mod mysql;
 mod pg_copy;
 pub mod postgres;

@@ -46,11 +46,17 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
         .map_err(|_| anyhow!("shard {shard}: not a valid mysql:// URL"))?
         .charset("utf8mb4")
         .timezone(Some("+00:00".to_string()));
-    // As for PostgreSQL (see there): a refused TCP connection is reported at once, the pool
-    // reports any other failure at once itself.
-    if opts.get_socket().is_none() {
-        super::refused_check(shard, "MySQL/MariaDB", opts.get_host(), opts.get_port()).await?;
-    }
+    // One direct attempt first: the pool would retry a refused connection until its acquire
+    // timeout, and retrying is the caller's decision (execution backs off on transient errors).
+    // Not a bare TCP probe as for PostgreSQL: MariaDB counts a connection closed before its
+    // handshake in `Aborted_connects` (and towards blocking the host, `max_connect_errors`).
+    sqlx::Connection::close(
+        <sqlx::mysql::MySqlConnection as sqlx::Connection>::connect_with(&opts)
+            .await
+            .map_err(|e| anyhow!("shard {shard}: cannot connect to MySQL/MariaDB: {e}"))?,
+    )
+    .await
+    .ok();
     let pool = MySqlPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))
@@ -63,6 +69,7 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
         .connect_with(opts)
         .await
         .map_err(|e| anyhow!("shard {shard}: cannot connect to MySQL/MariaDB: {e}"))?;
+    super::closing::register_mysql(&pool);
     Ok(Arc::new(Mysql {
         shard: shard.to_string(),
         pool,

@@ -52,7 +52,8 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
     // The pool retries a refused connection until its acquire timeout, and retrying is the
     // caller's decision (execution backs off on transient errors): a refused TCP connection is
     // reported at once. Any other failure (authentication, a missing database) the pool reports
-    // at once itself. (A full connection here cost every command one more TLS handshake.)
+    // at once itself. (A full connection here cost every command one more TLS handshake; a
+    // connection that sends nothing is not logged by PostgreSQL.)
     if opts.get_socket().is_none() {
         super::refused_check(shard, "PostgreSQL", opts.get_host(), opts.get_port()).await?;
     }
@@ -62,6 +63,7 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
         .connect_with(opts)
         .await
         .map_err(|e| anyhow!("shard {shard}: cannot connect to PostgreSQL: {e}"))?;
+    super::closing::register_pg(&pool);
     Ok(Arc::new(Postgres {
         shard: shard.to_string(),
         pool,

@@ -161,6 +161,7 @@ impl Catalog {
                 .connect(url)
                 .await
                 .with_context(ctx)?;
+            crate::backend::closing::register_pg(&pool);
             let cat = Catalog {
                 pool: Pool::Postgres(pool),
                 label,

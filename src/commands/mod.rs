@@ -40,7 +40,10 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> i3
         Ok(rt) => rt,
         Err(e) => return report(anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match rt.block_on(f) {
+    crate::backend::closing::enable();
+    let r = rt.block_on(f);
+    rt.block_on(crate::backend::closing::close_all());
+    match r {
         Ok(()) => 0,
         Err(e) => report(e),
     }
@@ -54,5 +57,8 @@ pub fn block_on_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
         .enable_all()
         .build()
         .map_err(|e| anyhow::Error::new(e).context("starting the async runtime"))?;
-    rt.block_on(f)
+    crate::backend::closing::enable();
+    let r = rt.block_on(f);
+    rt.block_on(crate::backend::closing::close_all());
+    r
 }
