@@ -7,9 +7,12 @@
 //! precision as the binary protocol sqlx uses (integers and floats bit for bit). Measured with
 //! `bench/verify.sh postgres` (see README, Benchmarks).
 //!
-//! `COPY` takes no parameters, so the statement's values are bound with `set_config` on the same
-//! connection first and read back with `current_setting` (see `Postgres::read_range`): values are
-//! still bound, never spliced.
+//! `COPY` takes no parameters, so the statement's values are bound with `set_config` first and
+//! read back with `current_setting` (see `Postgres::copy_range`): values are still bound, never
+//! spliced. Both run in one transaction and the settings are transaction-local: behind a
+//! transaction-pooling proxy (PgBouncer) two statements outside a transaction may run on
+//! different server sessions, and a session-level setting left by another reader there would
+//! move the page's bounds silently.
 
 use anyhow::{anyhow, bail, Result};
 use futures_util::TryStreamExt;
@@ -21,9 +24,9 @@ use crate::verify::canonical::ValueRef;
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
-/// The statement that binds `values` (their text forms, `None` for NULL) as the session
-/// settings `reshard.p1`, `reshard.p2`, ... in one round trip.
-pub(super) const BIND_SETTINGS: &str = "SELECT count(set_config('reshard.p' || i, v, false)) \
+/// The statement that binds `values` (their text forms, `None` for NULL) as the
+/// transaction-local settings `reshard.p1`, `reshard.p2`, ... in one round trip.
+pub(super) const BIND_SETTINGS: &str = "SELECT count(set_config('reshard.p' || i, v, true)) \
      FROM unnest($1::text[]) WITH ORDINALITY AS t(v, i)";
 
 /// The placeholder for the `n`th (1-based) bound value, cast to `ty`.

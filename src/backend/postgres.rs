@@ -228,18 +228,20 @@ impl Postgres {
             limit
         );
         let ctx = || self.ctx("read", &schema.name);
-        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        // One transaction: the settings and the COPY on one server session (see pg_copy).
+        let mut tx = self.pool.begin().await.with_context(ctx)?;
         if !vals.is_empty() {
             let texts: Vec<Option<String>> = vals.iter().map(text_form).collect();
             sqlx::query(pg_copy::BIND_SETTINGS)
                 .bind(texts)
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await
                 .with_context(ctx)?;
         }
-        pg_copy::read(&mut conn, &copy, schema.columns.len(), on_tuple)
+        pg_copy::read(&mut tx, &copy, schema.columns.len(), on_tuple)
             .await
-            .with_context(ctx)
+            .with_context(ctx)?;
+        tx.commit().await.with_context(ctx)
     }
 
     fn ctx(&self, what: &str, table: &str) -> String {
