@@ -320,6 +320,9 @@ pub struct VerifyArgs {
     /// Primary keys listed per kind of difference and table
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max_listed: usize,
+    /// How to show rows compared so far (on stderr): bars on a terminal, else a line every 2 s
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
 }
 
 impl From<JobArgs> for commands::online::JobOptions {
@@ -424,6 +427,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             chunk_rows: a.chunk_rows,
             chunk_ms: a.chunk_ms,
             max_listed: a.max_listed,
+            progress: a.progress.into(),
         }),
         Command::Complete(a) => online::run(online::Action::Complete, a.into()),
         Command::Rollback(a) => online::run(online::Action::Rollback, a.into()),

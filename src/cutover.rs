@@ -294,6 +294,7 @@ impl Online<'_> {
                 ..verify::Options::default()
             },
             stop: None,
+            progress: None,
         }
     }
 

@@ -40,23 +40,55 @@ enum Display {
     Json,
 }
 
+/// What the rows counted are: the JSON events name them (`rows_copied`, `rows_verified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Copy,
+    Verify,
+}
+
+impl Work {
+    fn key(self) -> &'static str {
+        match self {
+            Work::Copy => "rows_copied",
+            Work::Verify => "rows_verified",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Progress {
     inner: Arc<Mutex<Inner>>,
     display: Arc<Display>,
     start: Instant,
     job: Arc<str>,
+    work: Work,
 }
 
 fn bar_style(prefix_width: usize) -> ProgressStyle {
     ProgressStyle::with_template(&format!(
-        "{{prefix:<{prefix_width}}} {{bar:30}} {{human_pos}}/{{human_len}} rows {{per_sec}} ETA {{eta}} {{msg}}"
+        "{{prefix:<{prefix_width}}} {{bar:30}} {{human_pos}}/{{human_len}} rows {{rate}} ETA {{eta}} {{msg}}"
     ))
+    .map(|s| {
+        // indicatif's own {per_sec} prints four decimals ("458,411.8692/s").
+        s.with_key(
+            "rate",
+            |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", indicatif::HumanCount(st.per_sec() as u64));
+            },
+        )
+    })
     .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 impl Progress {
+    /// The copy's progress (`rows_copied` are rows copied).
     pub fn new(mode: ProgressMode, job: &str, moves: Vec<MoveInfo>) -> Progress {
+        Self::for_work(Work::Copy, mode, job, moves)
+    }
+
+    /// `rows_copied` of each [`MoveInfo`] counts the rows done of `work`.
+    pub fn for_work(work: Work, mode: ProgressMode, job: &str, moves: Vec<MoveInfo>) -> Progress {
         let mode = match mode {
             ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
             ProgressMode::Auto => ProgressMode::Plain,
@@ -105,6 +137,7 @@ impl Progress {
             display: Arc::new(display),
             start: Instant::now(),
             job: job.into(),
+            work,
         }
     }
 
@@ -132,10 +165,14 @@ impl Progress {
                 "reshard: {} {} -> {}: {state} ({} of {} rows)",
                 m.id, m.source, m.destination, m.rows_copied, m.rows_total
             ),
-            Display::Json => emit(json!({
-                "event": "move_state", "job": &*self.job, "move": m.id, "state": state,
-                "rows_copied": m.rows_copied, "rows_total": m.rows_total,
-            })),
+            Display::Json => {
+                let mut e = json!({
+                    "event": "move_state", "job": &*self.job, "move": m.id, "state": state,
+                    "rows_total": m.rows_total,
+                });
+                e[self.work.key()] = json!(m.rows_copied);
+                emit(e)
+            }
         }
     }
 
@@ -176,16 +213,27 @@ impl Progress {
         let rate = copied.saturating_sub(inner.copied_at_start) as f64 / secs;
         let eta = (rate > 0.0).then(|| (total.saturating_sub(copied) as f64 / rate).ceil() as u64);
         match &*self.display {
-            Display::Json => emit(json!({
-                "event": "progress", "job": &*self.job, "rows_copied": copied, "rows_total": total,
-                "rows_per_second": rate.round(), "eta_seconds": eta,
-                "moves": inner.moves.iter().map(|m| json!({
-                    "id": m.id, "state": m.state, "rows_copied": m.rows_copied, "rows_total": m.rows_total,
-                })).collect::<Vec<_>>(),
-            })),
+            Display::Json => {
+                let key = self.work.key();
+                let mut e = json!({
+                    "event": "progress", "job": &*self.job, "rows_total": total,
+                    "rows_per_second": rate.round(), "eta_seconds": eta,
+                    "moves": inner.moves.iter().map(|m| {
+                        let mut o = json!({"id": m.id, "state": m.state, "rows_total": m.rows_total});
+                        o[key] = json!(m.rows_copied);
+                        o
+                    }).collect::<Vec<_>>(),
+                });
+                e[key] = json!(copied);
+                emit(e)
+            }
             _ => eprintln!(
-                "reshard: {}: {copied} of {total} rows, {:.0} rows/s, ETA {}",
+                "reshard: {}: {copied} of {total} rows {}, {:.0} rows/s, ETA {}",
                 self.job,
+                match self.work {
+                    Work::Copy => "copied",
+                    Work::Verify => "verified",
+                },
                 rate,
                 eta.map(|s| format!("{s} s"))
                     .unwrap_or_else(|| "unknown".into())
@@ -203,6 +251,9 @@ impl Progress {
                     b.abandon();
                 }
                 total.abandon();
+                // The last bar leaves the cursor at its end: what is printed next (the report
+                // on stdout, to the same terminal) starts on a line of its own.
+                eprintln!();
             }
             _ => {
                 if let Ok(inner) = self.inner.lock() {

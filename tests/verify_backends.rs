@@ -462,6 +462,43 @@ fn audit_mysql() {
     audit(Kind::Mysql);
 }
 
+/// `--progress json` (stderr) counts the rows verified per move and ends with the move's
+/// verdict; stdout holds only the report.
+#[test]
+fn progress_counts_rows_verified() {
+    let Some((c, job)) = setup(Kind::Sqlite, "vprog", false) else {
+        return;
+    };
+    let o = c.run(&[
+        "verify",
+        &job,
+        "--format",
+        "json",
+        "--progress",
+        "json",
+        "--chunk-rows",
+        "40",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).expect("stdout is the JSON report");
+    assert_eq!(table(&report)["rows_source"], 151);
+    let events: Vec<Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "move_state")
+        .expect("a move_state event");
+    assert_eq!(last["state"], "match", "{last}");
+    assert_eq!(last["rows_verified"], 151, "{last}");
+    let done = events.last().expect("events");
+    assert_eq!(done["event"], "progress");
+    assert_eq!(done["rows_verified"], 151, "{done}");
+    assert!(done.get("rows_copied").is_none(), "{done}");
+}
+
 #[test]
 fn bad_input_exits_2() {
     let Some((c, job)) = setup(Kind::Sqlite, "vbad", false) else {

@@ -70,6 +70,7 @@ async fn touched_scope_recomputes_only_touched_chunks() {
             ..Options::default()
         },
         stop: None,
+        progress: None,
     };
     let mv = &plan.moves[0];
     let r = verify::verify_move(&v, mv, Scope::Full).await.unwrap();

@@ -526,6 +526,7 @@ async fn settle_verify_complete(
             job,
             options: verify::Options::default(),
             stop: Some(stop),
+            progress: None,
         };
         let started = Instant::now();
         let mut reports = Vec::new();

@@ -9,6 +9,7 @@ use crate::catalog::{Access, Catalog};
 use crate::error::{InputError, Stop};
 use crate::plan::Plan;
 use crate::preflight;
+use crate::progress::{MoveInfo, Progress, Work};
 use crate::verify::{self, audit, Options, Scope, Verifier};
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub struct VerifyOptions {
     pub chunk_rows: Option<usize>,
     pub chunk_ms: u64,
     pub max_listed: usize,
+    pub progress: super::ProgressMode,
 }
 
 fn parse_expect(items: &[String]) -> Result<BTreeMap<String, u64>, InputError> {
@@ -134,43 +136,88 @@ async fn verify_job(opts: VerifyOptions, expect: BTreeMap<String, u64>) -> Resul
         options.max_chunk_rows = k;
         options.adapt = false;
     }
+    let selected = |id: &str| opts.moves.is_empty() || opts.moves.iter().any(|m| m == id);
+    // The rows each move copied are what a full pass compares at the source (a writer may
+    // have added some since; the display never shows more done than total).
+    let progress = Progress::for_work(
+        Work::Verify,
+        opts.progress,
+        &job.id,
+        catalog
+            .moves(&job.id)
+            .await?
+            .into_iter()
+            .filter(|r| selected(&r.id))
+            .map(|r| MoveInfo {
+                id: r.id,
+                source: r.source,
+                destination: r.destination,
+                state: "waiting".into(),
+                rows_total: r.rows_copied,
+                rows_copied: 0,
+            })
+            .collect(),
+    );
     let v = Verifier {
         ctx: &ctx,
         catalog: &catalog,
         job: &job.id,
         options,
         stop: Some(&stop),
+        progress: Some(&progress),
     };
     let mut reports = Vec::new();
     let mut bad = Vec::new();
-    for m in &plan.moves {
-        if !opts.moves.is_empty() && !opts.moves.contains(&m.id) {
-            continue;
-        }
-        let mut r = verify::verify_move(&v, m, Scope::Full)
-            .await
-            .with_context(|| format!("verifying move {}", m.id))?;
-        if !r.ok && opts.repair {
-            if opts.format == Format::Text {
-                print!("{}", r.render_text());
+    // Text reports are printed once the progress display is finished: printed between bar
+    // redraws they would be torn on a terminal.
+    let mut text = String::new();
+    let mut notes = Vec::new();
+    for m in plan.moves.iter().filter(|m| selected(&m.id)) {
+        progress.set_state(&m.id, "verifying");
+        let mut r = match verify::verify_move(&v, m, Scope::Full).await {
+            Ok(r) => r,
+            Err(e) => {
+                progress.set_state(&m.id, "stopped");
+                progress.finish();
+                if opts.format == Format::Text {
+                    print!("{text}");
+                }
+                return Err(e.context(format!("verifying move {}", m.id)));
             }
-            let (r2, written, deleted) = verify::repair_move(&v, m)
-                .await
-                .with_context(|| format!("repairing move {}", m.id))?;
-            eprintln!(
+        };
+        if !r.ok && opts.repair {
+            progress.set_state(&m.id, "repairing");
+            text.push_str(&r.render_text());
+            let (r2, written, deleted) = match verify::repair_move(&v, m).await {
+                Ok(x) => x,
+                Err(e) => {
+                    progress.finish();
+                    if opts.format == Format::Text {
+                        print!("{text}");
+                    }
+                    return Err(e.context(format!("repairing move {}", m.id)));
+                }
+            };
+            notes.push(format!(
                 "reshard: move {}: repaired ({written} rows written again, {deleted} extra rows \
                  deleted) and verified again",
                 m.id
-            );
+            ));
             r = r2;
         }
+        progress.set_state(&m.id, if r.ok { "match" } else { "MISMATCH" });
         if !r.ok {
             bad.push(m.id.clone());
         }
-        if opts.format == Format::Text {
-            print!("{}", r.render_text());
-        }
+        text.push_str(&r.render_text());
         reports.push(r);
+    }
+    progress.finish();
+    for n in &notes {
+        eprintln!("{n}");
+    }
+    if opts.format == Format::Text {
+        print!("{text}");
     }
     if opts.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

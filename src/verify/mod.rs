@@ -15,7 +15,8 @@
 //! # Interface for the online cutover (stable)
 //! ```ignore
 //! let v = verify::Verifier { ctx: &ctx, catalog: &catalog, job: &job_id,
-//!                            options: verify::Options::default(), stop: None };
+//!                            options: verify::Options::default(), stop: None,
+//!                            progress: None };
 //! // Once after the copy, outside the fence: a full pass (resumable).
 //! let r = verify::verify_move(&v, &mv, verify::Scope::Full).await?;
 //! // Under the fence: only the chunks holding keys touched since (table -> primary keys,
@@ -101,6 +102,8 @@ pub struct Verifier<'a> {
     pub options: Options,
     /// Checked between chunks: a requested stop ends with `Stop::Interrupted`.
     pub stop: Option<&'a StopFlag>,
+    /// Told the source rows of every chunk recorded by a full pass (`reshard verify` shows it).
+    pub progress: Option<&'a crate::progress::Progress>,
 }
 
 /// Verifies one move (every table), records progress and the report in the catalog, and
@@ -307,6 +310,9 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
         v.catalog
             .verify_record_chunk(v.job, &m.id, &tj.table, &c, true, k as i64)
             .await?;
+        if let Some(p) = v.progress {
+            p.add_rows(&m.id, c.src_rows as u64);
+        }
         failpoint::hit("verify_chunk");
         computed += 1;
         no += 1;
