@@ -92,7 +92,7 @@ bench() { # kind
   for ((r = 1; r <= runs; r++)); do
     raw_scans "$kind" | tee -a "$dir/raw" > "$dir/raw-now"
     local t0 vs; t0=$(now)
-    "$bin" verify "$job" --catalog "sqlite://$dir/cat-$kind.db" > "$dir/verify.txt"
+    "$bin" verify "$job" --catalog "sqlite://$dir/cat-$kind.db" --progress json > "$dir/verify.txt" 2> "$dir/verify.err"
     vs=$(echo "$(now) - $t0" | bc -l); echo "$vs" >> "$dir/ver"
     printf '%s run %d: verify %.2f s (%s)' "$kind" "$r" "$vs" "$(grep -o '[0-9]* chunks' "$dir/verify.txt")"
     while read -r name s; do printf ', %s %.2f s (ratio %.2f)' "$name" "$s" "$(echo "$s / $vs" | bc -l)"; done < "$dir/raw-now"
