@@ -26,17 +26,6 @@ pub mod sqlite;
 pub mod sqlite_functions;
 mod sqlite_pages;
 
-/// Fails at once when nothing listens at `host:port` (connection refused), naming the shard
-/// and never the URL. A pool would keep retrying a refused connection until its timeout.
-pub(crate) async fn refused_check(shard: &str, what: &str, host: &str, port: u16) -> Result<()> {
-    match tokio::net::TcpStream::connect((host, port)).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(anyhow::anyhow!(
-            "shard {shard}: cannot connect to {what}: {e}"
-        )),
-    }
-}
-
 /// A column value as read from a shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", content = "v", rename_all = "lowercase")]
@@ -300,8 +289,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<Batch>;
 
     /// [`Backend::read_range`] for checksumming: the same rows, each as its canonical
-    /// encoding under `spec`. Backends with a bulk path that can encode without building
-    /// [`Value`]s override it (PostgreSQL); the encodings must be those of the default.
+    /// encoding under `spec`. Backends that can encode without building [`Value`]s override it
+    /// (PostgreSQL from COPY's bytes, MariaDB from borrowed values); the encodings must be
+    /// those of this default (`tests/backend_trait.rs` checks it on every backend).
     async fn read_encoded(
         &self,
         schema: &TableSchema,

@@ -55,7 +55,7 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
     // at once itself. (A full connection here cost every command one more TLS handshake; a
     // connection that sends nothing is not logged by PostgreSQL.)
     if opts.get_socket().is_none() {
-        super::refused_check(shard, "PostgreSQL", opts.get_host(), opts.get_port()).await?;
+        refused_check(shard, opts.get_host(), opts.get_port()).await?;
     }
     let pool = PgPoolOptions::new()
         .max_connections(4)
@@ -68,6 +68,15 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
         shard: shard.to_string(),
         pool,
     }))
+}
+
+/// Fails at once when nothing listens at `host:port` (connection refused), naming the shard
+/// and never the URL.
+async fn refused_check(shard: &str, host: &str, port: u16) -> Result<()> {
+    tokio::net::TcpStream::connect((host, port))
+        .await
+        .map(drop)
+        .map_err(|e| anyhow!("shard {shard}: cannot connect to PostgreSQL: {e}"))
 }
 
 /// How a column is read.
