@@ -203,6 +203,7 @@ fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], BadField> {
 }
 
 /// One field in its type's binary send format (`int8send`, `float8send`, ...), borrowed.
+#[inline(always)]
 pub(super) fn value_ref(w: Wire, field: Option<&[u8]>) -> Result<ValueRef<'_>, BadField> {
     let Some(b) = field else {
         return Ok(ValueRef::Null);

@@ -621,10 +621,18 @@ impl Backend for Postgres {
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
         let mut out = EncodedBatch::default();
         self.copy_range(schema, key_column, bounds, filter, limit, |f| {
-            out.push_row(spec, (schema, key_idx, &pk_idx), limit, |i| {
-                pg_copy::value_ref(wires[i], f[i])
-                    .map_err(|e| anyhow!("column {}: {e}", schema.columns[i].name))
-            })
+            out.push_row(
+                spec,
+                (schema, key_idx, &pk_idx),
+                limit,
+                // Inlined: as a call, its result came back through the stack and each field
+                // stalled on reading it (store forwarding), ~1/6 of this loop's time.
+                #[inline(always)]
+                |i| {
+                    pg_copy::value_ref(wires[i], f[i])
+                        .map_err(|e| anyhow!("column {}: {e}", schema.columns[i].name))
+                },
+            )
         })
         .await?;
         Ok(out)
