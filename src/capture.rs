@@ -144,10 +144,10 @@ impl<'a> Online<'a> {
                     };
                     let cap = triggers::capture(b.dialect(), schema, &t.key)
                         .with_context(|| format!("shard {shard}: capture on {}", t.name))?;
-                    b.run_ddl(&cap.install).await?;
+                    ddl(&b, &shard, &cap.install).await?;
                     let g = self.guard(&b, schema, &t.key)?;
-                    b.run_ddl(&g.shared).await?;
-                    b.run_ddl(&g.install).await?;
+                    ddl(&b, &shard, &g.shared).await?;
+                    ddl(&b, &shard, &g.install).await?;
                 }
                 crate::failpoint::hit("install");
                 self.catalog
@@ -407,7 +407,7 @@ impl<'a> Online<'a> {
         for t in &self.ctx.tables {
             if let Some(schema) = self.schema(shard, &t.name) {
                 let cap = triggers::capture(b.dialect(), schema, &t.key)?;
-                b.run_ddl(&cap.remove).await?;
+                ddl(b, shard, &cap.remove).await?;
             }
         }
         Ok(())
@@ -419,11 +419,11 @@ impl<'a> Online<'a> {
         for t in &self.ctx.tables {
             if let Some(schema) = self.schema(shard, &t.name) {
                 let g = self.guard(b, schema, &t.key)?;
-                b.run_ddl(&g.remove).await?;
+                ddl(b, shard, &g.remove).await?;
                 shared = g.remove_shared;
             }
         }
-        b.run_ddl(&shared).await?;
+        ddl(b, shard, &shared).await?;
         Ok(())
     }
 }
@@ -440,6 +440,16 @@ pub struct Drained {
     pub seqs: BTreeMap<usize, Vec<i64>>,
     /// Primary keys applied, per move index, per table index.
     pub touched: HashMap<usize, BTreeMap<usize, Vec<PkValues>>>,
+}
+
+/// Runs capture or guard DDL, retried like every other statement: the statements are
+/// idempotent, and a connection dropped mid-install otherwise failed the whole job.
+async fn ddl(b: &Arc<dyn Backend>, shard: &str, stmts: &[String]) -> Result<()> {
+    crate::retry::retry(
+        &format!("shard {shard}: installing or removing triggers"),
+        || b.run_ddl(stmts),
+    )
+    .await
 }
 
 #[cfg(test)]

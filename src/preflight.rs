@@ -260,7 +260,12 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
     }
     // Counting reads every key once; only worth it when the definitions are right.
     for m in &ctx.plan.moves {
-        match count_move(ctx, m, checks.allow_existing).await {
+        // A read like any other: a dropped connection is retried, not reported as a problem.
+        let counted = crate::retry::retry(&format!("move {}: counting rows", m.id), || {
+            count_move(ctx, m, checks.allow_existing)
+        })
+        .await;
+        match counted {
             Ok((count, mut problems)) => {
                 rep.counts.push(count);
                 rep.problems.append(&mut problems);

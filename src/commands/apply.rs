@@ -260,7 +260,12 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         })
         .await?;
     // What `verify --audit` expects after completion. Not fatal: the audit can take a tally.
-    match crate::verify::audit::count_rows(&plan).await {
+    // Retried like every read: a dropped connection here lost the counts for good.
+    match crate::retry::retry("counting rows for the audit", || {
+        crate::verify::audit::count_rows(&plan)
+    })
+    .await
+    {
         Ok(counts) => catalog.record_row_counts(&job, &counts).await?,
         Err(e) => eprintln!("reshard: counting rows for the audit (skipped): {e:#}"),
     }

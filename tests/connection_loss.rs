@@ -1,0 +1,164 @@
+//! The server kills reshard's connections in the middle of its reads (an administrator's
+//! `pg_terminate_backend` or `KILL CONNECTION`, a failover, a proxy restart): `apply`'s copy and
+//! `verify` (PostgreSQL's binary COPY pages, MariaDB's row streams) retry the page and finish
+//! with every row in place and a full match; the row counts for the audit are taken too.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::db::{Kind, TestDb};
+
+const ROWS: i64 = 60_000;
+
+fn fill(c: &Cluster) {
+    for s in ["s0", "s1"] {
+        c.db(s)
+            .exec("CREATE TABLE t (id bigint PRIMARY KEY, v varchar(40), x double precision)");
+    }
+    let gen = match c.kind {
+        Kind::Postgres => format!(
+            "INSERT INTO t SELECT g, 'value ' || g, g * 0.25 FROM generate_series(1, {ROWS}) g"
+        ),
+        _ => format!(
+            "INSERT INTO t SELECT seq, concat('value ', seq), seq * 0.25 FROM seq_1_to_{ROWS}"
+        ),
+    };
+    c.db("s0").exec(&gen);
+}
+
+/// Kills reshard's sessions that are running a statement (an idle pooled connection would only
+/// be replaced by the pool's check) while `child` runs: until `kills` are killed, at least
+/// `gap` apart.
+/// Returns the connections killed.
+fn kill_while_running(
+    c: &Cluster,
+    probe: &TestDb,
+    child: &mut Child,
+    kills: usize,
+    gap: Duration,
+) -> usize {
+    let dbs: Vec<String> = ["s0", "s1"]
+        .iter()
+        .map(|s| format!("'{}'", c.db(s).name))
+        .collect();
+    let dbs = dbs.join(", ");
+    let mut killed = 0;
+    let mut next = Instant::now() + gap;
+    while killed < kills && child.try_wait().expect("child status").is_none() {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let now = match c.kind {
+            Kind::Postgres => probe
+                .scalar(&format!(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE application_name = 'reshard' AND state = 'active' AND datname IN ({dbs})"
+                ))
+                .parse::<usize>()
+                .expect("a count"),
+            _ => {
+                let ids = probe.query(&format!(
+                    "SELECT id FROM information_schema.PROCESSLIST WHERE db IN ({dbs}) \
+                     AND command IN ('Query', 'Execute', 'Fetch') AND id <> CONNECTION_ID()"
+                ));
+                for id in &ids {
+                    // The statement may have ended in between: an unknown thread is fine.
+                    let _ = std::panic::catch_unwind(|| probe.exec(&format!("KILL CONNECTION {}", id[0])));
+                }
+                ids.len()
+            }
+        };
+        // Polled until a kill lands (statements are short), then `gap` before the next one.
+        if now > 0 {
+            killed += now;
+            next = Instant::now() + gap;
+        }
+    }
+    killed
+}
+
+fn run_killed(c: &Cluster, probe: &TestDb, args: &[&str]) -> (std::process::Output, usize) {
+    // The production retry budget (the harness lowers it to fail fast): kills land up to four
+    // times on one statement and its retries.
+    let mut child = c
+        .cmd(args)
+        .env_remove("RESHARD_RETRY_MAX")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("reshard starts");
+    let killed = kill_while_running(c, probe, &mut child, 4, Duration::from_millis(150));
+    (child.wait_with_output().expect("reshard ends"), killed)
+}
+
+fn survives(kind: Kind) {
+    let Some(c) = Cluster::create(kind, "closs", 2) else {
+        return;
+    };
+    let probe = TestDb::create(kind, "closs_probe").expect("the server answered");
+    fill(&c);
+    let urls = serde_json::json!({"s0": c.db("s0").url, "s1": c.db("s1").url});
+    let m = |split: i64| {
+        serde_json::json!({"shards": urls, "tables": [{"name": "t", "key": "id"}],
+               "partitioning": ranges(&["s0", "s1"], &[split])})
+    };
+    let plan = c.write_plan("plan", &m(ROWS + 1), &m(1000));
+    let plan = plan.to_str().expect("a UTF-8 path");
+    let mut total = 0;
+
+    let (o, killed) = run_killed(
+        &c,
+        &probe,
+        &[
+            "apply",
+            plan,
+            "--yes",
+            "--progress",
+            "plain",
+            "--batch-size",
+            "500",
+        ],
+    );
+    total += killed;
+    assert!(
+        o.status.success(),
+        "apply under killed connections: {}",
+        stderr(&o)
+    );
+    let job = job_id(&o).expect("a job id");
+    // Cut over and kept in sync (dual write): the moved rows are at both places.
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        (ROWS - 999).to_string()
+    );
+    assert_eq!(
+        c.db("s0").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+
+    let (o, killed) = run_killed(&c, &probe, &["verify", &job, "--chunk-rows", "300"]);
+    total += killed;
+    assert!(
+        o.status.success(),
+        "verify under killed connections: {}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("MATCH"), "{}", stdout(&o));
+    // Without a kill landing this test proves nothing: it must have hit reshard mid-read.
+    assert!(total >= 2, "only {total} connections were killed");
+    eprintln!("{kind:?}: {total} connections killed");
+}
+
+#[test]
+fn postgres_reads_survive_killed_connections() {
+    survives(Kind::Postgres);
+}
+
+#[test]
+fn mariadb_reads_survive_killed_connections() {
+    survives(Kind::Mysql);
+}
