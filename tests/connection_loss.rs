@@ -1,7 +1,7 @@
-//! The server kills reshard's connections in the middle of its reads (an administrator's
-//! `pg_terminate_backend` or `KILL CONNECTION`, a failover, a proxy restart): `apply`'s copy and
-//! `verify` (PostgreSQL's binary COPY pages, MariaDB's row streams) retry the page and finish
-//! with every row in place and a full match; the row counts for the audit are taken too.
+//! The server kills reshard's connections in the middle of its statements (an administrator's
+//! `pg_terminate_backend` or `KILL CONNECTION`, a failover, a proxy restart): `apply`'s copy,
+//! `verify` (PostgreSQL's binary COPY pages, MariaDB's row streams), `complete` (deleting the old
+//! copies) and `verify --audit` retry and finish with every row where it belongs.
 
 mod common;
 
@@ -148,17 +148,38 @@ fn survives(kind: Kind) {
         stderr(&o)
     );
     assert!(stdout(&o).contains("MATCH"), "{}", stdout(&o));
+    let (o, killed) = run_killed(&c, &probe, &["complete", &job]);
+    total += killed;
+    assert!(
+        o.status.success(),
+        "complete under killed connections: {}",
+        stderr(&o)
+    );
+    assert_eq!(c.db("s0").scalar("SELECT COUNT(*) FROM t"), "999");
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        (ROWS - 999).to_string()
+    );
+    let (o, killed) = run_killed(&c, &probe, &["verify", &job, "--audit"]);
+    total += killed;
+    assert!(
+        o.status.success(),
+        "audit under killed connections: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
     // Without a kill landing this test proves nothing: it must have hit reshard mid-read.
     assert!(total >= 2, "only {total} connections were killed");
     eprintln!("{kind:?}: {total} connections killed");
 }
 
 #[test]
-fn postgres_reads_survive_killed_connections() {
+fn postgres_commands_survive_killed_connections() {
     survives(Kind::Postgres);
 }
 
 #[test]
-fn mariadb_reads_survive_killed_connections() {
+fn mariadb_commands_survive_killed_connections() {
     survives(Kind::Mysql);
 }
