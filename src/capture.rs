@@ -164,7 +164,7 @@ impl<'a> Online<'a> {
         for (shard, b) in self.shards() {
             for t in &self.ctx.tables {
                 let log = triggers::log_table(&t.name);
-                if let Some(s) = b.describe(&log).await? {
+                if let Some(s) = crate::retry::describe(b.as_ref(), &log).await? {
                     self.logs.insert((shard.clone(), t.name.clone()), s);
                 }
             }

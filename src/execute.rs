@@ -94,7 +94,7 @@ impl Run<'_> {
                 .shard(Side::To, shard)
                 .with_context(|| format!("shard {shard} is not connected"))?
                 .clone();
-            let existing = dst.describe(table).await?;
+            let existing = crate::retry::describe(dst.as_ref(), table).await?;
             if existing.is_none() {
                 let src_schema = ctx
                     .plan
@@ -109,7 +109,7 @@ impl Run<'_> {
                     .with_context(|| format!("shard {shard}: creating table {table}"))?;
                 eprintln!("reshard: created table {table} at {shard}");
             }
-            if let Some(s) = dst.describe(table).await? {
+            if let Some(s) = crate::retry::describe(dst.as_ref(), table).await? {
                 ctx.set_schema(Side::To, shard, table, s);
             }
         }

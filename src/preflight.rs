@@ -108,7 +108,7 @@ pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
         }
         let res = async {
             let b = backend::connect(&name, url).await?;
-            b.ping().await?;
+            crate::retry::retry(&format!("shard {name}: ping"), || b.ping()).await?;
             anyhow::Ok(b)
         }
         .await;
@@ -140,7 +140,7 @@ pub async fn describe_all(ctx: &mut Context) -> Vec<String> {
             continue;
         };
         for t in ctx.tables.clone() {
-            match b.describe(&t.name).await {
+            match crate::retry::describe(b.as_ref(), &t.name).await {
                 Ok(s) => {
                     ctx.schemas.insert((side, shard.clone(), t.name.clone()), s);
                 }

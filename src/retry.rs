@@ -121,6 +121,18 @@ where
         .await
 }
 
+/// `Backend::describe`, retried: a definition read that a dropped connection used to turn into
+/// "cannot be described" (preflight refused, `complete` stopped).
+pub async fn describe(
+    b: &dyn crate::backend::Backend,
+    table: &str,
+) -> Result<Option<crate::backend::TableSchema>> {
+    retry(&format!("shard {}: describing {table}", b.shard()), || {
+        b.describe(table)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,11 +95,11 @@ fn run_killed(c: &Cluster, probe: &TestDb, args: &[&str]) -> (std::process::Outp
     (child.wait_with_output().expect("reshard ends"), killed)
 }
 
-fn survives(kind: Kind) {
-    let Some(c) = Cluster::create(kind, "closs", 2) else {
-        return;
-    };
-    let probe = TestDb::create(kind, "closs_probe").expect("the server answered");
+/// Two filled shards, a plan moving keys 1000.. from s0 to s1, and a probe database to kill
+/// from. None when the server is unreachable (skipped).
+fn setup(kind: Kind, tag: &str) -> Option<(Cluster, TestDb, String)> {
+    let c = Cluster::create(kind, tag, 2)?;
+    let probe = TestDb::create(kind, &format!("{tag}_probe")).expect("the server answered");
     fill(&c);
     let urls = serde_json::json!({"s0": c.db("s0").url, "s1": c.db("s1").url});
     let m = |split: i64| {
@@ -107,7 +107,15 @@ fn survives(kind: Kind) {
                "partitioning": ranges(&["s0", "s1"], &[split])})
     };
     let plan = c.write_plan("plan", &m(ROWS + 1), &m(1000));
-    let plan = plan.to_str().expect("a UTF-8 path");
+    let plan = plan.to_str().expect("a UTF-8 path").to_string();
+    Some((c, probe, plan))
+}
+
+fn survives(kind: Kind) {
+    let Some((c, probe, plan)) = setup(kind, "closs") else {
+        return;
+    };
+    let plan = plan.as_str();
     let mut total = 0;
 
     let (o, killed) = run_killed(

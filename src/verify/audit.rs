@@ -105,7 +105,7 @@ pub async fn count_rows(plan: &Plan) -> Result<Vec<(String, u64)>> {
     for t in &plan.from.tables {
         let mut total = 0u64;
         for (_, _, b) in &dbs {
-            let Some(schema) = b.describe(&t.name).await? else {
+            let Some(schema) = crate::retry::describe(b.as_ref(), &t.name).await? else {
                 continue;
             };
             b.key_counts(&schema, &t.key, &KeyFilter::All, &mut |_, n, _| total += n)
@@ -145,7 +145,7 @@ pub async fn audit(
             at.expected_from = Some("recorded at job start".into());
         }
         for (name, id, b) in &dbs {
-            let Some(schema) = b.describe(&t.name).await? else {
+            let Some(schema) = crate::retry::describe(b.as_ref(), &t.name).await? else {
                 continue;
             };
             // This database is the owner's only if the new map names it under this name.
@@ -154,30 +154,38 @@ pub async fn audit(
                 .shards
                 .get(name)
                 .is_some_and(|u| format!("{name}\n{u}") == *id);
-            let mut err = None;
-            let mut found: Vec<Misplaced> = Vec::new();
-            let mut misplaced_rows = 0u64;
-            let mut rows = 0u64;
-            b.key_counts(&schema, &t.key, &KeyFilter::All, &mut |k, n, _| {
-                rows += n;
-                match to.owner(&k) {
-                    Ok(owner) if is_new_db && owner == name.as_str() => {}
-                    Ok(owner) => {
-                        misplaced_rows += n;
-                        if found.len() < max_listed {
-                            found.push(Misplaced {
-                                shard: name.clone(),
-                                key: key_json(&k),
-                                rows: n,
-                                owner: owner.to_string(),
-                            });
+            // Retried as a whole, with fresh tallies: a dropped connection mid-scan otherwise
+            // failed the audit.
+            let scan = || async {
+                let mut err = None;
+                let mut found: Vec<Misplaced> = Vec::new();
+                let mut misplaced_rows = 0u64;
+                let mut rows = 0u64;
+                b.key_counts(&schema, &t.key, &KeyFilter::All, &mut |k, n, _| {
+                    rows += n;
+                    match to.owner(&k) {
+                        Ok(owner) if is_new_db && owner == name.as_str() => {}
+                        Ok(owner) => {
+                            misplaced_rows += n;
+                            if found.len() < max_listed {
+                                found.push(Misplaced {
+                                    shard: name.clone(),
+                                    key: key_json(&k),
+                                    rows: n,
+                                    owner: owner.to_string(),
+                                });
+                            }
                         }
+                        Err(e) => err = Some(format!("{e}")),
                     }
-                    Err(e) => err = Some(format!("{e}")),
-                }
-            })
-            .await
-            .with_context(|| format!("shard {name}: counting {}", t.name))?;
+                })
+                .await?;
+                Ok((err, found, misplaced_rows, rows))
+            };
+            let (err, found, misplaced_rows, rows) =
+                crate::retry::retry(&format!("shard {name}: counting {}", t.name), scan)
+                    .await
+                    .with_context(|| format!("shard {name}: counting {}", t.name))?;
             if let Some(e) = err {
                 anyhow::bail!(
                     "shard {name}: table {}: a key cannot be routed: {e}",
