@@ -57,8 +57,8 @@ impl Online<'_> {
             let dst = self.backend(Side::To, &m.destination)?;
             let pair = self.pairs[mi];
             if row.flipped {
-                src.set_fence(pair, &m.id, true).await?;
-                dst.set_fence(pair, &m.id, false).await?;
+                set_fence(src.as_ref(), pair, &m.id, true).await?;
+                set_fence(dst.as_ref(), pair, &m.id, false).await?;
                 if row.state == MoveState::RollingBack.as_str() {
                     self.catalog
                         .event(
@@ -73,7 +73,7 @@ impl Online<'_> {
                         .await?;
                 }
             } else if row.state == MoveState::Fencing.as_str() {
-                src.set_fence(pair, &m.id, false).await?;
+                set_fence(src.as_ref(), pair, &m.id, false).await?;
                 self.catalog
                     .event(
                         self.job,
@@ -86,7 +86,7 @@ impl Online<'_> {
                     .set_move_state(self.job, &m.id, MoveState::CatchingUp, None)
                     .await?;
             } else if row.state == MoveState::CatchingUp.as_str() {
-                src.set_fence(pair, &m.id, false).await?;
+                set_fence(src.as_ref(), pair, &m.id, false).await?;
             }
         }
         Ok(())
@@ -254,7 +254,7 @@ impl Online<'_> {
         self.flipped[mi] = true;
         failpoint::hit("after_flip");
         // Up only after a rollback of this move; the destination now owns the keys.
-        dst.set_fence(pair, &m.id, false).await?;
+        set_fence(dst.as_ref(), pair, &m.id, false).await?;
         self.trim(&m.source, &drained).await?;
         Ok(Cutover::Flipped { fence_ms })
     }
@@ -262,7 +262,7 @@ impl Online<'_> {
     async fn abort(&self, mi: usize, why: &str) -> Result<()> {
         let m = &self.moves[mi];
         let src = self.backend(Side::From, &m.source)?;
-        src.set_fence(self.pairs[mi], &m.id, false).await?;
+        set_fence(src.as_ref(), self.pairs[mi], &m.id, false).await?;
         self.catalog
             .event(self.job, Some(&m.id), "fence_aborted", why)
             .await?;
@@ -412,7 +412,7 @@ impl Online<'_> {
             .await?;
         let started = Instant::now();
         let lower = |why: String| async {
-            dst.set_fence(pair, &m.id, false).await?;
+            set_fence(dst.as_ref(), pair, &m.id, false).await?;
             self.catalog
                 .event(self.job, Some(&m.id), "fence_aborted", &why)
                 .await?;
@@ -446,7 +446,7 @@ impl Online<'_> {
         .await?;
         failpoint::hit("after_flip_back");
         self.flipped[mi] = false;
-        src.set_fence(pair, &m.id, false).await?;
+        set_fence(src.as_ref(), pair, &m.id, false).await?;
         self.trim(&m.destination, &drained).await?;
         Ok(Cutover::Flipped { fence_ms: ms })
     }
@@ -508,4 +508,19 @@ fn describe_mismatches(bad: &Mismatches) -> String {
         shown.join("; "),
         if bad.len() > 5 { "; ..." } else { "" }
     )
+}
+
+/// `Backend::set_fence`, retried: it sets the row outright (idempotent), and a connection
+/// dropped while lowering a fence otherwise failed the job with the fence up.
+async fn set_fence(
+    b: &dyn crate::backend::Backend,
+    pair: crate::triggers::FencePair,
+    move_id: &str,
+    on: bool,
+) -> Result<()> {
+    crate::retry::retry(
+        &format!("shard {}: setting the fence of {move_id}", b.shard()),
+        || b.set_fence(pair, move_id, on),
+    )
+    .await
 }
