@@ -1,7 +1,8 @@
 //! The server kills reshard's connections in the middle of its statements (an administrator's
 //! `pg_terminate_backend` or `KILL CONNECTION`, a failover, a proxy restart): `apply`'s copy,
 //! `verify` (PostgreSQL's binary COPY pages, MariaDB's row streams), `complete` (deleting the old
-//! copies) and `verify --audit` retry and finish with every row where it belongs.
+//! copies), `verify --audit`, `rollback` and `cancel` retry and finish with every row where it
+//! belongs.
 
 mod common;
 
@@ -217,14 +218,43 @@ fn rollback_survives(kind: Kind) {
     eprintln!("{kind:?} rollback: {killed} connections killed");
 }
 
+/// `cancel` of a job stopped before its flip, killed from its first statement: the destination
+/// is back to what it held and the source keeps every row.
+fn cancel_survives(kind: Kind) {
+    let Some((c, probe, plan)) = setup(kind, "clcn") else {
+        return;
+    };
+    let o = c
+        .cmd(&["apply", &plan, "--yes", "--progress", "plain"])
+        .env("RESHARD_FAILPOINT", "before_flip:1")
+        .output()
+        .expect("reshard runs");
+    assert!(!o.status.success(), "the failpoint must stop apply");
+    let job = job_id(&o).expect("a job id");
+    let (o, killed) = run_killed(&c, &probe, &["cancel", &job], Duration::ZERO);
+    assert!(
+        o.status.success(),
+        "cancel under killed connections: {}",
+        stderr(&o)
+    );
+    assert_eq!(c.db("s1").scalar("SELECT COUNT(*) FROM t"), "0");
+    assert_eq!(
+        c.db("s0").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+    eprintln!("{kind:?} cancel: {killed} connections killed");
+}
+
 #[test]
 fn postgres_commands_survive_killed_connections() {
     survives(Kind::Postgres);
     rollback_survives(Kind::Postgres);
+    cancel_survives(Kind::Postgres);
 }
 
 #[test]
 fn mariadb_commands_survive_killed_connections() {
     survives(Kind::Mysql);
     rollback_survives(Kind::Mysql);
+    cancel_survives(Kind::Mysql);
 }
