@@ -5,30 +5,17 @@
 use reshard::ident::Dialect;
 use reshard::map::Map;
 use reshard::sqlroute::owner_sql;
+// A fixed-seed generator so a failure is reproducible.
+use reshard::workload::Rng;
 mod common;
 
 use common::conn::RawConn;
 use common::db::{Kind, TestDb};
 
-/// A fixed-seed generator so a failure is reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn int_keys(rng: &mut Rng) -> Vec<i64> {
     let mut keys = vec![0, 1, -1, 7, -7, i64::MIN, i64::MAX, 1_000_000, -1_000_000];
     for _ in 0..300 {
-        keys.push(rng.next() as i64);
+        keys.push(rng.next_u64() as i64);
         keys.push(rng.below(100_000) as i64 - 50_000);
     }
     keys.sort();

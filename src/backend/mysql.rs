@@ -180,11 +180,15 @@ impl Mysql {
         use futures_util::TryStreamExt;
         check_table(&schema.name)?;
         let mut vals = Vec::new();
-        let mut ph = |v: Value, _: &str| {
-            vals.push(v);
-            "?".to_string()
-        };
-        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
+        let w = sql::where_clause_range(
+            D,
+            schema,
+            key_column,
+            after,
+            upto,
+            filter,
+            &mut sql::question_marks(&mut vals),
+        )?;
         let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
         let q = format!(
             "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
@@ -489,12 +493,14 @@ impl Backend for Mysql {
         let key_col = &schema.columns[sql::key_index(schema, key_column)?];
         let w0 = wire(&key_col.data_type);
         let mut vals = Vec::new();
-        let mut ph = |v: Value, _: &str| {
-            vals.push(v);
-            "?".to_string()
-        };
-        let w = sql::filter_sql(D, schema, key_column, filter, &mut ph)?
-            .unwrap_or_else(|| "1=1".into());
+        let w = sql::filter_sql(
+            D,
+            schema,
+            key_column,
+            filter,
+            &mut sql::question_marks(&mut vals),
+        )?
+        .unwrap_or_else(|| "1=1".into());
         let size: Vec<String> = schema
             .columns
             .iter()

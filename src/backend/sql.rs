@@ -12,6 +12,15 @@ use crate::ident::{is_plain_identifier, Dialect};
 /// Records `value` (to be bound as a value of SQL type `ty`) and returns its placeholder.
 pub(crate) type Ph<'a> = dyn FnMut(Value, &str) -> String + 'a;
 
+/// The placeholder of dialects that number nothing (`?`: MariaDB, SQLite): each value is
+/// pushed onto `vals`, to be bound in order.
+pub(crate) fn question_marks(vals: &mut Vec<Value>) -> impl FnMut(Value, &str) -> String + '_ {
+    |v, _| {
+        vals.push(v);
+        "?".to_string()
+    }
+}
+
 /// Table names come from plans and maps: untrusted. They are quoted anyway; this refuses early
 /// and names the problem.
 pub(crate) fn check_table(table: &str) -> Result<()> {

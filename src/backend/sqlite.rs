@@ -394,12 +394,14 @@ impl Backend for Sqlite {
         use futures_util::TryStreamExt;
         check_table(&schema.name)?;
         let mut vals = Vec::new();
-        let mut ph = |v: Value, _: &str| {
-            vals.push(v);
-            "?".to_string()
-        };
-        let w = sql::filter_sql(D, schema, key_column, filter, &mut ph)?
-            .unwrap_or_else(|| "1=1".into());
+        let w = sql::filter_sql(
+            D,
+            schema,
+            key_column,
+            filter,
+            &mut sql::question_marks(&mut vals),
+        )?
+        .unwrap_or_else(|| "1=1".into());
         let size: Vec<String> = schema
             .columns
             .iter()
@@ -445,11 +447,15 @@ impl Backend for Sqlite {
         let key_idx = sql::key_index(schema, key_column)?;
         let pk_idx = sql::pk_indexes(schema)?;
         let mut vals = Vec::new();
-        let mut ph = |v: Value, _: &str| {
-            vals.push(v);
-            "?".to_string()
-        };
-        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
+        let w = sql::where_clause_range(
+            D,
+            schema,
+            key_column,
+            after,
+            upto,
+            filter,
+            &mut sql::question_marks(&mut vals),
+        )?;
         let q = format!(
             "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
             sql::column_list(D, schema),
