@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::db::{Kind, TestDb};
-use reshard::backend::{self, Backend, EncodeSpec, EncodedBatch, KeyFilter, Value};
+use reshard::backend::{self, Backend, BatchPool, EncodeSpec, EncodedBatch, KeyFilter, Value};
 use reshard::map::{Bound, Key};
 use reshard::shard_url::ShardUrl;
 use reshard::verify::canonical::{class_of, Class};
@@ -294,9 +294,11 @@ async fn encoded_reads_match_value_reads(kind: Kind) {
         .iter()
         .map(|&i| class_of(d, &schema.columns[i].data_type))
         .collect();
+    let pool = BatchPool::default();
     let spec = EncodeSpec {
         order: &order,
         classes: &classes,
+        pool: &pool,
     };
     let after = vec![Value::Int(-5), Value::Int(3)];
     let upto = vec![Value::Int(4), Value::Int(1)];
@@ -325,6 +327,8 @@ async fn encoded_reads_match_value_reads(kind: Kind) {
             assert_eq!(got.ends, want.ends);
             assert_eq!(got.keys, want.keys);
             assert_eq!(got.last, want_last);
+            // The next read reuses these buffers: it must start from an empty batch.
+            pool.give(got);
         }
     }
 }

@@ -575,7 +575,7 @@ impl Backend for Mysql {
         let key_idx = sql::key_index(schema, key_column)?;
         let pk_idx = sql::pk_indexes(schema)?;
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
-        let mut out = EncodedBatch::default();
+        let mut out = spec.pool.take();
         self.stream_range(schema, key_column, bounds, filter, limit, |r| {
             out.push_row_outlined(spec, (schema, key_idx, &pk_idx), limit, |i| {
                 value_ref(r, i, wires[i])

@@ -619,7 +619,7 @@ impl Backend for Postgres {
         let key_idx = sql::key_index(schema, key_column)?;
         let pk_idx = sql::pk_indexes(schema)?;
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
-        let mut out = EncodedBatch::default();
+        let mut out = spec.pool.take();
         self.copy_range(schema, key_column, bounds, filter, limit, |f| {
             out.push_row(
                 spec,

@@ -9,7 +9,9 @@ use sha1::{Digest, Sha1};
 
 use super::canonical::{class_of, encode_row, encode_value, Class};
 use super::report::{pk_json, Diff, Differing};
-use crate::backend::{Backend, EncodeSpec, EncodedBatch, KeyFilter, PkValues, TableSchema, Value};
+use crate::backend::{
+    Backend, BatchPool, EncodeSpec, EncodedBatch, KeyFilter, PkValues, TableSchema, Value,
+};
 use crate::map::Partitioner;
 use crate::retry::retry;
 
@@ -36,6 +38,8 @@ pub(crate) struct TableJob {
     /// Column names in source order, and positions of the primary-key columns.
     pub columns: Vec<String>,
     pub pk_idx: Vec<usize>,
+    /// Page buffers reused by both sides' reads.
+    pub pool: BatchPool,
 }
 
 impl TableSide {
@@ -64,15 +68,20 @@ impl TableSide {
     }
 }
 
-/// The move's rows of one side in a range: their canonical encodings, kept in one buffer (one
-/// allocation per chunk, not per row), and the rows themselves (source column order) when
-/// they were read with values (to narrow a mismatch down, or to repair).
+/// The move's rows of one side in a range: sha1 over their canonical encodings, hashed as each
+/// page arrives (in the reading task, so the two sides hash on separate cores), and, when read
+/// with values (to narrow a mismatch down, or to repair), the rows and their encodings.
 pub(crate) struct Rows {
     /// Empty unless read with values.
     pub rows: Vec<Vec<Value>>,
-    /// The rows' encodings concatenated; row i's ends at `ends[i]`.
+    /// Empty unless read with values: the rows' encodings concatenated; row i's ends at
+    /// `ends[i]`.
     enc: Vec<u8>,
     ends: Vec<usize>,
+    /// Over every move row's encoding, in order.
+    hash: Sha1,
+    /// The move's rows read.
+    count: usize,
     /// Primary key (source column order) of the last row READ (moving or not).
     pub last_read: Option<PkValues>,
     /// Rows read, moving or not (a page shorter than its limit is the last).
@@ -85,6 +94,8 @@ impl Rows {
             rows: Vec::new(),
             enc: Vec::new(),
             ends: Vec::new(),
+            hash: Sha1::new(),
+            count: 0,
             last_read: None,
             read: 0,
         }
@@ -92,18 +103,18 @@ impl Rows {
 
     /// The move's rows read.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.count
     }
 
-    /// Row `i`'s canonical encoding.
+    /// Row `i`'s canonical encoding (rows read with values only).
     pub fn enc(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.enc[start..self.ends[i]]
     }
 
-    /// sha1 over the rows' encodings in order (the same bytes as hashing row by row).
+    /// sha1 over the rows' encodings in order.
     pub fn sha1(&self) -> String {
-        hex(&Sha1::digest(&self.enc))
+        hex(&self.hash.clone().finalize())
     }
 }
 
@@ -134,39 +145,42 @@ impl TableJob {
                     .map(|&i| std::mem::replace(&mut row[i], Value::Null))
                     .collect()
             };
+            let start = out.enc.len();
             encode_row(&side.classes, &ordered, &mut out.enc);
+            out.hash.update(&out.enc[start..]);
+            out.count += 1;
             out.ends.push(out.enc.len());
             out.rows.push(ordered);
         }
         Ok(())
     }
 
+    /// Hashes the page's move rows into `out`, then gives the page's buffers back.
     fn keep_encoded(&self, batch: EncodedBatch, out: &mut Rows) -> Result<()> {
-        let mut moving = Vec::with_capacity(batch.keys.len());
-        for k in &batch.keys {
-            moving.push(self.in_move(k)?);
-        }
-        if out.enc.is_empty() && moving.iter().all(|&m| m) {
-            // The common case (whole key ranges move): no copy of the encodings.
-            out.enc = batch.enc;
-            out.ends = batch.ends;
-            return Ok(());
-        }
-        let mut start = 0;
-        for (&end, m) in batch.ends.iter().zip(moving) {
-            if m {
-                out.enc.extend_from_slice(&batch.enc[start..end]);
-                out.ends.push(out.enc.len());
+        // Consecutive move rows are hashed with one update: the whole page when whole key
+        // ranges move (the common case).
+        let (mut run_start, mut run_end, mut start) = (0, 0, 0);
+        for (&end, k) in batch.ends.iter().zip(&batch.keys) {
+            if self.in_move(k)? {
+                if run_end != start {
+                    out.hash.update(&batch.enc[run_start..run_end]);
+                    run_start = start;
+                }
+                run_end = end;
+                out.count += 1;
             }
             start = end;
         }
+        out.hash.update(&batch.enc[run_start..run_end]);
+        self.pool.give(batch);
         Ok(())
     }
 
-    fn spec<'a>(&self, side: &'a TableSide) -> EncodeSpec<'a> {
+    fn spec<'a>(&'a self, side: &'a TableSide) -> EncodeSpec<'a> {
         EncodeSpec {
             order: &side.perm,
             classes: &side.classes,
+            pool: &self.pool,
         }
     }
 
@@ -380,15 +394,6 @@ impl Drop for Read {
 }
 
 impl Read {
-    /// The source's next page of at most `limit` rows after `after` (see
-    /// [`TableJob::read_source_page`]).
-    pub fn source_page(tj: &Arc<TableJob>, after: Option<PkValues>, limit: usize) -> Read {
-        let tj = tj.clone();
-        Read(tokio::spawn(async move {
-            tj.read_source_page(after.as_ref(), limit).await
-        }))
-    }
-
     /// One side's move rows in `(after, upto]` (see [`TableJob::read_range`]).
     pub fn range(
         tj: &Arc<TableJob>,

@@ -38,10 +38,10 @@ pub mod audit;
 pub mod canonical;
 mod chunk;
 pub mod report;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use sha1::{Digest, Sha1};
@@ -232,6 +232,7 @@ fn table_job(v: &Verifier<'_>, m: &Move, table: &str, key: &str) -> Result<Arc<T
         src: TableSide::new(src_b, src_s.clone(), &src_s)?,
         columns,
         pk_idx,
+        pool: Default::default(),
     }))
 }
 
@@ -265,7 +266,7 @@ fn check_stop(v: &Verifier<'_>) -> Result<()> {
 async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64> {
     let o = &v.options;
     let progress = v.catalog.verify_progress(v.job, &m.id, &tj.table).await?;
-    let (mut after, mut no, mut k) = match progress {
+    let (after, mut no, k) = match progress {
         Some(p) if !p.done => (
             parse_pk(p.cursor_json.as_deref())?,
             p.next_chunk,
@@ -280,35 +281,32 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
         }
     };
     let mut computed = 0;
-    // Pipelined: the destination's range of chunk i and the source's page i+1 (which only needs
-    // chunk i's last key) are read at the same time, each in a task of its own, and chunk i+1's
-    // reads start before chunk i is hashed and recorded. Chunks are still recorded in order; a
-    // page read ahead and not recorded is read again by a resumed pass, so a kill loses nothing.
-    let mut src = Read::source_page(tj, after.clone(), k).rows().await?;
-    let mut last = chunk_end(&src, k);
-    let mut reads = start_chunk(tj, &after, &last, k);
-    let mut started = Instant::now();
+    let adapt_opts = o.clone();
+    let mut chunks = stream::Chunks::start(tj, after, k, move |k, took: std::time::Duration| {
+        if adapt_opts.adapt {
+            adapt(k, took.as_millis() as u64, &adapt_opts)
+        } else {
+            k
+        }
+    });
     loop {
         check_stop(v)?;
-        let InFlight {
-            dst,
-            next,
-            next_limit,
-        } = reads;
-        let dst = dst.rows().await?;
-        let next = match next {
-            Some(n) => Some(n.rows().await?),
-            None => None,
-        };
-        let next_last = next.as_ref().and_then(|n| chunk_end(n, next_limit));
-        let following = next.as_ref().map(|_| start_chunk(tj, &last, &next_last, k));
-        let c = make_chunk(no, after.as_ref(), last.as_ref(), tj, &src, &dst, o).await?;
-        if o.adapt {
-            k = adapt(k, started.elapsed().as_millis() as u64, o);
-        }
-        started = Instant::now();
+        let ch = chunks
+            .next()
+            .await
+            .context("a verification read task ended abnormally")??;
+        let c = make_chunk(
+            no,
+            ch.after.as_ref(),
+            ch.last.as_ref(),
+            tj,
+            &ch.src,
+            &ch.dst,
+            o,
+        )
+        .await?;
         v.catalog
-            .verify_record_chunk(v.job, &m.id, &tj.table, &c, true, k as i64)
+            .verify_record_chunk(v.job, &m.id, &tj.table, &c, true, ch.next_k as i64)
             .await?;
         if let Some(p) = v.progress {
             p.add_rows(&m.id, c.src_rows as u64);
@@ -316,49 +314,9 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
         failpoint::hit("verify_chunk");
         computed += 1;
         no += 1;
-        match (last, next, following) {
-            (Some(l), Some(n), Some(f)) => {
-                after = Some(l);
-                src = n;
-                last = next_last;
-                reads = f;
-            }
-            _ => return Ok(computed),
+        if ch.last.is_none() {
+            return Ok(computed);
         }
-    }
-}
-
-/// The reads of one chunk in flight: the destination's range, and the source's next page.
-struct InFlight {
-    dst: Read,
-    next: Option<Read>,
-    next_limit: usize,
-}
-
-/// Starts reading the chunk `(after, last]` at the destination and, unless it is the last
-/// chunk, the source's page after it (of `k` rows).
-fn start_chunk(
-    tj: &Arc<TableJob>,
-    after: &Option<PkValues>,
-    last: &Option<PkValues>,
-    k: usize,
-) -> InFlight {
-    InFlight {
-        dst: Read::range(tj, true, after.clone(), last.clone(), k.max(1000), false),
-        next: last
-            .as_ref()
-            .map(|l| Read::source_page(tj, Some(l.clone()), k)),
-        next_limit: k,
-    }
-}
-
-/// Where the chunk made of a source page (read with `limit`) ends: its last key, or None for
-/// the last chunk, which is open-ended so that destination rows beyond the source's last show.
-fn chunk_end(src: &chunk::Rows, limit: usize) -> Option<PkValues> {
-    if src.read < limit {
-        None
-    } else {
-        src.last_read.clone()
     }
 }
 
