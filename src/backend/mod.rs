@@ -197,13 +197,13 @@ impl EncodedBatch {
     #[inline(always)]
     pub(crate) fn push_row<'r>(
         &mut self,
-        spec: &EncodeSpec<'_>,
+        (order, classes): (&[usize], &[Class]),
         (schema, key_idx, pk_idx): (&TableSchema, usize, &[usize]),
         limit: usize,
         col: impl Fn(usize) -> Result<ValueRef<'r>>,
     ) -> Result<()> {
-        for (c, &i) in spec.order.iter().enumerate() {
-            encode_ref(spec.classes[c], col(i)?, &mut self.enc);
+        for (c, &i) in order.iter().enumerate() {
+            encode_ref(classes[c], col(i)?, &mut self.enc);
         }
         if self.ends.is_empty() {
             // The buffer is not regrown (and copied) ~20 times over a page.
@@ -231,12 +231,12 @@ impl EncodedBatch {
     #[inline(never)]
     pub(crate) fn push_row_outlined<'r>(
         &mut self,
-        spec: &EncodeSpec<'_>,
+        cols: (&[usize], &[Class]),
         key: (&TableSchema, usize, &[usize]),
         limit: usize,
         col: impl Fn(usize) -> Result<ValueRef<'r>>,
     ) -> Result<()> {
-        self.push_row(spec, key, limit, col)
+        self.push_row(cols, key, limit, col)
     }
 
     /// Encodes a batch read as [`Value`]s (the default read path).

@@ -178,25 +178,16 @@ impl Mysql {
         mut on_row: impl FnMut(&MySqlRow) -> Result<()>,
     ) -> Result<()> {
         use futures_util::TryStreamExt;
-        check_table(&schema.name)?;
-        let mut vals = Vec::new();
-        let w = sql::where_clause_range(
+        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
+        let (q, vals) = sql::range_select(
             D,
             schema,
             key_column,
-            after,
-            upto,
+            (after, upto),
             filter,
-            &mut sql::question_marks(&mut vals),
+            limit,
+            &list.join(", "),
         )?;
-        let list: Vec<String> = schema.columns.iter().map(select_expr).collect();
-        let q = format!(
-            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
-            list.join(", "),
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            limit
-        );
         let ctx = || self.ctx("read", &schema.name);
         let mut stream = sqlx::query_with(&q, bind_all(&vals)?).fetch(&self.pool);
         while let Some(r) = stream.try_next().await.with_context(ctx)? {
@@ -577,9 +568,12 @@ impl Backend for Mysql {
         let wires: Vec<Wire> = schema.columns.iter().map(|c| wire(&c.data_type)).collect();
         let mut out = spec.pool.take();
         self.stream_range(schema, key_column, bounds, filter, limit, |r| {
-            out.push_row_outlined(spec, (schema, key_idx, &pk_idx), limit, |i| {
-                value_ref(r, i, wires[i])
-            })
+            out.push_row_outlined(
+                (spec.order, spec.classes),
+                (schema, key_idx, &pk_idx),
+                limit,
+                |i| value_ref(r, i, wires[i]),
+            )
         })
         .await?;
         Ok(out)

@@ -622,7 +622,7 @@ impl Backend for Postgres {
         let mut out = spec.pool.take();
         self.copy_range(schema, key_column, bounds, filter, limit, |f| {
             out.push_row(
-                spec,
+                (spec.order, spec.classes),
                 (schema, key_idx, &pk_idx),
                 limit,
                 // Inlined: as a call, its result came back through the stack and each field

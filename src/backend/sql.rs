@@ -21,6 +21,37 @@ pub(crate) fn question_marks(vals: &mut Vec<Value>) -> impl FnMut(Value, &str) -
     }
 }
 
+/// The page query of `read_range` for the dialects with `?` placeholders: `select` (a select
+/// list) of the rows in `(after, upto]` passing `filter`, in primary-key order, at most `limit`;
+/// and the values it binds.
+pub(crate) fn range_select(
+    d: Dialect,
+    schema: &TableSchema,
+    key_column: &str,
+    (after, upto): (Option<&PkValues>, Option<&PkValues>),
+    filter: &KeyFilter,
+    limit: usize,
+    select: &str,
+) -> Result<(String, Vec<Value>)> {
+    check_table(&schema.name)?;
+    let mut vals = Vec::new();
+    let w = where_clause_range(
+        d,
+        schema,
+        key_column,
+        after,
+        upto,
+        filter,
+        &mut question_marks(&mut vals),
+    )?;
+    let q = format!(
+        "SELECT {select} FROM {} WHERE {w} ORDER BY {} LIMIT {limit}",
+        d.quote(&schema.name),
+        pk_list(d, schema),
+    );
+    Ok((q, vals))
+}
+
 /// Table names come from plans and maps: untrusted. They are quoted anyway; this refuses early
 /// and names the problem.
 pub(crate) fn check_table(table: &str) -> Result<()> {

@@ -19,8 +19,11 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqliteRow}
 use sqlx::{Arguments, Row, TypeInfo, ValueRef};
 
 use super::sql::{self, check_table};
-use super::sqlite_pages::Pages;
-use super::{Backend, Batch, Column, Index, KeyFilter, PkValues, TableSchema, Value};
+use super::sqlite_pages::{self, Pages};
+use super::{
+    Backend, Batch, Column, EncodeSpec, EncodedBatch, Index, KeyFilter, PkValues, TableSchema,
+    Value,
+};
 use crate::ident::Dialect;
 use crate::map::Key;
 
@@ -224,6 +227,17 @@ async fn delete_in(
             .rows_affected();
     }
     Ok(n)
+}
+
+fn page_query(
+    schema: &TableSchema,
+    key_column: &str,
+    bounds: (Option<&PkValues>, Option<&PkValues>),
+    filter: &KeyFilter,
+    limit: usize,
+) -> Result<(String, Vec<Value>)> {
+    let select = sql::column_list(D, schema);
+    sql::range_select(D, schema, key_column, bounds, filter, limit, &select)
 }
 
 #[async_trait]
@@ -443,26 +457,9 @@ impl Backend for Sqlite {
         filter: &KeyFilter,
         limit: usize,
     ) -> Result<Batch> {
-        check_table(&schema.name)?;
         let key_idx = sql::key_index(schema, key_column)?;
         let pk_idx = sql::pk_indexes(schema)?;
-        let mut vals = Vec::new();
-        let w = sql::where_clause_range(
-            D,
-            schema,
-            key_column,
-            after,
-            upto,
-            filter,
-            &mut sql::question_marks(&mut vals),
-        )?;
-        let q = format!(
-            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
-            sql::column_list(D, schema),
-            D.quote(&schema.name),
-            sql::pk_list(D, schema),
-            limit
-        );
+        let (q, vals) = page_query(schema, key_column, (after, upto), filter, limit)?;
         let ctx = || self.ctx("read", &schema.name);
         let ncols = schema.columns.len();
         let rows: Vec<Vec<Value>> = match &self.pages {
@@ -493,6 +490,38 @@ impl Backend for Sqlite {
             .last()
             .map(|r| pk_idx.iter().map(|&i| r[i].clone()).collect());
         Ok(batch)
+    }
+
+    /// Encodes from the values SQLite hands out (no [`Value`], no `String` per column) when
+    /// the database is a plain file; otherwise the default path.
+    async fn read_encoded(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        bounds: (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+        limit: usize,
+        spec: &EncodeSpec<'_>,
+    ) -> Result<EncodedBatch> {
+        let Some(pages) = &self.pages else {
+            let b = self
+                .read_range(schema, key_column, bounds.0, bounds.1, filter, limit)
+                .await?;
+            return Ok(EncodedBatch::from_batch(b, spec));
+        };
+        let key_idx = sql::key_index(schema, key_column)?;
+        let pk_idx = sql::pk_indexes(schema)?;
+        let (q, vals) = page_query(schema, key_column, bounds, filter, limit)?;
+        // Owned copies: the rows are encoded on a blocking thread.
+        let (order, classes, table) = (spec.order.to_vec(), spec.classes.to_vec(), schema.clone());
+        pages
+            .fold(q, vals, spec.pool.take(), move |out, r| {
+                out.push_row_outlined((&order, &classes), (&table, key_idx, &pk_idx), limit, |i| {
+                    sqlite_pages::value_ref(r, i)
+                })
+            })
+            .await
+            .with_context(|| self.ctx("read", &schema.name))
     }
 
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {

@@ -22,6 +22,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::Value;
+use crate::verify::canonical::ValueRef as Borrowed;
 
 /// Idle connections kept for the next read (the sqlx pool has 4 too).
 const KEEP: usize = 4;
@@ -52,25 +53,53 @@ impl Pages {
         args: Vec<Value>,
         ncols: usize,
     ) -> Result<Vec<Vec<Value>>> {
+        self.fold(sql, args, Vec::new(), move |out, r| {
+            out.push(row_values(r, ncols)?);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs the query `sql` with `args` bound on a blocking thread, handing each row to
+    /// `on_row` with `acc`; returns `acc`.
+    pub async fn fold<A: Send + 'static>(
+        self: &Arc<Self>,
+        sql: String,
+        args: Vec<Value>,
+        acc: A,
+        on_row: impl FnMut(&mut A, &rusqlite::Row<'_>) -> Result<()> + Send + 'static,
+    ) -> Result<A> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.query_blocking(&sql, &args, ncols))
+        tokio::task::spawn_blocking(move || me.fold_blocking(&sql, &args, acc, on_row))
             .await
             .context("a SQLite read thread ended abnormally")?
     }
 
-    fn query_blocking(&self, sql: &str, args: &[Value], ncols: usize) -> Result<Vec<Vec<Value>>> {
+    fn fold_blocking<A>(
+        &self,
+        sql: &str,
+        args: &[Value],
+        mut acc: A,
+        mut on_row: impl FnMut(&mut A, &rusqlite::Row<'_>) -> Result<()>,
+    ) -> Result<A> {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match idle {
             Some(c) => c,
             None => self.open()?,
         };
-        let rows = run(&conn, sql, args, ncols)?;
+        {
+            let mut st = conn.prepare_cached(sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(args.iter().map(Param)))?;
+            while let Some(r) = rows.next()? {
+                on_row(&mut acc, r)?;
+            }
+        }
         if let Ok(mut v) = self.idle.lock() {
             if v.len() < KEEP {
                 v.push(conn);
             }
         }
-        Ok(rows)
+        Ok(acc)
     }
 
     fn open(&self) -> Result<Connection> {
@@ -87,28 +116,25 @@ impl Pages {
     }
 }
 
-fn run(conn: &Connection, sql: &str, args: &[Value], ncols: usize) -> Result<Vec<Vec<Value>>> {
-    let mut st = conn.prepare_cached(sql)?;
-    let mut rows = st.query(rusqlite::params_from_iter(args.iter().map(Param)))?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let mut row = Vec::with_capacity(ncols);
-        for i in 0..ncols {
-            row.push(match r.get_ref(i)? {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(v) => Value::Int(v),
-                ValueRef::Real(f) => Value::from_f64(f),
-                ValueRef::Text(b) => Value::Text(
-                    std::str::from_utf8(b)
-                        .map_err(|_| anyhow!("column {i} holds TEXT that is not valid UTF-8"))?
-                        .to_owned(),
-                ),
-                ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
-            });
-        }
-        out.push(row);
-    }
-    Ok(out)
+fn row_values(r: &rusqlite::Row<'_>, ncols: usize) -> Result<Vec<Value>> {
+    (0..ncols)
+        .map(|i| value_ref(r, i).map(Value::from))
+        .collect()
+}
+
+/// Column `i` of a row, by storage class: INTEGER as i64, REAL as the f64's bits, TEXT as UTF-8
+/// (an error otherwise), BLOB, NULL.
+pub(crate) fn value_ref<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<Borrowed<'r>> {
+    Ok(match r.get_ref(i)? {
+        ValueRef::Null => Borrowed::Null,
+        ValueRef::Integer(v) => Borrowed::Int(v),
+        ValueRef::Real(f) => Borrowed::Float(f.to_bits()),
+        ValueRef::Text(b) => Borrowed::Text(
+            std::str::from_utf8(b)
+                .map_err(|_| anyhow!("column {i} holds TEXT that is not valid UTF-8"))?,
+        ),
+        ValueRef::Blob(b) => Borrowed::Bytes(b),
+    })
 }
 
 /// A value bound as the sqlx path binds it (`sqlite::bind`).
@@ -137,6 +163,15 @@ impl rusqlite::ToSql for Param<'_> {
 mod tests {
     use super::*;
 
+    impl Pages {
+        fn rows_blocking(&self, sql: &str, args: &[Value], n: usize) -> Result<Vec<Vec<Value>>> {
+            self.fold_blocking(sql, args, Vec::new(), |out, r| {
+                out.push(row_values(r, n)?);
+                Ok(())
+            })
+        }
+    }
+
     fn db() -> (tempfile::TempDir, Arc<Pages>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
@@ -155,7 +190,7 @@ mod tests {
     fn values_by_storage_class_exactly() {
         let (_d, p) = db();
         let rows = p
-            .query_blocking(
+            .rows_blocking(
                 "SELECT id, a, b FROM t WHERE id < ? ORDER BY id",
                 &[Value::Int(4)],
                 3,
@@ -186,14 +221,14 @@ mod tests {
             Value::UInt(3),
         ];
         let ids: Vec<Value> = p
-            .query_blocking(q, &args, 1)
+            .rows_blocking(q, &args, 1)
             .unwrap()
             .into_iter()
             .map(|mut r| r.remove(0))
             .collect();
         assert_eq!(ids, [1, 2, 3, 4].map(Value::Int));
         assert!(p
-            .query_blocking(q, &vec![Value::UInt(u64::MAX); 4], 1)
+            .rows_blocking(q, &vec![Value::UInt(u64::MAX); 4], 1)
             .is_err());
     }
 
@@ -201,7 +236,7 @@ mod tests {
     fn text_that_is_not_utf8_is_an_error() {
         let (_d, p) = db();
         let e = p
-            .query_blocking("SELECT b FROM t WHERE id = 4", &[], 1)
+            .rows_blocking("SELECT b FROM t WHERE id = 4", &[], 1)
             .unwrap_err();
         assert!(format!("{e:#}").contains("not valid UTF-8"), "{e:#}");
     }
