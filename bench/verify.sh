@@ -12,8 +12,9 @@
 # raw scan(s) and `reshard verify` (a full pass reading BOTH sides) alternate. Printed: each round
 # and the medians; ratio = verify rows/s / raw scan rows/s (the target is >= 0.5).
 # Raw scans: PostgreSQL `\copy (SELECT ...) TO STDOUT | sha1sum`; MariaDB `mariadb -e 'SELECT ...'
-# | sha1sum` and BIT_XOR(CRC32(CONCAT_WS(...))) in 100 key ranges (a server-side checksum, not
-# exact: shown for scale); SQLite `sqlite3 db 'SELECT ...' | sha1sum`.
+# | sha1sum`, `SELECT ... INTO OUTFILE` then sha1sum of the file, and BIT_XOR(CRC32(CONCAT_WS(...)))
+# in 100 key ranges (a server-side checksum, not exact: shown for scale); SQLite
+# `sqlite3 db 'SELECT ...' | sha1sum`.
 set -euo pipefail
 what=${1:-all}; n=${2:-1000000}; runs=${3:-3}; shape=${4:-narrow}
 bin=${RESHARD_BIN:-${CARGO_TARGET_DIR:-target}/release/reshard}
@@ -107,6 +108,10 @@ raw_scans() { # kind -> "name seconds" lines
       echo "copy|sha1sum $(echo "$(now) - $t0" | bc -l)" ;;
     mysql) t0=$(now); my "${tag}_a" -e "$sel" | sha1sum > /dev/null; t1=$(now)
       echo "mariadb|sha1sum $(echo "$t1 - $t0" | bc -l)"
+      # The server's own dump path (the server writes the file, so not under the 0700 $dir).
+      local out=/tmp/${tag}_scan.txt; rm -f "$out"
+      t0=$(now); my "${tag}_a" -e "$sel INTO OUTFILE '$out'"; sha1sum "$out" > /dev/null; t1=$(now)
+      rm -f "$out"; echo "outfile+sha1sum $(echo "$t1 - $t0" | bc -l)"
       local step=$(( (n + 99) / 100 )) q=""
       for ((i = 0; i < 100; i++)); do
         q+="SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', $cols))) FROM users WHERE id > $((i * step)) AND id <= $(((i + 1) * step));"

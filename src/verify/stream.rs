@@ -53,20 +53,24 @@ impl Drop for Chunks {
 }
 
 impl Chunks {
-    /// Starts reading the chunks after `after`, the first of `k` source rows; `adapt` gives the
-    /// next chunk's size from this one's and how long its source page took.
+    /// Starts reading the chunks after `after`, the first of `k` source rows; `next_k` gives
+    /// the next chunk's size from this one's, how long its source page took, and how many rows
+    /// are left to read if `expected` (the rows the source will read) was known.
+    ///
+    /// Why the rows left matter: the destination's read of the last chunk runs alone, after the
+    /// source has finished, so chunks should shrink toward the end.
     pub fn start(
         tj: &Arc<TableJob>,
         after: Option<PkValues>,
-        k: usize,
-        adapt: impl Fn(usize, Duration) -> usize + Send + 'static,
+        (k, expected): (usize, Option<u64>),
+        next_k: impl Fn(usize, Duration, Option<u64>) -> usize + Send + 'static,
     ) -> Chunks {
         let (page_tx, mut page_rx) = mpsc::channel::<Result<SourcePage>>(1);
         let (tx, rx) = mpsc::channel::<Result<Chunk>>(1);
         let source = {
             let tj = tj.clone();
             tokio::spawn(async move {
-                let (mut after, mut k) = (after, k);
+                let (mut after, mut k, mut read) = (after, k, 0u64);
                 loop {
                     let started = Instant::now();
                     let page = match tj.read_source_page(after.as_ref(), k).await {
@@ -76,7 +80,9 @@ impl Chunks {
                             return;
                         }
                     };
-                    let next_k = adapt(k, started.elapsed());
+                    read += page.read as u64;
+                    let left = expected.map(|e| e.saturating_sub(read));
+                    let next_k = next_k(k, started.elapsed(), left);
                     // A page shorter than asked for is the last: its chunk is open-ended, so
                     // destination rows beyond the source's last key show.
                     let last = if page.read < k {
