@@ -178,7 +178,7 @@ pub async fn repair_move(v: &Verifier<'_>, m: &Move) -> Result<(MoveReport, u64,
         tables: Vec::new(),
     };
     for t in &v.ctx.tables {
-        let tr = table_report(v, m, &t.name, 0).await?;
+        let tr = table_report(v, m, &t.name, Work::default()).await?;
         report.ok &= tr.mismatched_chunks == 0;
         report.tables.push(tr);
     }
@@ -262,8 +262,23 @@ fn check_stop(v: &Verifier<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Runs (or resumes) the full pass of one table. Returns the chunks computed.
-async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64> {
+/// Chunks computed by one call, and how many of them were read a second time (with values)
+/// because their first checksums differed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Work {
+    chunks: u64,
+    reread: u64,
+}
+
+impl Work {
+    fn add(&mut self, reread: bool) {
+        self.chunks += 1;
+        self.reread += u64::from(reread);
+    }
+}
+
+/// Runs (or resumes) the full pass of one table.
+async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<Work> {
     let o = &v.options;
     let progress = v.catalog.verify_progress(v.job, &m.id, &tj.table).await?;
     let (after, mut no, k) = match progress {
@@ -280,7 +295,7 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
             (None, 0, k)
         }
     };
-    let mut computed = 0;
+    let mut work = Work::default();
     // What the copy read at the source: what a new pass will read, give or take the writes
     // since.
     let expected = match after {
@@ -307,7 +322,7 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
             .next()
             .await
             .context("a verification read task ended abnormally")??;
-        let c = make_chunk(
+        let (c, reread) = make_chunk(
             no,
             ch.after.as_ref(),
             ch.last.as_ref(),
@@ -324,10 +339,10 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<u64
             p.add_rows(&m.id, c.src_rows as u64);
         }
         failpoint::hit("verify_chunk");
-        computed += 1;
+        work.add(reread);
         no += 1;
         if ch.last.is_none() {
-            return Ok(computed);
+            return Ok(work);
         }
     }
 }
@@ -354,7 +369,8 @@ fn adapt(k: usize, elapsed_ms: u64, o: &Options) -> usize {
 
 /// The chunk `(after, last]` from both sides' encodings. A mismatch is narrowed down to rows,
 /// which needs the rows themselves: both sides are read again with values, and the chunk is
-/// judged on that reading (a difference caught up in between is not reported).
+/// judged on that reading (a difference caught up in between is not reported). Returns the
+/// chunk, and whether it was read again.
 async fn make_chunk(
     no: i64,
     after: Option<&PkValues>,
@@ -363,11 +379,12 @@ async fn make_chunk(
     src: &chunk::Rows,
     dst: &chunk::Rows,
     o: &Options,
-) -> Result<ChunkRow> {
+) -> Result<(ChunkRow, bool)> {
     let (mut ss, mut ds) = (src.sha1(), dst.sha1());
+    let reread = ss != ds;
     let (mut src_rows, mut dst_rows) = (src.len(), dst.len());
     let mut diff_json = None;
-    if ss != ds {
+    if reread {
         let page = o.max_chunk_rows.max(1000);
         let s = Read::range(tj, false, after.cloned(), last.cloned(), page, true);
         let d = Read::range(tj, true, after.cloned(), last.cloned(), page, true);
@@ -378,7 +395,7 @@ async fn make_chunk(
             diff_json = Some(serde_json::to_string(&tj.narrow(&s, &d, o.max_listed))?);
         }
     }
-    Ok(ChunkRow {
+    let c = ChunkRow {
         chunk_no: no,
         after_json: after.map(serde_json::to_string).transpose()?,
         last_json: last.map(serde_json::to_string).transpose()?,
@@ -388,16 +405,18 @@ async fn make_chunk(
         src_sha1: ss,
         dst_sha1: ds,
         diff_json,
-    })
+    };
+    Ok((c, reread))
 }
 
-async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow) -> Result<()> {
+/// Computes a recorded chunk again; true when it was read a second time (see [`make_chunk`]).
+async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow) -> Result<bool> {
     let (after, last) = chunk_range(c)?;
     let page = v.options.max_chunk_rows.max(1000);
     let src = Read::range(tj, false, after.clone(), last.clone(), page, false);
     let dst = Read::range(tj, true, after.clone(), last.clone(), page, false);
     let (src, dst) = (src.rows().await?, dst.rows().await?);
-    let nc = make_chunk(
+    let (nc, reread) = make_chunk(
         c.chunk_no,
         after.as_ref(),
         last.as_ref(),
@@ -416,7 +435,7 @@ async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow)
         .verify_record_chunk(v.job, &m.id, &tj.table, &nc, false, k)
         .await?;
     failpoint::hit("verify_chunk");
-    Ok(())
+    Ok(reread)
 }
 
 /// Recomputes the chunks holding `pks`; falls back to the full pass when none is finished.
@@ -425,7 +444,7 @@ async fn touched_pass(
     m: &Move,
     tj: &Arc<TableJob>,
     pks: &[PkValues],
-) -> Result<u64> {
+) -> Result<Work> {
     let p = v.catalog.verify_progress(v.job, &m.id, &tj.table).await?;
     if !p.is_some_and(|p| p.done) {
         return full_pass(v, m, tj).await;
@@ -450,24 +469,21 @@ async fn touched_pass(
             which.insert(i);
         }
     }
+    let mut work = Work::default();
     for &i in &which {
         check_stop(v)?;
-        recompute(v, m, tj, &chunks[i]).await?;
+        work.add(recompute(v, m, tj, &chunks[i]).await?);
     }
-    Ok(which.len() as u64)
+    Ok(work)
 }
 
 /// The table's report from its recorded chunks.
-async fn table_report(
-    v: &Verifier<'_>,
-    m: &Move,
-    table: &str,
-    computed: u64,
-) -> Result<TableReport> {
+async fn table_report(v: &Verifier<'_>, m: &Move, table: &str, work: Work) -> Result<TableReport> {
     let chunks = v.catalog.verify_chunks(v.job, &m.id, table).await?;
     let mut tr = TableReport {
         table: table.to_string(),
-        chunks_computed: computed,
+        chunks_computed: work.chunks,
+        chunks_reread: work.reread,
         ..Default::default()
     };
     let mut h = Sha1::new();

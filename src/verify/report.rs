@@ -57,6 +57,11 @@ pub struct TableReport {
     pub chunks: u64,
     /// Chunks computed by this call (the others were kept from earlier work).
     pub chunks_computed: u64,
+    /// Of those, the chunks whose first checksums differed, so that both sides were read again
+    /// with their rows (a row written in between, or a real difference). Zero on unchanging
+    /// data: the fast read paths encode exactly like the value path.
+    #[serde(default)]
+    pub chunks_reread: u64,
     pub mismatched_chunks: u64,
     /// sha1 over the chunk checksums of the source, in order: equal for equal data and equal
     /// chunk boundaries, whatever the backend.
@@ -99,6 +104,12 @@ impl MoveReport {
                 t.chunks_computed,
                 t.mismatched_chunks
             ));
+            if t.chunks_reread > 0 {
+                s.push_str(&format!(
+                    "    chunks read again with their rows (first checksums differed): {}\n",
+                    t.chunks_reread
+                ));
+            }
             let d = &t.diff;
             if d.missing_count > 0 {
                 s.push_str(&format!(
