@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use futures_util::future::join_all;
 
 use crate::backend::{self, Backend, KeyFilter, TableSchema};
 use crate::hashing::HashKind;
 use crate::map::{Partitioner, TableSpec};
 use crate::plan::{Move, Plan, Segments};
+use crate::shard_url::ShardUrl;
 
 /// Which side of the plan a shard connection belongs to. A shard named in both maps is one
 /// database only when both maps give it the same URL.
@@ -79,6 +81,9 @@ pub fn key_filter(seg: &Segments) -> KeyFilter {
     }
 }
 
+/// A database to connect to: its name, URL, and the (side, name) pairs it serves.
+type Target<'a> = (String, &'a ShardUrl, Vec<(Side, String)>);
+
 /// Connects to every shard that takes part in a move. Returns the context and the shards that
 /// could not be reached (one problem each).
 pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
@@ -88,8 +93,9 @@ pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
         wanted.insert((Side::To, m.destination.clone()));
     }
     let mut problems = Vec::new();
-    let mut shards = HashMap::new();
-    let mut by_url: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+    // The same database named on both sides shares one connection pool: one connection per
+    // distinct (name, URL), for every (side, name) that names it.
+    let mut targets: Vec<Target<'_>> = Vec::new();
     for (side, name) in wanted {
         let map = if side == Side::From {
             &plan.from
@@ -100,22 +106,25 @@ pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
             problems.push(format!("shard {name}: not in the plan's maps"));
             continue;
         };
-        // The same database named on both sides shares one connection pool.
-        let key = format!("{name}\n{url}");
-        if let Some(b) = by_url.get(&key) {
-            shards.insert((side, name), b.clone());
-            continue;
+        match targets.iter_mut().find(|(n, u, _)| *n == name && *u == url) {
+            Some((_, _, users)) => users.push((side, name)),
+            None => targets.push((name.clone(), url, vec![(side, name)])),
         }
-        let res = async {
-            let b = backend::connect(&name, url).await?;
-            crate::retry::retry(&format!("shard {name}: ping"), || b.ping()).await?;
-            anyhow::Ok(b)
-        }
-        .await;
+    }
+    // Concurrently: with many shards, one handshake after another added up.
+    let connected = join_all(targets.iter().map(|(name, url, _)| async move {
+        let b = backend::connect(name, url).await?;
+        crate::retry::retry(&format!("shard {name}: ping"), || b.ping()).await?;
+        anyhow::Ok(b)
+    }))
+    .await;
+    let mut shards = HashMap::new();
+    for ((name, url, users), res) in targets.into_iter().zip(connected) {
         match res {
             Ok(b) => {
-                by_url.insert(key, b.clone());
-                shards.insert((side, name), b);
+                for u in users {
+                    shards.insert(u, b.clone());
+                }
             }
             Err(e) => problems.push(format!("shard {name} ({url}): not reachable: {e:#}")),
         }
@@ -133,22 +142,28 @@ pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
 
 /// Reads the definition of every table at every connected shard.
 pub async fn describe_all(ctx: &mut Context) -> Vec<String> {
+    let mut wanted = Vec::new();
+    for ((side, shard), b) in &ctx.shards {
+        for t in &ctx.tables {
+            wanted.push((*side, shard.clone(), t.name.clone(), b.clone()));
+        }
+    }
+    // Concurrently, like the connections.
+    let described = join_all(
+        wanted
+            .iter()
+            .map(|(_, _, table, b)| crate::retry::describe(b.as_ref(), table)),
+    )
+    .await;
     let mut problems = Vec::new();
-    let keys: Vec<(Side, String)> = ctx.shards.keys().cloned().collect();
-    for (side, shard) in keys {
-        let Some(b) = ctx.shard(side, &shard).cloned() else {
-            continue;
-        };
-        for t in ctx.tables.clone() {
-            match crate::retry::describe(b.as_ref(), &t.name).await {
-                Ok(s) => {
-                    ctx.schemas.insert((side, shard.clone(), t.name.clone()), s);
-                }
-                Err(e) => problems.push(format!(
-                    "shard {shard}: table {}: cannot be described: {e:#}",
-                    t.name
-                )),
+    for ((side, shard, table, _), res) in wanted.into_iter().zip(described) {
+        match res {
+            Ok(s) => {
+                ctx.schemas.insert((side, shard, table), s);
             }
+            Err(e) => problems.push(format!(
+                "shard {shard}: table {table}: cannot be described: {e:#}"
+            )),
         }
     }
     problems
