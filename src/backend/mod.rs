@@ -169,8 +169,8 @@ impl BatchPool {
     /// Keeps `b`'s buffers for a later [`Self::take`].
     pub fn give(&self, b: EncodedBatch) {
         if let Ok(mut v) = self.0.lock() {
-            // Two readers (source and destination) per table run at once.
-            if v.len() < 4 {
+            // Two readers (source and destination) per table hold a page each at a time.
+            if v.len() < 2 {
                 v.push(b);
             }
         }

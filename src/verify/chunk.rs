@@ -86,6 +86,8 @@ pub(crate) struct Rows {
     pub last_read: Option<PkValues>,
     /// Rows read, moving or not (a page shorter than its limit is the last).
     pub read: usize,
+    /// Their encodings' bytes, moving or not: what a page of this many rows holds in memory.
+    pub bytes: u64,
 }
 
 impl Rows {
@@ -98,6 +100,7 @@ impl Rows {
             count: 0,
             last_read: None,
             read: 0,
+            bytes: 0,
         }
     }
 
@@ -173,6 +176,7 @@ impl TableJob {
             let start = out.enc.len();
             encode_row(&side.classes, &ordered, &mut out.enc);
             out.hash.update(&out.enc[start..]);
+            out.bytes += (out.enc.len() - start) as u64;
             out.count += 1;
             out.ends.push(out.enc.len());
             out.rows.push(ordered);
@@ -185,6 +189,7 @@ impl TableJob {
         out.count += hash_rows(&batch.enc, &batch.ends, &mut out.hash, |i| {
             self.in_move(&batch.keys[i])
         })?;
+        out.bytes += batch.enc.len() as u64;
         self.pool.give(batch);
         Ok(())
     }

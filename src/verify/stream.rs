@@ -28,6 +28,20 @@ pub(crate) struct Chunk {
     pub next_k: usize,
 }
 
+/// What sizes the next chunk: the source page just read.
+pub(crate) struct Page {
+    /// The rows asked for, and how long it took.
+    pub k: usize,
+    pub took: Duration,
+    /// Rows read and their encodings' bytes (a page is held in memory whole).
+    pub read: usize,
+    pub bytes: u64,
+    /// Rows still to read, when the pass knows what to expect. Why it matters: the
+    /// destination's read of the last chunk runs alone, after the source has finished, so
+    /// chunks should shrink toward the end.
+    pub left: Option<u64>,
+}
+
 /// The source's part of a chunk, on its way to the destination's reader.
 struct SourcePage {
     after: Option<PkValues>,
@@ -53,17 +67,14 @@ impl Drop for Chunks {
 }
 
 impl Chunks {
-    /// Starts reading the chunks after `after`, the first of `k` source rows; `next_k` gives
-    /// the next chunk's size from this one's, how long its source page took, and how many rows
-    /// are left to read if `expected` (the rows the source will read) was known.
-    ///
-    /// Why the rows left matter: the destination's read of the last chunk runs alone, after the
-    /// source has finished, so chunks should shrink toward the end.
+    /// Starts reading the chunks after `after`, the first of `k` source rows; `next_k` sizes
+    /// each next chunk from the source page just read (see [`Page`]); `expected` is the rows the
+    /// source will read, when known.
     pub fn start(
         tj: &Arc<TableJob>,
         after: Option<PkValues>,
         (k, expected): (usize, Option<u64>),
-        next_k: impl Fn(usize, Duration, Option<u64>) -> usize + Send + 'static,
+        next_k: impl Fn(&Page) -> usize + Send + 'static,
     ) -> Chunks {
         let (page_tx, mut page_rx) = mpsc::channel::<Result<SourcePage>>(1);
         let (tx, rx) = mpsc::channel::<Result<Chunk>>(1);
@@ -81,8 +92,13 @@ impl Chunks {
                         }
                     };
                     read += page.read as u64;
-                    let left = expected.map(|e| e.saturating_sub(read));
-                    let next_k = next_k(k, started.elapsed(), left);
+                    let next_k = next_k(&Page {
+                        k,
+                        took: started.elapsed(),
+                        read: page.read,
+                        bytes: page.bytes,
+                        left: expected.map(|e| e.saturating_sub(read)),
+                    });
                     // A page shorter than asked for is the last: its chunk is open-ended, so
                     // destination rows beyond the source's last key show.
                     let last = if page.read < k {
