@@ -295,40 +295,44 @@ async fn encoded_reads_match_value_reads(kind: Kind) {
         .map(|&i| class_of(d, &schema.columns[i].data_type))
         .collect();
     let pool = BatchPool::default();
-    let spec = EncodeSpec {
-        order: &order,
-        classes: &classes,
-        pool: &pool,
-    };
     let after = vec![Value::Int(-5), Value::Int(3)];
     let upto = vec![Value::Int(4), Value::Int(1)];
     let filters = [
         KeyFilter::All,
         KeyFilter::Ranges(vec![(Some(Bound::Int(-2)), Some(Bound::Int(6)))]),
     ];
-    for filter in &filters {
-        for (a, u, limit) in [
-            (None, None, 100),
-            (Some(&after), Some(&upto), 100),
-            (Some(&after), None, 7),
-        ] {
-            let by_value = b
-                .read_range(&schema, "tenant", a, u, filter, limit)
-                .await
-                .unwrap();
-            assert!(!by_value.rows.is_empty());
-            let want_last = by_value.last.clone();
-            let want = EncodedBatch::from_batch(by_value, &spec);
-            let got = b
-                .read_encoded(&schema, "tenant", (a, u), filter, limit, &spec)
-                .await
-                .unwrap();
-            assert_eq!(got.enc, want.enc, "{filter:?} {a:?} {u:?}");
-            assert_eq!(got.ends, want.ends);
-            assert_eq!(got.keys, want.keys);
-            assert_eq!(got.last, want_last);
-            // The next read reuses these buffers: it must start from an empty batch.
-            pool.give(got);
+    for keys in [true, false] {
+        let spec = EncodeSpec {
+            order: &order,
+            classes: &classes,
+            pool: &pool,
+            keys,
+        };
+        for filter in &filters {
+            for (a, u, limit) in [
+                (None, None, 100),
+                (Some(&after), Some(&upto), 100),
+                (Some(&after), None, 7),
+            ] {
+                let by_value = b
+                    .read_range(&schema, "tenant", a, u, filter, limit)
+                    .await
+                    .unwrap();
+                assert!(!by_value.rows.is_empty());
+                let want_last = by_value.last.clone();
+                let want_keys = by_value.keys.clone();
+                let want = EncodedBatch::from_batch(by_value, &spec);
+                let got = b
+                    .read_encoded(&schema, "tenant", (a, u), filter, limit, &spec)
+                    .await
+                    .unwrap();
+                assert_eq!(got.enc, want.enc, "{filter:?} {a:?} {u:?}");
+                assert_eq!(got.ends, want.ends);
+                assert_eq!(got.keys, if keys { want_keys } else { Vec::new() });
+                assert_eq!(got.last, want_last);
+                // The next read reuses these buffers: it must start from an empty batch.
+                pool.give(got);
+            }
         }
     }
 }

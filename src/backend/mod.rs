@@ -146,6 +146,9 @@ pub struct EncodeSpec<'a> {
     pub classes: &'a [Class],
     /// Where the page's buffers come from (and go back to once hashed).
     pub pool: &'a BatchPool,
+    /// Whether each row's shard key is wanted (`EncodedBatch::keys`): not when the read's
+    /// filter selects exactly the rows wanted, so that none is routed again.
+    pub keys: bool,
 }
 
 /// Encoded pages kept for reuse. A page's buffer is megabytes; allocated afresh for every page,
@@ -198,7 +201,7 @@ impl EncodedBatch {
     pub(crate) fn push_row<'r>(
         &mut self,
         (order, classes): (&[usize], &[Class]),
-        (schema, key_idx, pk_idx): (&TableSchema, usize, &[usize]),
+        (schema, key_idx, pk_idx): (&TableSchema, Option<usize>, &[usize]),
         limit: usize,
         col: impl Fn(usize) -> Result<ValueRef<'r>>,
     ) -> Result<()> {
@@ -211,11 +214,13 @@ impl EncodedBatch {
                 .reserve(self.enc.len().saturating_mul(limit).min(64 << 20));
         }
         self.ends.push(self.enc.len());
-        let key = col(key_idx)?;
-        self.keys.push(match key.as_key() {
-            Some(k) => k,
-            None => sql::key_from(schema, key_idx, &key.into())?,
-        });
+        if let Some(key_idx) = key_idx {
+            let key = col(key_idx)?;
+            self.keys.push(match key.as_key() {
+                Some(k) => k,
+                None => sql::key_from(schema, key_idx, &key.into())?,
+            });
+        }
         // Overwritten in place: only the last row's stays, and most keys are integers, which
         // neither allocate nor free here.
         let last = self.last.get_or_insert_with(Vec::new);
@@ -232,7 +237,7 @@ impl EncodedBatch {
     pub(crate) fn push_row_outlined<'r>(
         &mut self,
         cols: (&[usize], &[Class]),
-        key: (&TableSchema, usize, &[usize]),
+        key: (&TableSchema, Option<usize>, &[usize]),
         limit: usize,
         col: impl Fn(usize) -> Result<ValueRef<'r>>,
     ) -> Result<()> {
@@ -242,7 +247,7 @@ impl EncodedBatch {
     /// Encodes a batch read as [`Value`]s (the default read path).
     pub fn from_batch(b: Batch, spec: &EncodeSpec<'_>) -> Self {
         let mut out = EncodedBatch {
-            keys: b.keys,
+            keys: if spec.keys { b.keys } else { Vec::new() },
             last: b.last,
             ..EncodedBatch::default()
         };

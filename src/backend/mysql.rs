@@ -570,7 +570,7 @@ impl Backend for Mysql {
         self.stream_range(schema, key_column, bounds, filter, limit, |r| {
             out.push_row_outlined(
                 (spec.order, spec.classes),
-                (schema, key_idx, &pk_idx),
+                (schema, spec.keys.then_some(key_idx), &pk_idx),
                 limit,
                 |i| value_ref(r, i, wires[i]),
             )

@@ -623,7 +623,7 @@ impl Backend for Postgres {
         self.copy_range(schema, key_column, bounds, filter, limit, |f| {
             out.push_row(
                 (spec.order, spec.classes),
-                (schema, key_idx, &pk_idx),
+                (schema, spec.keys.then_some(key_idx), &pk_idx),
                 limit,
                 // Inlined: as a call, its result came back through the stack and each field
                 // stalled on reading it (store forwarding), ~1/6 of this loop's time.

@@ -514,11 +514,15 @@ impl Backend for Sqlite {
         let (q, vals) = page_query(schema, key_column, bounds, filter, limit)?;
         // Owned copies: the rows are encoded on a blocking thread.
         let (order, classes, table) = (spec.order.to_vec(), spec.classes.to_vec(), schema.clone());
+        let keys = spec.keys;
         pages
             .fold(q, vals, spec.pool.take(), move |out, r| {
-                out.push_row_outlined((&order, &classes), (&table, key_idx, &pk_idx), limit, |i| {
-                    sqlite_pages::value_ref(r, i)
-                })
+                out.push_row_outlined(
+                    (&order, &classes),
+                    (&table, keys.then_some(key_idx), &pk_idx),
+                    limit,
+                    |i| sqlite_pages::value_ref(r, i),
+                )
             })
             .await
             .with_context(|| self.ctx("read", &schema.name))

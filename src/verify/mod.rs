@@ -50,9 +50,13 @@ use crate::backend::PkValues;
 use crate::catalog::{Catalog, ChunkRow};
 use crate::error::Stop;
 use crate::failpoint;
-use crate::plan::Move;
+use crate::hashing::HashKind;
+use crate::ident::Dialect;
+use crate::map::Bound;
+use crate::plan::{Move, Segments};
 use crate::preflight::{key_filter, Context, Side};
 use crate::signals::StopFlag;
+use canonical::Class;
 use chunk::{Read, TableJob, TableSide};
 pub use report::{Diff, Differing, MoveReport, TableReport};
 
@@ -221,6 +225,17 @@ fn table_job(v: &Verifier<'_>, m: &Move, table: &str, key: &str) -> Result<Arc<T
         })
         .collect::<Result<Vec<_>>>()?;
     let columns = src_s.columns.iter().map(|c| c.name.clone()).collect();
+    let (src, dst) = (
+        TableSide::new(src_b, src_s.clone(), &src_s)?,
+        TableSide::new(dst_b, dst_s, &src_s)?,
+    );
+    let key_i = src_s
+        .column_index(key)
+        .with_context(|| format!("table {table}: no shard-key column {key}"))?;
+    let exact = src.backend.dialect() != Dialect::Sqlite
+        && src.classes[key_i] == Class::Integer
+        && dst.classes[key_i] == Class::Integer
+        && sql_filter_is_exact(&ctx.plan, m);
     Ok(Arc::new(TableJob {
         table: table.to_string(),
         key: key.to_string(),
@@ -228,12 +243,40 @@ fn table_job(v: &Verifier<'_>, m: &Move, table: &str, key: &str) -> Result<Arc<T
         from: ctx.from.clone(),
         to: ctx.to.clone(),
         pair: ctx.move_indices(m),
-        dst: TableSide::new(dst_b, dst_s, &src_s)?,
-        src: TableSide::new(src_b, src_s.clone(), &src_s)?,
+        dst,
+        src,
         columns,
         pk_idx,
         pool: Default::default(),
+        exact,
     }))
+}
+
+/// Whether the move's SQL filter (`preflight::key_filter`) selects exactly the move's rows, so
+/// that they need not be routed again in Rust (~5% of a PostgreSQL pass's CPU): integer range
+/// or identity-modulo segments, which SQL computes exactly on an integer key column (the
+/// caller checks the column on both sides; not SQLite, where a column of integer affinity
+/// may still hold text), and the planner's own segments for these maps, which
+/// `tests/plan_props.rs` checks are exact (a key is in a move's segments if and only if it
+/// moves between its shards). A plan whose segments were edited keeps the routing. Were a
+/// filter ever too wide, the rows it let through would show as extra source rows: a loud
+/// mismatch, never a silent one.
+fn sql_filter_is_exact(plan: &crate::plan::Plan, m: &Move) -> bool {
+    let computable = match &m.segments {
+        Segments::Ranges { ranges } => ranges.iter().all(|r| {
+            [&r.from, &r.to]
+                .iter()
+                .all(|b| matches!(b, None | Some(Bound::Int(_))))
+        }),
+        Segments::Residues { hash, .. } => *hash == HashKind::Identity,
+        _ => false,
+    };
+    computable
+        && crate::planner::plan(&plan.from, &plan.to).is_ok_and(|p| {
+            p.moves.iter().any(|d| {
+                d.source == m.source && d.destination == m.destination && d.segments == m.segments
+            })
+        })
 }
 
 fn parse_pk(j: Option<&str>) -> Result<Option<PkValues>> {
@@ -556,6 +599,36 @@ mod tests {
             ..Options::default()
         };
         assert_eq!(next_k(&page(40, 10, 40, 80_000_000, Some(10)), &fixed), 40);
+    }
+
+    fn example(name: &str) -> crate::plan::Plan {
+        let path = format!("{}/plans/{name}/plan.json", env!("CARGO_MANIFEST_DIR"));
+        crate::plan::Plan::load(std::path::Path::new(&path)).unwrap()
+    }
+
+    #[test]
+    fn exact_filters_are_the_planners_integer_ranges_and_residues() {
+        for (name, exact) in [
+            ("range-split", true),
+            ("modulo-4-to-8", true),
+            ("modulo-4-to-5-md5", false),
+            ("ring-add", false),
+            ("modulo-to-ring", false),
+        ] {
+            let plan = example(name);
+            assert!(!plan.moves.is_empty());
+            for m in &plan.moves {
+                assert_eq!(sql_filter_is_exact(&plan, m), exact, "{name} {}", m.id);
+            }
+        }
+        // Segments edited by hand (here: widened) are not trusted: rows are routed again.
+        let plan = example("range-split");
+        let mut m = plan.moves[0].clone();
+        let Segments::Ranges { ranges } = &mut m.segments else {
+            panic!("range-split has ranges");
+        };
+        ranges[0].from = None;
+        assert!(!sql_filter_is_exact(&plan, &m));
     }
 
     #[test]
