@@ -5,8 +5,8 @@
 //! # How a move's table is verified
 //! The move's rows (old owner = the move's source, new owner = its destination: selected by the
 //! SQL filter where the map allows, and routed in Rust for every row unless that filter is exact,
-//! see [`sql_filter_is_exact`]) are read in primary-key order in chunks, the two sides by two
-//! free-running tasks ([`stream`]): a chunk is the primary-key range `(after, last]` of up to K
+//! see `sql_filter_is_exact`) are read in primary-key order in chunks, the two sides by two
+//! free-running tasks (`stream`): a chunk is the primary-key range `(after, last]` of up to K
 //! source rows;
 //! the destination is read over the same range, so extra destination rows show. Each side's
 //! chunk checksum is sha1 over the canonical encodings ([`canonical`]) of its rows in order.
