@@ -134,7 +134,7 @@ pub type Counts = BTreeMap<String, (u64, u64)>;
 
 /// Creates the five shard files with both tables and fills the four old shards with `rows`
 /// rows, each at its owner under `old`. Batched multi-row INSERTs, one transaction per
-/// [`ROWS_PER_TX`] rows of a shard.
+/// `ROWS_PER_TX` rows of a shard.
 pub async fn create_cluster(layout: &Layout, old: &Map, rows: u64) -> Result<Counts> {
     let (users, _) = split_rows(rows);
     let ring = old.compile();

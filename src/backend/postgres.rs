@@ -2,7 +2,7 @@
 //!
 //! Values travel in PostgreSQL's own text form (`col::text` out, `CAST(text AS type)` in) except
 //! for integers, floats (binary, bit for bit), booleans, bytea and plain strings, which are
-//! decoded natively. Pages are read with binary `COPY` ([`pg_copy`]). The text form is
+//! decoded natively. Pages are read with binary `COPY` (`pg_copy`). The text form is
 //! lossless for every built-in type given the session settings made at connect: `TimeZone=UTC`
 //! (timestamptz), `extra_float_digits=3` (shortest exact float text), `bytea_output=hex`,
 //! `DateStyle=ISO` and `IntervalStyle=postgres`.
