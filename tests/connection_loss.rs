@@ -1,8 +1,8 @@
 //! The server kills reshard's connections in the middle of its statements (an administrator's
 //! `pg_terminate_backend` or `KILL CONNECTION`, a failover, a proxy restart): `apply`'s copy,
 //! `verify` (PostgreSQL's binary COPY pages, MariaDB's row streams), `complete` (deleting the old
-//! copies), `verify --audit`, `rollback` and `cancel` retry and finish with every row where it
-//! belongs.
+//! copies), `verify --audit`, `rollback`, `cancel` and `resume` (after a kill -9 mid-copy) retry
+//! and finish with every row where it belongs.
 
 mod common;
 
@@ -245,11 +245,62 @@ fn cancel_survives(kind: Kind) {
     eprintln!("{kind:?} cancel: {killed} connections killed");
 }
 
+/// `resume` of a job killed (kill -9, by failpoint) in the middle of its copy, with kills from
+/// mid-copy on: it copies on from the dead run's last recorded batch and cuts over, and every
+/// row verifies.
+fn resume_survives(kind: Kind) {
+    let Some((c, probe, plan)) = setup(kind, "clrs") else {
+        return;
+    };
+    let o = c
+        .cmd(&[
+            "apply",
+            &plan,
+            "--yes",
+            "--progress",
+            "plain",
+            "--batch-size",
+            "500",
+        ])
+        .env("RESHARD_FAILPOINT", "after_upsert:20")
+        .output()
+        .expect("reshard runs");
+    assert!(!o.status.success(), "the failpoint must stop apply");
+    let job = job_id(&o).expect("a job id");
+    let copied: i64 = c
+        .db("s1")
+        .scalar("SELECT COUNT(*) FROM t")
+        .parse()
+        .expect("a count");
+    assert!(
+        copied > 0 && copied < ROWS - 999,
+        "stopped mid-copy: {copied}"
+    );
+    let (o, killed) = run_killed(&c, &probe, &["resume", &job, "--progress", "plain"], LATER);
+    assert!(
+        o.status.success(),
+        "resume under killed connections: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        (ROWS - 999).to_string()
+    );
+    assert_eq!(
+        c.db("s0").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+    let v = c.run(&["verify", &job]);
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+    eprintln!("{kind:?} resume: {killed} connections killed");
+}
+
 #[test]
 fn postgres_commands_survive_killed_connections() {
     survives(Kind::Postgres);
     rollback_survives(Kind::Postgres);
     cancel_survives(Kind::Postgres);
+    resume_survives(Kind::Postgres);
 }
 
 #[test]
@@ -257,4 +308,5 @@ fn mariadb_commands_survive_killed_connections() {
     survives(Kind::Mysql);
     rollback_survives(Kind::Mysql);
     cancel_survives(Kind::Mysql);
+    resume_survives(Kind::Mysql);
 }
