@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -155,10 +155,15 @@ impl Catalog {
             }
             Ok(Some(cat))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Named, so that an operator (or a test) tells the catalog's sessions from the
+            // shards' ("reshard") in pg_stat_activity.
+            let opts = PgConnectOptions::from_str(url)
+                .with_context(ctx)?
+                .application_name("reshard-catalog");
             let pool = PgPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(opts)
                 .await
                 .with_context(ctx)?;
             crate::backend::closing::register_pg(&pool);
