@@ -1,8 +1,8 @@
 //! The server kills reshard's connections in the middle of its statements (an administrator's
 //! `pg_terminate_backend` or `KILL CONNECTION`, a failover, a proxy restart): `apply`'s copy,
 //! `verify` (PostgreSQL's binary COPY pages, MariaDB's row streams), `complete` (deleting the old
-//! copies), `verify --audit`, `rollback`, `cancel` and `resume` (after a kill -9 mid-copy) retry
-//! and finish with every row where it belongs.
+//! copies), `verify --audit`, `rollback`, `cancel`, `resume` (after a kill -9 mid-copy) and `sync`
+//! retry and finish with every row where it belongs.
 
 mod common;
 
@@ -295,12 +295,72 @@ fn resume_survives(kind: Kind) {
     eprintln!("{kind:?} resume: {killed} connections killed");
 }
 
+/// `sync` (reverse sync, new owner -> old owner, until Ctrl-C) while its connections are killed:
+/// writes made at the new owner before and after the kills all reach the old owner, and it
+/// still stops cleanly on Ctrl-C.
+fn sync_survives(kind: Kind) {
+    let Some((c, probe, plan)) = setup(kind, "clsy") else {
+        return;
+    };
+    let o = c.run(&["apply", &plan, "--yes", "--progress", "plain"]);
+    assert!(o.status.success(), "apply: {}", stderr(&o));
+    let job = job_id(&o).expect("a job id");
+    let write = |id: i64| {
+        c.db("s1")
+            .exec(&format!("UPDATE t SET v = 'synced {id}' WHERE id = {id}"));
+    };
+    let mut child = c
+        .cmd(&["sync", &job])
+        .env_remove("RESHARD_RETRY_MAX")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("reshard starts");
+    for id in [1000, 2000, 3000] {
+        write(id);
+    }
+    let killed = kill_while_running(&c, &probe, &mut child, 2, Duration::ZERO, LATER);
+    for id in [4000, 5000] {
+        write(id);
+    }
+    let ids = [1000, 2000, 3000, 4000, 5000];
+    let carried = || {
+        ids.iter().all(|id| {
+            c.db("s0")
+                .scalar(&format!("SELECT v FROM t WHERE id = {id}"))
+                == format!("synced {id}")
+        })
+    };
+    let t0 = Instant::now();
+    while !carried() {
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "sync ended under killed connections"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "sync did not carry the writes back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let int = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(int.success());
+    let o = child.wait_with_output().expect("sync ends");
+    assert!(o.status.success(), "sync after Ctrl-C: {}", stderr(&o));
+    assert!(killed >= 1, "no connection of sync was killed");
+    eprintln!("{kind:?} sync: {killed} connections killed");
+}
+
 #[test]
 fn postgres_commands_survive_killed_connections() {
     survives(Kind::Postgres);
     rollback_survives(Kind::Postgres);
     cancel_survives(Kind::Postgres);
     resume_survives(Kind::Postgres);
+    sync_survives(Kind::Postgres);
 }
 
 #[test]
@@ -309,4 +369,5 @@ fn mariadb_commands_survive_killed_connections() {
     rollback_survives(Kind::Mysql);
     cancel_survives(Kind::Mysql);
     resume_survives(Kind::Mysql);
+    sync_survives(Kind::Mysql);
 }
