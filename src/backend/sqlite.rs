@@ -229,6 +229,10 @@ async fn delete_in(
     Ok(n)
 }
 
+fn not_a_key(table: &str) -> anyhow::Error {
+    anyhow!("table {table}: a shard key is NULL or not an integer or text")
+}
+
 fn page_query(
     schema: &TableSchema,
     key_column: &str,
@@ -432,15 +436,29 @@ impl Backend for Sqlite {
             bind(&mut args, v)?;
         }
         let ctx = || self.ctx("count keys of", &schema.name);
+        if let Some(pages) = &self.pages {
+            // One result row per distinct key (often every row): through sqlx each was handed
+            // from its worker thread on its own (a third of `apply`'s time for 3·10^5 keys).
+            let table = schema.name.clone();
+            let mut rx = pages.stream(q, vals, 4096, move |r| {
+                let key = Value::from(sqlite_pages::value_ref(r, 0)?)
+                    .as_key()
+                    .ok_or_else(|| not_a_key(&table))?;
+                Ok((key, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            });
+            while let Some(batch) = rx.recv().await {
+                for (key, n, b) in batch.with_context(ctx)? {
+                    f(key, n as u64, b as u64);
+                }
+            }
+            return Ok(());
+        }
         let mut stream: BoxStream<'_, Result<SqliteRow, sqlx::Error>> =
             sqlx::query_with(&q, args).fetch(&self.pool);
         while let Some(r) = stream.try_next().await.with_context(ctx)? {
-            let key = decode(&r, 0)?.as_key().ok_or_else(|| {
-                anyhow!(
-                    "table {}: a shard key is NULL or not an integer or text",
-                    schema.name
-                )
-            })?;
+            let key = decode(&r, 0)?
+                .as_key()
+                .ok_or_else(|| not_a_key(&schema.name))?;
             let n: i64 = r.try_get(1)?;
             let b: i64 = r.try_get(2)?;
             f(key, n as u64, b as u64);

@@ -75,6 +75,41 @@ impl Pages {
             .context("a SQLite read thread ended abnormally")?
     }
 
+    /// Runs `sql` with `args` bound on a blocking thread and hands its rows, mapped by `map`,
+    /// to the returned receiver in batches of up to `batch` as they come: memory stays bounded
+    /// (the thread waits while two batches are unread) and the hand-off between threads is
+    /// per batch, not per row. Dropping the receiver stops the query.
+    pub fn stream<T: Send + 'static>(
+        self: &Arc<Self>,
+        sql: String,
+        args: Vec<Value>,
+        batch: usize,
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> Result<T> + Send + 'static,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<T>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let me = self.clone();
+        let batch = batch.max(1);
+        tokio::task::spawn_blocking(move || {
+            let res = me.fold_blocking(&sql, &args, Vec::new(), |acc: &mut Vec<T>, r| {
+                acc.push(map(r)?);
+                if acc.len() >= batch {
+                    let full = std::mem::replace(acc, Vec::with_capacity(batch));
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        anyhow::bail!("the reader went away");
+                    }
+                }
+                Ok(())
+            });
+            // A send fails only when the receiver is gone: nobody is left to tell.
+            let _ = match res {
+                Ok(rest) if rest.is_empty() => Ok(()),
+                Ok(rest) => tx.blocking_send(Ok(rest)),
+                Err(e) => tx.blocking_send(Err(e)),
+            };
+        });
+        rx
+    }
+
     fn fold_blocking<A>(
         &self,
         sql: &str,
@@ -239,6 +274,28 @@ mod tests {
             .rows_blocking("SELECT b FROM t WHERE id = 4", &[], 1)
             .unwrap_err();
         assert!(format!("{e:#}").contains("not valid UTF-8"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn streams_rows_in_batches_and_errors_in_order() {
+        let (_d, p) = db();
+        let sql = "SELECT id FROM t ORDER BY id".to_string();
+        let mut rx = p.stream(sql.clone(), vec![], 3, |r| Ok(r.get::<_, i64>(0)?));
+        let mut got = Vec::new();
+        while let Some(b) = rx.recv().await {
+            got.push(b.unwrap());
+        }
+        assert_eq!(got, vec![vec![1, 2, 3], vec![4]]);
+        // A row that fails to map ends the stream with the error, after the rows before it.
+        let mut rx = p.stream(sql.clone(), vec![], 1, |r| value_ref(r, 0).map(Value::from));
+        let mut rx_text = p.stream("SELECT b FROM t ORDER BY id".into(), vec![], 2, |r| {
+            value_ref(r, 0).map(Value::from)
+        });
+        assert_eq!(rx.recv().await.unwrap().unwrap(), vec![Value::Int(1)]);
+        drop(rx); // the query stops; nothing hangs
+        assert_eq!(rx_text.recv().await.unwrap().unwrap().len(), 2);
+        assert!(rx_text.recv().await.unwrap().is_err(), "row 4 is not UTF-8");
+        assert!(rx_text.recv().await.is_none());
     }
 
     #[test]
