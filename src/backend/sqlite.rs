@@ -431,10 +431,6 @@ impl Backend for Sqlite {
             size.join(" + "),
             D.quote(&schema.name)
         );
-        let mut args = SqliteArguments::default();
-        for v in &vals {
-            bind(&mut args, v)?;
-        }
         let ctx = || self.ctx("count keys of", &schema.name);
         if let Some(pages) = &self.pages {
             // One result row per distinct key (often every row): through sqlx each was handed
@@ -452,6 +448,10 @@ impl Backend for Sqlite {
                 }
             }
             return Ok(());
+        }
+        let mut args = SqliteArguments::default();
+        for v in &vals {
+            bind(&mut args, v)?;
         }
         let mut stream: BoxStream<'_, Result<SqliteRow, sqlx::Error>> =
             sqlx::query_with(&q, args).fetch(&self.pool);
