@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
-use futures_util::stream::BoxStream;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Arguments, Row};
 
@@ -202,6 +201,43 @@ fn cast_type(ty: &str) -> &str {
     }
 }
 
+/// A `bigint` count of a COPY tuple (NULL as 0).
+fn count_field(field: Option<&[u8]>) -> Result<u64> {
+    match pg_copy::value_ref(Wire::I64, field) {
+        Ok(crate::verify::canonical::ValueRef::Int(v)) => Ok(v as u64),
+        Ok(_) => Ok(0),
+        Err(e) => Err(anyhow!("a count: {e}")),
+    }
+}
+
+/// Values bound through `pg_copy`'s settings (COPY takes no parameters): each placeholder
+/// reads one back, cast to its column's type.
+#[derive(Default)]
+struct Settings {
+    vals: Vec<Value>,
+    /// A type no value may be cast to (reported by [`Settings::values`]).
+    bad_type: Option<String>,
+}
+
+impl Settings {
+    fn placeholder(&mut self) -> impl FnMut(Value, &str) -> String + '_ {
+        |v, ty| {
+            if check_type(ty).is_err() {
+                self.bad_type = Some(ty.to_string());
+            }
+            self.vals.push(v);
+            pg_copy::setting(self.vals.len(), cast_type(ty))
+        }
+    }
+
+    fn values(self) -> Result<Vec<Value>> {
+        if let Some(t) = self.bad_type {
+            check_type(&t)?;
+        }
+        Ok(self.vals)
+    }
+}
+
 impl Postgres {
     /// The rows of `(after, upto]` passing `filter`, at most `limit`, in primary-key order,
     /// through `COPY ... TO STDOUT (FORMAT binary)` (see [`pg_copy`]): each tuple's fields
@@ -216,41 +252,50 @@ impl Postgres {
         on_tuple: impl FnMut(&pg_copy::Fields<'_>) -> Result<()>,
     ) -> Result<()> {
         check_table(&schema.name)?;
-        let mut vals = Vec::new();
-        let mut bad_type = None;
-        let mut ph = |v: Value, ty: &str| {
-            if check_type(ty).is_err() {
-                bad_type = Some(ty.to_string());
-            }
-            vals.push(v);
-            pg_copy::setting(vals.len(), cast_type(ty))
-        };
-        let w = sql::where_clause_range(D, schema, key_column, after, upto, filter, &mut ph)?;
-        if let Some(t) = bad_type {
-            check_type(&t)?;
-        }
-        let copy = format!(
-            "COPY (SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}) TO STDOUT (FORMAT binary)",
+        let mut bound = Settings::default();
+        let w = sql::where_clause_range(
+            D,
+            schema,
+            key_column,
+            after,
+            upto,
+            filter,
+            &mut bound.placeholder(),
+        )?;
+        let query = format!(
+            "SELECT {} FROM {} WHERE {w} ORDER BY {} LIMIT {}",
             select_list(schema),
             D.quote(&schema.name),
             sql::pk_list(D, schema),
             limit
         );
-        let ctx = || self.ctx("read", &schema.name);
+        self.copy_query(&query, &bound.values()?, schema.columns.len(), on_tuple)
+            .await
+            .with_context(|| self.ctx("read", &schema.name))
+    }
+
+    /// Runs `query` (of `n_fields` columns, its values as [`Settings`] placeholders bound to
+    /// `vals`) through binary `COPY ... TO STDOUT`, handing each tuple to `on_tuple`.
+    async fn copy_query(
+        &self,
+        query: &str,
+        vals: &[Value],
+        n_fields: usize,
+        on_tuple: impl FnMut(&pg_copy::Fields<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
         // One transaction: the settings and the COPY on one server session (see pg_copy).
-        let mut tx = self.pool.begin().await.with_context(ctx)?;
+        let mut tx = self.pool.begin().await?;
         if !vals.is_empty() {
             let texts: Vec<Option<String>> = vals.iter().map(text_form).collect();
             sqlx::query(pg_copy::BIND_SETTINGS)
                 .bind(texts)
                 .execute(&mut *tx)
-                .await
-                .with_context(ctx)?;
+                .await?;
         }
-        pg_copy::read(&mut tx, &copy, schema.columns.len(), on_tuple)
-            .await
-            .with_context(ctx)?;
-        tx.commit().await.with_context(ctx)
+        pg_copy::read(&mut tx, &copy, n_fields, on_tuple).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn ctx(&self, what: &str, table: &str) -> String {
@@ -267,15 +312,6 @@ impl Postgres {
         .await
         .with_context(|| self.ctx("describe", table))
     }
-}
-
-fn bind_text_args(vals: &[Value]) -> Result<PgArguments> {
-    let mut args = PgArguments::default();
-    for v in vals {
-        args.add(text_form(v))
-            .map_err(|e| anyhow!("cannot bind a value: {e}"))?;
-    }
-    Ok(args)
 }
 
 /// `SELECT CAST(u.c0 AS t0), ... FROM UNNEST($1::text[], ...) AS u(c0, ...)` over `cols`.
@@ -533,7 +569,6 @@ impl Backend for Postgres {
         filter: &KeyFilter,
         f: &mut (dyn FnMut(Key, u64, u64) + Send),
     ) -> Result<()> {
-        use futures_util::TryStreamExt;
         check_table(&schema.name)?;
         let key_ty = schema
             .columns
@@ -541,12 +576,8 @@ impl Backend for Postgres {
             .find(|c| c.name == key_column)
             .map(|c| c.data_type.clone())
             .ok_or_else(|| anyhow!("table {} has no column {key_column:?}", schema.name))?;
-        let mut vals = Vec::new();
-        let mut ph = |v: Value, ty: &str| {
-            vals.push(v);
-            format!("CAST(${} AS {})", vals.len(), cast_type(ty))
-        };
-        let w = sql::filter_sql(D, schema, key_column, filter, &mut ph)?
+        let mut bound = Settings::default();
+        let w = sql::filter_sql(D, schema, key_column, filter, &mut bound.placeholder())?
             .unwrap_or_else(|| "1=1".into());
         check_type(&key_ty)?;
         let k = D.quote(key_column);
@@ -561,21 +592,23 @@ impl Backend for Postgres {
              WHERE {w} GROUP BY {k}",
             D.quote(&schema.name)
         );
-        let ctx = || self.ctx("count keys of", &schema.name);
-        let mut stream: BoxStream<'_, Result<PgRow, sqlx::Error>> =
-            sqlx::query_with(&q, bind_text_args(&vals)?).fetch(&self.pool);
-        while let Some(r) = stream.try_next().await.with_context(ctx)? {
-            let key = decode(&r, 0, w0)?.as_key().ok_or_else(|| {
-                anyhow!(
-                    "table {}: a shard key is NULL or not an integer or text",
-                    schema.name
-                )
-            })?;
-            let n: i64 = r.try_get(1)?;
-            let b: i64 = r.try_get(2)?;
-            f(key, n as u64, b as u64);
-        }
-        Ok(())
+        // Through COPY like page reads: one result row per distinct key (often one per row),
+        // and sqlx's row stream cost ~0.7 µs of CPU each (a 10^6-key dry run: 1.0 s).
+        self.copy_query(&q, &bound.values()?, 3, |fields| {
+            let key = pg_copy::value_ref(w0, fields[0])
+                .map_err(|e| anyhow!("column {key_column}: {e}"))?
+                .as_key()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "table {}: a shard key is NULL or not an integer or text",
+                        schema.name
+                    )
+                })?;
+            f(key, count_field(fields[1])?, count_field(fields[2])?);
+            Ok(())
+        })
+        .await
+        .with_context(|| self.ctx("count keys of", &schema.name))
     }
 
     async fn read_range(
