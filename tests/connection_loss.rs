@@ -92,17 +92,33 @@ fn run_killed(
     args: &[&str],
     first: Duration,
 ) -> (std::process::Output, usize) {
-    // The production retry budget (the harness lowers it to fail fast): kills land up to four
-    // times on one statement and its retries.
-    let mut child = c
-        .cmd(args)
+    let mut child = spawn(c, args);
+    let killed = kill_while_running(c, probe, &mut child, 4, first, Duration::from_millis(150));
+    (child.wait_with_output().expect("reshard ends"), killed)
+}
+
+/// reshard running `args` with the production retry budget (the harness lowers it to fail
+/// fast): kills land up to four times on one statement and its retries.
+fn spawn(c: &Cluster, args: &[&str]) -> Child {
+    c.cmd(args)
         .env_remove("RESHARD_RETRY_MAX")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("reshard starts");
-    let killed = kill_while_running(c, probe, &mut child, 4, first, Duration::from_millis(150));
-    (child.wait_with_output().expect("reshard ends"), killed)
+        .expect("reshard starts")
+}
+
+/// `apply` (with `extra` flags) killed -9 by `failpoint`; returns its job.
+fn apply_killed_at(c: &Cluster, plan: &str, failpoint: &str, extra: &[&str]) -> String {
+    let mut args = vec!["apply", plan, "--yes", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    let o = c
+        .cmd(&args)
+        .env("RESHARD_FAILPOINT", failpoint)
+        .output()
+        .expect("reshard runs");
+    assert!(!o.status.success(), "the failpoint must stop apply");
+    job_id(&o).expect("a job id")
 }
 
 /// Two filled shards, a plan moving keys 1000.. from s0 to s1, and a probe database to kill
@@ -224,13 +240,7 @@ fn cancel_survives(kind: Kind) {
     let Some((c, probe, plan)) = setup(kind, "clcn") else {
         return;
     };
-    let o = c
-        .cmd(&["apply", &plan, "--yes", "--progress", "plain"])
-        .env("RESHARD_FAILPOINT", "before_flip:1")
-        .output()
-        .expect("reshard runs");
-    assert!(!o.status.success(), "the failpoint must stop apply");
-    let job = job_id(&o).expect("a job id");
+    let job = apply_killed_at(&c, &plan, "before_flip:1", &[]);
     let (o, killed) = run_killed(&c, &probe, &["cancel", &job], Duration::ZERO);
     assert!(
         o.status.success(),
@@ -252,21 +262,7 @@ fn resume_survives(kind: Kind) {
     let Some((c, probe, plan)) = setup(kind, "clrs") else {
         return;
     };
-    let o = c
-        .cmd(&[
-            "apply",
-            &plan,
-            "--yes",
-            "--progress",
-            "plain",
-            "--batch-size",
-            "500",
-        ])
-        .env("RESHARD_FAILPOINT", "after_upsert:20")
-        .output()
-        .expect("reshard runs");
-    assert!(!o.status.success(), "the failpoint must stop apply");
-    let job = job_id(&o).expect("a job id");
+    let job = apply_killed_at(&c, &plan, "after_upsert:20", &["--batch-size", "500"]);
     let copied: i64 = c
         .db("s1")
         .scalar("SELECT COUNT(*) FROM t")
@@ -309,13 +305,7 @@ fn sync_survives(kind: Kind) {
         c.db("s1")
             .exec(&format!("UPDATE t SET v = 'synced {id}' WHERE id = {id}"));
     };
-    let mut child = c
-        .cmd(&["sync", &job])
-        .env_remove("RESHARD_RETRY_MAX")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("reshard starts");
+    let mut child = spawn(&c, &["sync", &job]);
     for id in [1000, 2000, 3000] {
         write(id);
     }
