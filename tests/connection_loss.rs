@@ -108,6 +108,13 @@ fn spawn(c: &Cluster, args: &[&str]) -> Child {
         .expect("reshard starts")
 }
 
+/// `apply` run to its end (dual write); returns its job.
+fn applied(c: &Cluster, plan: &str) -> String {
+    let o = c.run(&["apply", plan, "--yes", "--progress", "plain"]);
+    assert!(o.status.success(), "apply: {}", stderr(&o));
+    job_id(&o).expect("a job id")
+}
+
 /// `apply` (with `extra` flags) killed -9 by `failpoint`; returns its job.
 fn apply_killed_at(c: &Cluster, plan: &str, failpoint: &str, extra: &[&str]) -> String {
     let mut args = vec!["apply", plan, "--yes", "--progress", "plain"];
@@ -215,9 +222,7 @@ fn rollback_survives(kind: Kind) {
     let Some((c, probe, plan)) = setup(kind, "clrb") else {
         return;
     };
-    let o = c.run(&["apply", &plan, "--yes", "--progress", "plain"]);
-    assert!(o.status.success(), "apply: {}", stderr(&o));
-    let job = job_id(&o).expect("a job id");
+    let job = applied(&c, &plan);
     let (o, killed) = run_killed(&c, &probe, &["rollback", &job], Duration::ZERO);
     assert!(
         o.status.success(),
@@ -298,9 +303,7 @@ fn sync_survives(kind: Kind) {
     let Some((c, probe, plan)) = setup(kind, "clsy") else {
         return;
     };
-    let o = c.run(&["apply", &plan, "--yes", "--progress", "plain"]);
-    assert!(o.status.success(), "apply: {}", stderr(&o));
-    let job = job_id(&o).expect("a job id");
+    let job = applied(&c, &plan);
     let write = |id: i64| {
         c.db("s1")
             .exec(&format!("UPDATE t SET v = 'synced {id}' WHERE id = {id}"));
