@@ -1,24 +1,70 @@
 //! The two ends of an online job: `complete` (after every flip) and `cancel` (before any).
 //! Both are idempotent: every step is re-runnable and recorded in the catalog.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{Context as _, Result};
 
 use crate::backend::{PkValues, Value};
 use crate::capture::Online;
+use crate::error::Stop;
 use crate::job::JobState;
 use crate::preflight::{key_filter, Side};
 use crate::retry::retry;
+use crate::verify;
 
 const CLEANUP_BATCH: usize = 1000;
+
+/// Full verification passes `complete` runs at most per move before it calls a difference
+/// real (see [`Online::verify_before_delete`]).
+pub const COMPLETE_VERIFY_PASSES: usize = 3;
+
+/// Every difference a report lists, as `table kind pk` (the lists hold up to `max_listed`).
+fn differences(r: &verify::MoveReport) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for t in &r.tables {
+        let d = &t.diff;
+        for pk in &d.missing {
+            out.insert(format!("{} missing at the new owner {pk}", t.table));
+        }
+        for pk in &d.extra {
+            out.insert(format!("{} only at the new owner {pk}", t.table));
+        }
+        for x in &d.differing {
+            out.insert(format!(
+                "{} differs {} ({})",
+                t.table,
+                x.pk,
+                x.columns.join(",")
+            ));
+        }
+        // Beyond the listed ones: counted only, and named the same in every pass so that
+        // they persist as a difference.
+        let listed = (d.missing.len() + d.extra.len() + d.differing.len()) as u64;
+        if d.missing_count + d.extra_count + d.differing_count > listed {
+            out.insert(format!(
+                "{} has differences beyond the listed ones",
+                t.table
+            ));
+        }
+    }
+    out
+}
 
 impl Online<'_> {
     /// Completes a job whose moves have all flipped: capture and logs dropped everywhere, the
     /// moved rows deleted from their old owners in batches (cursor in the catalog), guards
     /// kept where a fence row is up (old owners: they refuse stale writers) and dropped
     /// elsewhere, then routing becomes the plan's `to` map.
-    pub async fn complete(&self) -> Result<i64> {
+    ///
+    /// With `verify`, every move is verified first (see [`Online::verify_before_delete`]); a
+    /// mismatch stops with `Stop::Mismatch` (exit 3) before anything is deleted. A complete
+    /// resumed after its deletions began does not verify again: the old copies are partly gone.
+    pub async fn complete(&self, verify: bool) -> Result<i64> {
+        let state = self.catalog.job(self.job).await?.map(|j| j.state);
+        if verify && state.as_deref() != Some(JobState::Completing.as_str()) {
+            self.verify_before_delete().await?;
+        }
         self.catalog
             .set_job_state(self.job, JobState::Completing, None)
             .await?;
@@ -106,11 +152,73 @@ impl Online<'_> {
         self.catalog.complete(self.job, &self.ctx.plan.to).await
     }
 
+    /// Checks, before `complete` deletes anything, that each move's rows at the old owner equal
+    /// those at the new owner: the reverse backlog is applied, then a full checksum pass runs
+    /// (row counts and every row). The new owner is live, so a pass can catch a row mid-write;
+    /// only a difference that every pass (up to [`COMPLETE_VERIFY_PASSES`], the backlog
+    /// applied before each) sees again counts. Damage done behind reshard's back, such as rows
+    /// deleted at the new owner with the triggers bypassed, persists and is refused.
+    pub async fn verify_before_delete(&self) -> Result<()> {
+        let verifier = verify::Verifier {
+            ctx: self.ctx,
+            catalog: self.catalog,
+            job: self.job,
+            options: verify::Options {
+                max_listed: 1000,
+                ..verify::Options::default()
+            },
+            stop: None,
+            progress: None,
+        };
+        for m in &self.moves {
+            let mut persistent: Option<BTreeSet<String>> = None;
+            let mut report = None;
+            for _ in 0..COMPLETE_VERIFY_PASSES {
+                self.drain(&m.destination, false).await?;
+                let r = verify::verify_move(&verifier, m, verify::Scope::Full).await?;
+                let seen = differences(&r);
+                let still: BTreeSet<String> = match persistent {
+                    None => seen,
+                    Some(p) => p.intersection(&seen).cloned().collect(),
+                };
+                let done = still.is_empty();
+                persistent = Some(still);
+                report = Some(r);
+                if done {
+                    break;
+                }
+            }
+            let still = persistent.unwrap_or_default();
+            if !still.is_empty() {
+                let listed: Vec<&String> = still.iter().take(5).collect();
+                let summary = report.map(|r| r.render_text()).unwrap_or_default();
+                return Err(Stop::Mismatch(format!(
+                    "move {} ({} -> {}): {} row(s) differ between the old and the new owner in \
+                     every pass (first: {}); nothing was deleted and the job stays in dual \
+                     write. See them with: reshard verify {} --move {}\n{summary}",
+                    m.id,
+                    m.source,
+                    m.destination,
+                    still.len(),
+                    listed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.job,
+                    m.id,
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// Cancels a job before any flip: fences lowered, capture and guards removed, the rows
     /// the job copied deleted from destinations, the tables it created dropped.
     pub async fn cancel(&self, created: &[(String, String)]) -> Result<()> {
         if let Some(mi) = (0..self.moves.len()).find(|&i| self.flipped[i]) {
-            return Err(crate::error::Stop::Refused(format!(
+            return Err(Stop::Refused(format!(
                 "move {} has flipped; roll it back first (reshard rollback {})",
                 self.moves[mi].id, self.job
             ))

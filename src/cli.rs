@@ -47,7 +47,7 @@ pub enum Command {
     /// mismatch), repair them, or audit the finished layout
     Verify(VerifyArgs),
     /// Finish a job whose moves have all flipped: delete old copies, drop capture, switch the map
-    Complete(JobArgs),
+    Complete(CompleteArgs),
     /// Flip a job's flipped moves back to their old owners (fenced, nothing lost)
     Rollback(JobArgs),
     /// Undo a job before any flip: remove triggers and logs, copied rows and created tables
@@ -122,6 +122,36 @@ pub struct JobArgs {
     /// Only this move (rollback)
     #[arg(long = "move", value_name = "ID")]
     pub move_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Before deleting anything, complete applies the new owners' pending changes to \
+    the old owners and verifies every move\n(row counts and chunked checksums, up to 3 passes so \
+    that rows caught mid-write settle). A difference\nthat persists stops it with exit 3 and \
+    nothing deleted. See docs/online.md."
+)]
+pub struct CompleteArgs {
+    /// The job
+    pub job: String,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Delete the old copies without verifying them first: if the new owner lost rows (a
+    /// bypassed delete, another job's cleanup), they are then gone for good
+    #[arg(long)]
+    pub skip_verify_risking_data_loss: bool,
+}
+
+impl From<CompleteArgs> for commands::online::JobOptions {
+    fn from(a: CompleteArgs) -> Self {
+        commands::online::JobOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            max_fence: "2s".into(),
+            move_id: None,
+            verify: !a.skip_verify_risking_data_loss,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -332,6 +362,7 @@ impl From<JobArgs> for commands::online::JobOptions {
             catalog: a.catalog.catalog,
             max_fence: a.max_fence,
             move_id: a.move_id,
+            verify: true,
         }
     }
 }

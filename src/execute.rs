@@ -248,7 +248,7 @@ impl Run<'_> {
                 self.catalog.set_job_state(job, JobState::DualWrite, None)
             })
             .await?;
-            let v = online.complete().await?;
+            let v = online.complete(true).await?;
             eprintln!("reshard: job {job} completed; routing version {v} is the new map");
             return Ok(Some(JobState::Completed));
         }

@@ -86,6 +86,31 @@ impl JobState {
         )
     }
 
+    /// Whether the job is over: nothing of it remains that a later job could collide with
+    /// (a rolled-back job is over only once cancelled).
+    pub fn finished(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Cancelled)
+    }
+
+    /// The command that takes an unfinished job to its end, given whether any / every move
+    /// has flipped. For the message that refuses a second job while this one is unfinished.
+    pub fn finish_hint(self, job: &str, any_flipped: bool, all_flipped: bool) -> String {
+        use JobState::*;
+        match self {
+            Completed | Cancelled => format!("job {job} is already {self}"),
+            Completing => format!("reshard complete {job}"),
+            Cancelling => format!("reshard cancel {job}"),
+            DualWrite => format!("reshard complete {job} (or reshard rollback {job}, then cancel)"),
+            _ if all_flipped => {
+                format!("reshard complete {job} (or reshard rollback {job}, then cancel)")
+            }
+            _ if any_flipped => format!(
+                "reshard resume {job} then complete (or reshard rollback {job}, then cancel)"
+            ),
+            _ => format!("reshard resume {job} then complete, or reshard cancel {job}"),
+        }
+    }
+
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
         matches!(
@@ -224,6 +249,27 @@ mod tests {
         assert!(!MoveState::Pending.can_become(MoveState::Copied));
         assert!(JobState::Failed.can_become(JobState::Running));
         assert!(!JobState::Completed.can_become(JobState::Running));
+    }
+
+    #[test]
+    fn only_completed_and_cancelled_jobs_are_finished() {
+        let finished: Vec<JobState> = JobState::ALL.into_iter().filter(|s| s.finished()).collect();
+        assert_eq!(finished, vec![JobState::Completed, JobState::Cancelled]);
+    }
+
+    #[test]
+    fn finish_hints_name_a_command_that_ends_the_job() {
+        let h = JobState::DualWrite.finish_hint("j1", true, true);
+        assert!(h.starts_with("reshard complete j1"), "{h}");
+        let h = JobState::RolledBack.finish_hint("j1", false, false);
+        assert!(h.contains("reshard cancel j1"), "{h}");
+        let h = JobState::Failed.finish_hint("j1", true, false);
+        assert!(
+            h.contains("reshard resume j1") && h.contains("rollback"),
+            "{h}"
+        );
+        let h = JobState::Cancelling.finish_hint("j1", false, false);
+        assert_eq!(h, "reshard cancel j1");
     }
 
     #[test]

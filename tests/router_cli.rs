@@ -88,6 +88,7 @@ async fn route_catalog_follows_flips_and_completion() {
         options_json: "{}",
         from: &plan.from,
         tables: &["users".to_string()],
+        row_counts: &[],
         moves: plan
             .moves
             .iter()

@@ -63,6 +63,7 @@ async fn cutover_under_the_writer(kind: Kind) {
         options_json: "{}",
         from: &plan.from,
         tables: &tables,
+        row_counts: &[],
         moves: plan
             .moves
             .iter()

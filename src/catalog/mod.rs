@@ -100,6 +100,34 @@ pub struct NewJob<'a> {
     pub tables: &'a [String],
     /// (move id, source, destination, rows_total, bytes_total)
     pub moves: Vec<(String, String, String, u64, u64)>,
+    /// Rows per table across the `from` map's databases, for `verify --audit`: recorded in the
+    /// transaction that creates the job, so no crash can leave a job without them.
+    pub row_counts: &'a [(String, u64)],
+}
+
+const UNFINISHED_JOBS: &str = "SELECT id, state FROM jobs \
+     WHERE state NOT IN ('completed', 'cancelled') ORDER BY created_at, id";
+const MOVE_FLIPS: &str = "SELECT flipped FROM moves WHERE job_id = $1";
+
+/// Why a new job is refused while `job` (in `state`, with these `moves.flipped` values) is
+/// unfinished: one job at a time per catalog, because two jobs over the same shards share
+/// capture, fences and guards, and routing cannot follow both.
+fn one_job_at_a_time(job: &str, state: &str, flips: &[(i64,)]) -> String {
+    let flipped = flips.iter().filter(|(f,)| *f != 0).count();
+    let hint = match JobState::parse(state) {
+        Some(s) => s.finish_hint(
+            job,
+            flipped > 0,
+            !flips.is_empty() && flipped == flips.len(),
+        ),
+        None => format!("reshard status {job}"),
+    };
+    format!(
+        "job {job} is unfinished ({state}, {flipped} of {} moves flipped); this catalog runs \
+         one job at a time, since a second job over the same keys would take over its capture, \
+         fences and routing. Finish it first: {hint}",
+        flips.len()
+    )
 }
 
 impl Catalog {
@@ -262,6 +290,17 @@ impl Catalog {
         Ok(())
     }
 
+    /// The refusal a new job meets while another is unfinished (None: a job may start).
+    pub async fn unfinished_job(&self) -> Result<Option<String>> {
+        let res: Result<Option<String>> = with_pool!(self, p => async {
+            let jobs: Vec<(String, String)> = sqlx::query_as(UNFINISHED_JOBS).fetch_all(p).await?;
+            let Some((id, state)) = jobs.into_iter().next() else { return Ok(None) };
+            let flips: Vec<(i64,)> = sqlx::query_as(MOVE_FLIPS).bind(&id).fetch_all(p).await?;
+            Ok(Some(one_job_at_a_time(&id, &state, &flips)))
+        }.await);
+        res.with_context(|| format!("catalog {}: looking for unfinished jobs", self.label))
+    }
+
     /// Records `map` as routing version 1 when the catalog routes nothing yet, so that a
     /// [`crate::Router`] can run before the first `apply` (tests, the demo); `apply` then finds
     /// the same map and keeps the version. An existing routing must be the same map.
@@ -332,6 +371,19 @@ impl Catalog {
                     1
                 }
             };
+            let jobs: Vec<(String, String)> = sqlx::query_as(UNFINISHED_JOBS)
+                .fetch_all(&mut *tx).await?;
+            if let Some((id, state)) = jobs.into_iter().next() {
+                let flips: Vec<(i64,)> = sqlx::query_as(MOVE_FLIPS)
+                    .bind(&id).fetch_all(&mut *tx).await?;
+                return Err(Stop::Refused(one_job_at_a_time(&id, &state, &flips)).into());
+            }
+            for (table, n) in job.row_counts {
+                sqlx::query(
+                    "INSERT INTO job_row_counts (job_id, table_name, row_count) VALUES ($1, $2, $3)",
+                )
+                .bind(job.id).bind(table).bind(*n as i64).execute(&mut *tx).await?;
+            }
             sqlx::query(
                 "INSERT INTO jobs (id, state, plan_fingerprint, plan_json, options_json, \
                  routing_version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",

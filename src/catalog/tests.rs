@@ -30,7 +30,47 @@ fn new_job<'a>(id: &'a str, from: &'a Map, tables: &'a [String]) -> NewJob<'a> {
         from,
         tables,
         moves: vec![("m1".into(), "a".into(), "b".into(), 10, 100)],
+        row_counts: &[],
     }
+}
+
+#[tokio::test]
+async fn regression_overlapping_jobs_second_apply_is_refused_while_one_is_unfinished() {
+    let (_d, cat, _) = fresh().await;
+    let from = map(&["a", "b"]);
+    let tables = vec!["t".to_string()];
+    let counts = vec![("t".to_string(), 42u64)];
+    let mut j1 = new_job("j1", &from, &tables);
+    j1.row_counts = &counts;
+    cat.create_job(j1).await.unwrap();
+    // The counts the audit needs were written with the job, not after it.
+    assert_eq!(cat.row_counts("j1").await.unwrap(), counts);
+    for state in [JobState::Running, JobState::Failed, JobState::Running] {
+        cat.set_job_state("j1", state, None).await.unwrap();
+        let e = cat
+            .create_job(new_job("j2", &from, &tables))
+            .await
+            .unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("job j1 is unfinished") && msg.contains("reshard cancel j1"),
+            "{msg}"
+        );
+        assert!(cat.unfinished_job().await.unwrap().is_some());
+        assert!(
+            cat.job("j2").await.unwrap().is_none(),
+            "nothing of j2 was written"
+        );
+    }
+    cat.set_job_state("j1", JobState::Cancelling, None)
+        .await
+        .unwrap();
+    cat.set_job_state("j1", JobState::Cancelled, None)
+        .await
+        .unwrap();
+    assert!(cat.unfinished_job().await.unwrap().is_none());
+    cat.create_job(new_job("j2", &from, &tables)).await.unwrap();
 }
 
 #[tokio::test]

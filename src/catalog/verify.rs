@@ -222,23 +222,6 @@ impl Catalog {
         Ok(r)
     }
 
-    /// Rows per table at job creation (idempotent: a later call replaces the counts).
-    pub async fn record_row_counts(&self, job: &str, counts: &[(String, u64)]) -> Result<()> {
-        let res: Result<()> = with_pool!(self, p => async {
-            let mut tx = p.begin_with(self.begin_sql()).await?;
-            for (table, n) in counts {
-                sqlx::query(
-                    "INSERT INTO job_row_counts (job_id, table_name, row_count) VALUES ($1, $2, $3) \
-                     ON CONFLICT (job_id, table_name) DO UPDATE SET row_count = $3",
-                )
-                .bind(job).bind(table).bind(*n as i64).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }.await);
-        res.with_context(|| format!("catalog {}: recording row counts", self.label))
-    }
-
     pub async fn row_counts(&self, job: &str) -> Result<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> = with_pool!(self, p => {
             sqlx::query_as(

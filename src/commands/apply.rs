@@ -109,6 +109,7 @@ async fn dry_run(plan: &Plan, opts: &ApplyOptions) -> Result<bool> {
         if let Err(e) = Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from) {
             problems.push(format!("{e:#}"));
         }
+        problems.extend(cat.unfinished_job().await?);
         cat.close().await;
     }
     let checks = Checks {
@@ -206,6 +207,9 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
     // Refuse a stale plan before touching anything: read-only first.
     if let Some(cat) = Catalog::open(&opts.catalog, Access::ReadOnly).await? {
         Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from)?;
+        if let Some(why) = cat.unfinished_job().await? {
+            return Err(Stop::Refused(why).into());
+        }
         cat.close().await;
     }
     let checks = Checks {
@@ -224,6 +228,13 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
     if !opts.yes && !confirm(&plan, &rep)? {
         return Err(Stop::Refused("not confirmed; nothing was written".into()).into());
     }
+    // What `verify --audit` expects after completion, counted before the job exists and
+    // recorded with it: a job whose counts a crash lost let an audit pass a cluster that had
+    // lost a row. Retried like every read.
+    let row_counts = crate::retry::retry("counting rows for the audit", || {
+        crate::verify::audit::count_rows(&plan)
+    })
+    .await?;
     let stop = crate::signals::install().context("installing signal handlers")?;
     let catalog = Arc::new(Catalog::open_rw(&opts.catalog).await?);
     let job = new_job_id();
@@ -257,18 +268,9 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
                     )
                 })
                 .collect(),
+            row_counts: &row_counts,
         })
         .await?;
-    // What `verify --audit` expects after completion. Not fatal: the audit can take a tally.
-    // Retried like every read: a dropped connection here lost the counts for good.
-    match crate::retry::retry("counting rows for the audit", || {
-        crate::verify::audit::count_rows(&plan)
-    })
-    .await
-    {
-        Ok(counts) => catalog.record_row_counts(&job, &counts).await?,
-        Err(e) => eprintln!("reshard: counting rows for the audit (skipped): {e:#}"),
-    }
     println!("job {job}");
     eprintln!("reshard: started job {job} ({} moves)", plan.moves.len());
     let run = Run {

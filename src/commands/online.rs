@@ -31,6 +31,9 @@ pub struct JobOptions {
     pub catalog: String,
     pub max_fence: String,
     pub move_id: Option<String>,
+    /// `complete`: verify every move before deleting old copies (off only with
+    /// `--skip-verify-risking-data-loss`).
+    pub verify: bool,
 }
 
 /// `2s`, `500ms`, `1.5s` or a bare number of milliseconds.
@@ -171,7 +174,13 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         online.reconcile().await?;
         match action {
             Action::Complete => {
-                let v = online.complete().await?;
+                if !opts.verify {
+                    eprintln!(
+                        "reshard: job {id}: deleting old copies WITHOUT verifying them \
+                         (--skip-verify-risking-data-loss)"
+                    );
+                }
+                let v = online.complete(opts.verify).await?;
                 eprintln!("reshard: job {id} completed; routing version {v} is the plan's new map");
             }
             Action::Cancel => {

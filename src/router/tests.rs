@@ -144,6 +144,7 @@ async fn catalog_with_job(dir: &std::path::Path, plan: &Plan) -> String {
         options_json: "{}",
         from: &plan.from,
         tables: &tables,
+        row_counts: &[],
         moves: plan
             .moves
             .iter()

@@ -54,7 +54,11 @@ impl AuditReport {
                     ", expected {n} ({f}){}",
                     if *n == t.rows { "" } else { " MISMATCH" }
                 ),
-                _ => ", no expected count recorded".into(),
+                _ => format!(
+                    ", NO EXPECTED COUNT recorded (the audit cannot see a lost row without one; \
+                     pass --expect-rows {}=N)",
+                    t.table
+                ),
             };
             s.push_str(&format!(
                 "  {}: {} rows{exp}, {} misplaced\n",
@@ -197,7 +201,9 @@ pub async fn audit(
             let room = max_listed.saturating_sub(at.misplaced.len());
             at.misplaced.extend(found.into_iter().take(room));
         }
-        if at.misplaced_rows > 0 || at.expected_rows.is_some_and(|n| n != at.rows) {
+        // No count to compare is a failure, not a pass: an audit without one cannot see a
+        // lost row.
+        if at.misplaced_rows > 0 || at.expected_rows.is_none_or(|n| n != at.rows) {
             report.ok = false;
         }
         report.tables.push(at);

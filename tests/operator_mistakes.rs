@@ -1,0 +1,211 @@
+//! Sequences of reshard's own commands that once lost data (issue 12), run with the real
+//! binary: a second `apply` (with and without `--allow-existing`) or a second plan while a job
+//! is unfinished, commands aimed at the wrong job, `complete` after rows were damaged behind
+//! reshard's back, and kill -9s between job creation and the first copied row. Each ends with
+//! the layout the plan implies: `verify --audit` clean against the counts recorded at job
+//! creation, and routing answering.
+
+#[macro_use]
+mod common;
+
+use common::cluster::{job_id, modulo, stderr, Cluster, TABLES};
+use common::db::Kind;
+use common::online::{run, setup, status, Setup};
+
+async fn applied(s: &Setup) -> String {
+    let out = run(&s.c, &["apply", &s.plan, "--yes", "--progress", "plain"]).await;
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let job = job_id(&out).unwrap();
+    assert_eq!(status(&s.c, &job).await["state"], "dual_write");
+    job
+}
+
+/// Rows per table over every shard.
+fn totals(c: &Cluster) -> Vec<usize> {
+    let snap = c.snapshot();
+    TABLES
+        .iter()
+        .map(|(t, _)| {
+            snap.iter()
+                .filter(|((_, table), _)| table == t)
+                .map(|(_, rows)| rows.len())
+                .sum()
+        })
+        .collect()
+}
+
+/// Completes `job`, then audits it: exit 0 with the counts recorded at job creation.
+async fn complete_and_audit(c: &Cluster, job: &str) {
+    let out = run(c, &["complete", job]).await;
+    assert!(out.status.success(), "complete: {}", stderr(&out));
+    let out = run(c, &["verify", job, "--audit"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "audit: {text}{}", stderr(&out));
+    assert!(text.contains("recorded at job start"), "{text}");
+    let out = run(c, &["route", "2", "--catalog", &c.catalog_url()]).await;
+    assert!(out.status.success(), "route: {}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("s2"),
+        "key 2 is s2's now"
+    );
+}
+
+/// Regression: a second `apply` of the same plan was refused with the hint "pass
+/// --allow-existing to overwrite them"; with it, job B started on job A's shards, routing
+/// became ambiguous, and B's cancel deleted A's copied rows. Now any second job is refused
+/// while A is unfinished, naming A, its state and the command that finishes it.
+async fn regression_overlapping_jobs_apply_twice_then_allow_existing(kind: Kind) {
+    let Some(s) = setup(kind, "omo") else { return };
+    let rows = totals(&s.c);
+    let a = applied(&s).await;
+    let during = s.c.snapshot();
+    let to4 =
+        s.c.map(&["s0", "s1", "s2"], modulo("md5", &["s0", "s1", "s2"]));
+    let other = s.c.write_plan("other", &s.from, &to4).display().to_string();
+    for args in [
+        vec!["apply", s.plan.as_str(), "--yes"],
+        vec!["apply", s.plan.as_str(), "--yes", "--allow-existing"],
+        vec!["apply", other.as_str(), "--yes", "--allow-existing"],
+    ] {
+        let out = run(&s.c, &args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("job {a} is unfinished (dual_write")),
+            "{err}"
+        );
+        assert!(err.contains(&format!("reshard complete {a}")), "{err}");
+        assert!(!err.contains("--allow-existing to overwrite"), "{err}");
+    }
+    let out = run(&s.c, &["apply", &other, "--dry-run"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("job {a} is unfinished")),
+        "dry run: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(s.c.snapshot(), during, "the refusals wrote nothing");
+    let jobs = run(&s.c, &["jobs", "--format", "json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&jobs.stdout).unwrap_or_default();
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "one job only: {v}");
+    complete_and_audit(&s.c, &a).await;
+    assert_eq!(totals(&s.c), rows);
+}
+
+/// Commands aimed at a job that is over are refused and change nothing.
+async fn wrong_job_commands_are_refused(kind: Kind) {
+    let Some(s) = setup(kind, "omw") else { return };
+    let a = applied(&s).await;
+    complete_and_audit(&s.c, &a).await;
+    let after = s.c.snapshot();
+    for args in [
+        vec!["cancel", a.as_str()],
+        vec!["rollback", a.as_str()],
+        vec!["cancel", "j00000000000000abcd"],
+        vec!["complete", "j00000000000000abcd"],
+    ] {
+        let out = run(&s.c, &args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(s.c.snapshot(), after);
+}
+
+/// Regression: `complete` deleted the old copies without looking, after rows at the new owner
+/// had been deleted behind reshard's back (another job's cleanup did exactly that). Now it
+/// verifies every move first and refuses with exit 3, deleting nothing.
+async fn regression_complete_deletes_unverified_after_damage(kind: Kind) {
+    let Some(s) = setup(kind, "omd") else { return };
+    let rows = totals(&s.c);
+    let a = applied(&s).await;
+    // Key 2 moved s0 -> s2. SQLite's bypass drops only the guards, so its capture log, which
+    // would carry the delete back to s0 as an application's delete, is emptied too.
+    let damage = match kind {
+        Kind::Sqlite => "DELETE FROM users WHERE id = 2; DELETE FROM _rs_log_users",
+        _ => "DELETE FROM users WHERE id = 2",
+    };
+    s.c.db("s2").exec_unguarded(damage);
+    let before = s.c.dump("s0", "users");
+    let out = run(&s.c, &["complete", &a]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "complete: {err}");
+    assert!(err.contains("nothing was deleted"), "{err}");
+    assert_eq!(s.c.dump("s0", "users"), before, "old copies untouched");
+    // The operator repairs the new owner from the old copy, then completes.
+    let out = run(&s.c, &["verify", &a, "--repair"]).await;
+    assert!(out.status.success(), "repair: {}", stderr(&out));
+    complete_and_audit(&s.c, &a).await;
+    assert_eq!(totals(&s.c), rows);
+}
+
+/// Regression: the audit counts were recorded after the job was committed, so a kill -9 in
+/// between lost them, and `verify --audit` then passed without comparing counts. Now they are
+/// written with the job: a kill at every point before the first copied row, then resume and
+/// complete, leaves an audit that compares counts and fails when a row goes missing.
+async fn regression_audit_counts_lost_to_a_kill_after_job_creation(kind: Kind) {
+    for point in ["install:1", "install:2", "before_upsert:1"] {
+        let Some(s) = setup(kind, "omk") else { return };
+        let rows = totals(&s.c);
+        let out =
+            s.c.cmd(&["apply", &s.plan, "--yes", "--progress", "plain"])
+                .env("RESHARD_FAILPOINT", point)
+                .output()
+                .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the failpoint must stop apply"
+        );
+        let a = job_id(&out).unwrap_or_else(|| panic!("{point}: {}", stderr(&out)));
+        let out = run(&s.c, &["resume", &a]).await;
+        assert!(out.status.success(), "{point}: resume: {}", stderr(&out));
+        complete_and_audit(&s.c, &a).await;
+        assert_eq!(totals(&s.c), rows, "{point}");
+        // A row lost behind reshard's back is now seen by the count.
+        s.c.db("s2")
+            .exec_unguarded("DELETE FROM users WHERE id = 2");
+        let out = run(&s.c, &["verify", &a, "--audit"]).await;
+        assert_eq!(out.status.code(), Some(3), "{point}: audit must fail");
+    }
+}
+
+/// An audit with no count to compare fails loudly, unless the operator gives one.
+async fn audit_without_counts_fails(kind: Kind) {
+    let Some(s) = setup(kind, "oma") else { return };
+    let rows = totals(&s.c);
+    let a = applied(&s).await;
+    complete_and_audit(&s.c, &a).await;
+    let cat = rusqlite::Connection::open(s.c.catalog_path()).unwrap();
+    cat.execute("DELETE FROM job_row_counts", []).unwrap();
+    drop(cat);
+    let out = run(&s.c, &["verify", &a, "--audit"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("NO EXPECTED COUNT"), "{text}");
+    let users = format!("users={}", rows[0]);
+    let orders = format!("orders={}", rows[1]);
+    let out = run(
+        &s.c,
+        &[
+            "verify",
+            &a,
+            "--audit",
+            "--expect-rows",
+            &users,
+            "--expect-rows",
+            &orders,
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+per_backend_async!(
+    regression_overlapping_jobs_apply_twice_then_allow_existing,
+    wrong_job_commands_are_refused,
+    regression_complete_deletes_unverified_after_damage,
+    regression_audit_counts_lost_to_a_kill_after_job_creation,
+    audit_without_counts_fails,
+);
