@@ -138,6 +138,7 @@ impl<'a> Online<'a> {
                 self.catalog
                     .set_install(self.job, &shard, "installing")
                     .await?;
+                self.replace_left_guards(&shard, &b).await?;
                 for t in &self.ctx.tables {
                     let Some(schema) = self.schema(&shard, &t.name) else {
                         anyhow::bail!("shard {shard}: table {} not described", t.name);
@@ -156,6 +157,34 @@ impl<'a> Online<'a> {
             }
         }
         self.load_logs().await
+    }
+
+    /// Drops the guards and fence rows a finished job left on `shard` (a completed job keeps
+    /// them on its old owners against stale writers) before this job installs its own. The
+    /// objects have the same names for every job, so keeping them would give this job the old
+    /// job's fence rows: rows are keyed by owner indices, and one the old job had raised
+    /// refused this job's writers of keys that shard still owned. Only a finished job can have
+    /// left them (one job at a time), and none of this job's fences is up before its install
+    /// completes, so dropping is safe to repeat after a crash.
+    async fn replace_left_guards(&self, shard: &str, b: &Arc<dyn Backend>) -> Result<()> {
+        if crate::retry::describe(b.as_ref(), triggers::FENCE_TABLE)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.remove_guards(shard, b).await?;
+        let why = "dropped the guards and fence rows found before this job's install (a finished \
+                   job's, or this install's own, cut short)";
+        eprintln!("reshard: shard {shard}: {why}");
+        self.catalog
+            .event(
+                self.job,
+                None,
+                "guards_replaced",
+                &format!("{shard}: {why}"),
+            )
+            .await
     }
 
     /// Reads the definitions of the change logs that exist (after `install`, or for

@@ -498,5 +498,8 @@ async fn load(catalog: &Catalog) -> Result<RoutingSnapshot> {
     )
 }
 
+mod begin;
+pub use begin::ShardTx;
+
 #[cfg(test)]
 mod tests;

@@ -368,6 +368,11 @@ pub fn guard(
     shared.extend(setup);
     let mut remove_shared = teardown;
     remove_shared.push(format!("DROP TABLE IF EXISTS {fence}"));
+    let key_ty = column_type(schema, key)?;
+    if let Some(a) = assert_owner(dialect, key_ty, old_map, new_map)? {
+        shared.push(a.install);
+        remove_shared.push(a.noop);
+    }
     let mut install = Vec::new();
     let mut remove = Vec::new();
     match dialect {
@@ -452,6 +457,96 @@ pub fn guard(
         install,
         remove,
         remove_shared,
+    })
+}
+
+/// The ownership assertion an application's write transaction makes first
+/// (`SELECT reshard_assert_owner(key)`, docs/writer-contract.md). Row guards fire only on rows
+/// that match, so a stale UPDATE or DELETE that matches no row at the old owner committed with
+/// 0 rows and was acknowledged; the assertion refuses it whether or not a row matches. It reads
+/// the key's fence row exactly as the guard does, with the same shared lock, so it waits for a
+/// fence being raised and refuses with `RS001` once it is up.
+pub const ASSERT_OWNER_FUNCTION: &str = "reshard_assert_owner";
+
+/// `install` creates or replaces the assertion for one key type; `noop` replaces it with one
+/// that always passes, for when the shard's guards are removed: applications keep calling it,
+/// so it is never dropped. None on SQLite, which has no stored functions.
+pub struct AssertOwner {
+    pub install: String,
+    pub noop: String,
+}
+
+/// The assertion's parameter type for a key column type: integers of any width route alike,
+/// and every other key routes by its text.
+fn assert_param_type(dialect: Dialect, column_type: &str) -> &'static str {
+    let t = column_type.to_ascii_lowercase();
+    let integer = [
+        "int",
+        "integer",
+        "bigint",
+        "smallint",
+        "tinyint",
+        "mediumint",
+    ]
+    .iter()
+    .any(|i| t == *i || t.starts_with(&format!("{i}(")) || t.starts_with(&format!("{i} ")));
+    match (dialect, integer) {
+        (Dialect::Mysql, true) => "BIGINT",
+        (Dialect::Mysql, false) => "VARCHAR(768)",
+        (_, true) => "bigint",
+        (_, false) => "text",
+    }
+}
+
+pub fn assert_owner(
+    dialect: Dialect,
+    key_type: &str,
+    old_map: &Partitioning,
+    new_map: &Partitioning,
+) -> Result<Option<AssertOwner>, TriggerError> {
+    let fence = dialect.quote(FENCE_TABLE);
+    let name = ASSERT_OWNER_FUNCTION;
+    let param = "reshard_key";
+    let o = owner_sql(dialect, old_map, param, RING_TABLE_OLD)?;
+    let n = owner_sql(dialect, new_map, param, RING_TABLE_NEW)?;
+    let cond = format!("src = {} AND dst = {}", o.owner_expr, n.owner_expr);
+    let ty = assert_param_type(dialect, key_type);
+    Ok(match dialect {
+        Dialect::Postgres => Some(AssertOwner {
+            install: format!(
+                "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS boolean \
+                 LANGUAGE plpgsql AS $reshard$\n\
+                 DECLARE f integer;\n\
+                 BEGIN\n\
+                   IF coalesce(current_setting('reshard.bypass', true), '') = 'on' THEN RETURN true; END IF;\n\
+                   f := 0; SELECT fenced INTO f FROM {fence} WHERE {cond} FOR SHARE;\n\
+                   IF f = 1 THEN RAISE EXCEPTION USING ERRCODE = '{FENCE_SQLSTATE}', \
+                   MESSAGE = '{FENCE_MESSAGE}'; END IF;\n\
+                   RETURN true;\n\
+                 END $reshard$"
+            ),
+            noop: format!(
+                "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS boolean \
+                 LANGUAGE sql AS 'SELECT true'"
+            ),
+        }),
+        // CREATE OR REPLACE (MariaDB): a DROP then CREATE would leave a moment in which the
+        // function is missing, which writers read as "no guard here".
+        Dialect::Mysql => Some(AssertOwner {
+            install: format!(
+                "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS INT READS SQL DATA \
+                 BEGIN DECLARE f INT DEFAULT 0; \
+                 DECLARE CONTINUE HANDLER FOR NOT FOUND SET f = 0; \
+                 IF @reshard_bypass IS NULL THEN \
+                 SELECT fenced INTO f FROM {fence} WHERE {cond} LOCK IN SHARE MODE; \
+                 IF f = 1 THEN SIGNAL SQLSTATE '{FENCE_SQLSTATE}' SET MESSAGE_TEXT = '{FENCE_MESSAGE}'; \
+                 END IF; END IF; RETURN 1; END"
+            ),
+            noop: format!(
+                "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS INT NO SQL RETURN 1"
+            ),
+        }),
+        Dialect::Sqlite => None,
     })
 }
 

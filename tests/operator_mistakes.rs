@@ -202,7 +202,51 @@ async fn audit_without_counts_fails(kind: Kind) {
     );
 }
 
+/// Regression: a completed job leaves its guards and raised fence rows on its old owners, and
+/// fence rows are keyed by owner indices under each job's maps. The next job reused that table,
+/// so a row the first job had raised refused the second job's writers of keys their shard still
+/// owned. Job A moves 2 -> 3 shards, job B 3 -> 4; key 6 is s0's under both of A's new map and
+/// B's old one, and its (0, 2) pair was raised by A.
+async fn regression_second_job_inherits_a_completed_jobs_fence_rows(kind: Kind) {
+    let Some(c) = Cluster::create(kind, "omf", 4) else {
+        return;
+    };
+    c.create_tables(&["s0", "s1", "s2", "s3"]);
+    let m2 = c.map(&["s0", "s1"], modulo("identity", &["s0", "s1"]));
+    let m3 = c.map(&["s0", "s1", "s2"], modulo("identity", &["s0", "s1", "s2"]));
+    let m4 = c.map(
+        &["s0", "s1", "s2", "s3"],
+        modulo("identity", &["s0", "s1", "s2", "s3"]),
+    );
+    c.populate(&m2, 40, 2);
+    let rows = totals(&c);
+    let pa = c.write_plan("a", &m2, &m3).display().to_string();
+    let pb = c.write_plan("b", &m3, &m4).display().to_string();
+    let out = run(&c, &["apply", &pa, "--yes", "--complete"]).await;
+    assert!(out.status.success(), "apply A: {}", stderr(&out));
+    // B stops right after installing on its last shard, before copying.
+    let out = c
+        .cmd(&["apply", &pb, "--yes"])
+        .env("RESHARD_FAILPOINT", "install:4")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint must stop apply B");
+    let b = job_id(&out).unwrap();
+    // An application write of key 6 at its owner, s0, passes the guard.
+    c.db("s0")
+        .exec("UPDATE users SET name = 'still s0' WHERE id = 6");
+    let out = run(&c, &["resume", &b]).await;
+    assert!(out.status.success(), "resume B: {}", stderr(&out));
+    complete_and_audit(&c, &b).await;
+    assert_eq!(totals(&c), rows);
+    assert_eq!(
+        c.db("s2").scalar("SELECT name FROM users WHERE id = 6"),
+        "still s0"
+    );
+}
+
 per_backend_async!(
+    regression_second_job_inherits_a_completed_jobs_fence_rows,
     regression_overlapping_jobs_apply_twice_then_allow_existing,
     wrong_job_commands_are_refused,
     regression_complete_deletes_unverified_after_damage,
