@@ -22,6 +22,7 @@ pub mod lease;
 pub mod map;
 pub mod picture;
 pub mod plan;
+pub mod plan_check;
 pub mod planner;
 pub mod preflight;
 pub mod progress;

@@ -61,6 +61,11 @@ pub fn run(opts: ApplyOptions) -> i32 {
         Ok(p) => p,
         Err(e) => return super::report(e.into()),
     };
+    // A hand-edited plan (moves, segments, fractions) still matches its fingerprint; refuse
+    // anything that differs from what its maps give, before any I/O.
+    if let Err(e) = crate::plan_check::check_matches_maps(&plan, &opts.plan.display().to_string()) {
+        return super::report(e.into());
+    }
     if let Err(e) = validate(opts.batch_size, Some(opts.parallel)) {
         return super::report(e.into());
     }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::Format;
 use crate::error::{InputError, Stop};
 use crate::map::Map;
+use crate::plan_check::json_diff;
 use crate::planner::{self, PlannerOptions};
 
 #[derive(Debug, Clone)]
@@ -103,8 +104,9 @@ fn check_against(path: &Path, fresh: &str) -> anyhow::Result<()> {
         ))
     })?;
     let new: Value = serde_json::from_str(fresh).context("re-reading the recomputed plan")?;
-    let mut lines = Vec::new();
-    json_diff("", &old, &new, &mut lines);
+    let mut diffs = Vec::new();
+    json_diff("", &old, &new, &mut diffs);
+    let mut lines: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
     if lines.is_empty() {
         lines
             .push("same content, different formatting (regenerate it with reshard plan -o)".into());
@@ -126,55 +128,6 @@ fn check_against(path: &Path, fresh: &str) -> anyhow::Result<()> {
 }
 
 const MAX_DIFF_LINES: usize = 30;
-
-fn brief(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 40 {
-        let t: String = s.chars().take(39).collect();
-        format!("{t}…")
-    } else {
-        s
-    }
-}
-
-/// The JSON paths where two values differ, with both sides.
-fn json_diff(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
-    let at = |k: &str| {
-        if path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, va) in a {
-                match b.get(k) {
-                    Some(vb) => json_diff(&at(k), va, vb, out),
-                    None => out.push(format!("{}: {} vs (absent)", at(k), brief(va))),
-                }
-            }
-            for (k, vb) in b {
-                if !a.contains_key(k) {
-                    out.push(format!("{}: (absent) vs {}", at(k), brief(vb)));
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for i in 0..a.len().max(b.len()) {
-                let p = format!("{path}[{i}]");
-                match (a.get(i), b.get(i)) {
-                    (Some(x), Some(y)) => json_diff(&p, x, y, out),
-                    (Some(x), None) => out.push(format!("{p}: {} vs (absent)", brief(x))),
-                    (None, Some(y)) => out.push(format!("{p}: (absent) vs {}", brief(y))),
-                    (None, None) => {}
-                }
-            }
-        }
-        (a, b) if a != b => out.push(format!("{path}: {} vs {}", brief(a), brief(b))),
-        _ => {}
-    }
-}
 
 /// Writes through a temporary file in the same directory and renames it into place, so a
 /// reader never sees half a plan.
@@ -198,25 +151,4 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diff_names_paths() {
-        let a: Value =
-            serde_json::json!({"summary": {"moved_fraction": 0.5}, "moves": [{"id": "m1"}]});
-        let b: Value = serde_json::json!({"summary": {"moved_fraction": 0.4}, "moves": []});
-        let mut out = Vec::new();
-        json_diff("", &a, &b, &mut out);
-        assert_eq!(
-            out,
-            vec![
-                "moves[0]: {\"id\":\"m1\"} vs (absent)".to_string(),
-                "summary.moved_fraction: 0.5 vs 0.4".to_string(),
-            ]
-        );
-    }
 }
