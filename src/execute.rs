@@ -257,6 +257,14 @@ impl Run<'_> {
 
     async fn finish(&self, result: Result<Option<JobState>>) -> Result<()> {
         let (job, cat) = (self.job, &self.catalog);
+        // A second signal abandoned a wait: interrupted, as after the first.
+        let result = result.or_else(|e| {
+            if crate::lockwait::is_aborted(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        });
         match result {
             Ok(Some(JobState::Completed)) => Ok(()),
             Ok(Some(state)) => {
