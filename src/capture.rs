@@ -472,9 +472,11 @@ pub struct Drained {
 }
 
 /// Runs capture or guard DDL, retried like every other statement: the statements are
-/// idempotent, and a connection dropped mid-install otherwise failed the whole job.
+/// idempotent, and a connection dropped mid-install otherwise failed the whole job. Each runs
+/// under the lock timeout, retried while an application transaction holds the table
+/// ([`crate::lockwait`]).
 async fn ddl(b: &Arc<dyn Backend>, shard: &str, stmts: &[String]) -> Result<()> {
-    crate::retry::retry(
+    crate::lockwait::bounded(
         &format!("shard {shard}: installing or removing triggers"),
         || b.run_ddl(stmts),
     )

@@ -122,6 +122,14 @@ pub struct JobArgs {
     /// Only this move (rollback)
     #[arg(long = "move", value_name = "ID")]
     pub move_id: Option<String>,
+    /// Longest wait for a table lock by each statement that installs or removes triggers,
+    /// logs and guards, or sets a fence (e.g. 1s, 500ms; MariaDB rounds up to whole seconds).
+    /// An application transaction left open on a table would otherwise stall reshard's DDL,
+    /// and every write queued behind it, indefinitely. On a timeout reshard prints who holds
+    /// the lock, waits (200 ms doubling to 2 s) so queued writes get through, and tries again,
+    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub lock_timeout: String,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +285,14 @@ pub struct ApplyArgs {
     /// Once every move has flipped, complete the job (otherwise it waits in dual write)
     #[arg(long)]
     pub complete: bool,
+    /// Longest wait for a table lock by each statement that installs or removes triggers,
+    /// logs and guards, or sets a fence (e.g. 1s, 500ms; MariaDB rounds up to whole seconds).
+    /// An application transaction left open on a table would otherwise stall reshard's DDL,
+    /// and every write queued behind it, indefinitely. On a timeout reshard prints who holds
+    /// the lock, waits (200 ms doubling to 2 s) so queued writes get through, and tries again,
+    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub lock_timeout: String,
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +306,14 @@ pub struct ResumeArgs {
     /// Moves copied at the same time
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// Longest wait for a table lock by each statement that installs or removes triggers,
+    /// logs and guards, or sets a fence (e.g. 1s, 500ms; MariaDB rounds up to whole seconds).
+    /// An application transaction left open on a table would otherwise stall reshard's DDL,
+    /// and every write queued behind it, indefinitely. On a timeout reshard prints who holds
+    /// the lock, waits (200 ms doubling to 2 s) so queued writes get through, and tries again,
+    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub lock_timeout: String,
 }
 
 #[derive(Args, Debug)]
@@ -387,9 +411,34 @@ impl From<ProgressArg> for commands::ProgressMode {
     }
 }
 
+/// `--lock-timeout`, set process-wide for the backends' DDL and fence statements
+/// ([`crate::lockwait`]): they read it where they run instead of having it threaded through.
+fn set_lock_timeout(s: &str) -> Result<(), i32> {
+    match commands::online::parse_duration("--lock-timeout", s) {
+        Ok(d) => {
+            crate::lockwait::set_timeout(d);
+            Ok(())
+        }
+        Err(e) => Err(commands::report(e.into())),
+    }
+}
+
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     use commands::*;
+    let lock_timeout = match &cli.command {
+        Command::Apply(a) => Some(&a.lock_timeout),
+        Command::Resume(a) => Some(&a.lock_timeout),
+        Command::Complete(a) | Command::Rollback(a) | Command::Cancel(a) | Command::Sync(a) => {
+            Some(&a.lock_timeout)
+        }
+        _ => None,
+    };
+    if let Some(t) = lock_timeout {
+        if let Err(code) = set_lock_timeout(t) {
+            return code;
+        }
+    }
     match cli.command {
         Command::Demo(a) => demo::run(demo::DemoOptions {
             dir: a.dir,

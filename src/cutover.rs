@@ -518,7 +518,7 @@ async fn set_fence(
     move_id: &str,
     on: bool,
 ) -> Result<()> {
-    crate::retry::retry(
+    crate::lockwait::bounded(
         &format!("shard {}: setting the fence of {move_id}", b.shard()),
         || b.set_fence(pair, move_id, on),
     )

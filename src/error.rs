@@ -63,6 +63,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 Stop::Different(_) => EXIT_FAILED,
             };
         }
+        if cause.downcast_ref::<crate::lockwait::Aborted>().is_some() {
+            return EXIT_INTERRUPTED;
+        }
     }
     EXIT_FAILED
 }

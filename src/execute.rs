@@ -228,9 +228,12 @@ impl Run<'_> {
             for t in &ctx.tables {
                 if analyzed.insert((m.destination.clone(), t.name.clone())) {
                     let sql = format!("{verb} {}", dst.dialect().quote(&t.name));
-                    dst.run_ddl(&[sql]).await.with_context(|| {
-                        format!("shard {}: analyzing {}", m.destination, t.name)
-                    })?;
+                    // Bounded like the other DDL (a lock held at the destination).
+                    let what = format!("shard {}: analyzing {}", m.destination, t.name);
+                    let ddl = std::slice::from_ref(&sql);
+                    crate::lockwait::bounded(&what, || dst.run_ddl(ddl))
+                        .await
+                        .context(what.clone())?;
                 }
             }
         }
@@ -257,6 +260,14 @@ impl Run<'_> {
 
     async fn finish(&self, result: Result<Option<JobState>>) -> Result<()> {
         let (job, cat) = (self.job, &self.catalog);
+        // A second signal abandoned a wait: interrupted, as after the first.
+        let result = result.or_else(|e| {
+            if crate::lockwait::is_aborted(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        });
         match result {
             Ok(Some(JobState::Completed)) => Ok(()),
             Ok(Some(state)) => {

@@ -19,6 +19,7 @@ pub mod hashing;
 pub mod ident;
 pub mod job;
 pub mod lease;
+pub mod lockwait;
 pub mod map;
 pub mod picture;
 pub mod plan;

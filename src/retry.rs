@@ -109,9 +109,23 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    retry_when(what, f, is_transient).await
+}
+
+/// [`retry`] with its own idea of what is transient ([`crate::lockwait`] takes lock timeouts
+/// out: it retries those itself, printing who holds the lock).
+pub async fn retry_when<T, F, Fut>(
+    what: &str,
+    f: F,
+    when: impl FnMut(&anyhow::Error) -> bool,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
     f.retry(policy())
         .sleep(tokio::time::sleep)
-        .when(is_transient)
+        .when(when)
         .notify(|e, d| {
             eprintln!(
                 "reshard: {what}: transient error, retrying in {} ms: {e:#}",

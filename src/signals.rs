@@ -1,9 +1,35 @@
 //! SIGINT and SIGTERM ask for a graceful stop: the copy finishes and records its in-flight
-//! batch, then the job is marked interrupted and the process exits 130. A second signal does
-//! not force anything: the batch in flight is short, and abandoning it would gain nothing.
+//! batch, then the job is marked interrupted and the process exits 130. A second signal stops
+//! at once whatever waits on [`hard_stopped`] (a DDL or fence statement blocked on a lock, and
+//! the sleeps between its attempts, see [`crate::lockwait`]): the statement is abandoned (its
+//! transaction rolls back with its connection), the job is still recorded interrupted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+static HARD: AtomicBool = AtomicBool::new(false);
+static HARD_NOTIFY: Notify = Notify::const_new();
+
+/// Asks everything waiting on [`hard_stopped`] to stop now (the second signal).
+pub fn request_hard_stop() {
+    HARD.store(true, Ordering::SeqCst);
+    HARD_NOTIFY.notify_waiters();
+}
+
+/// Resolves once a second signal arrived (never otherwise).
+pub async fn hard_stopped() {
+    loop {
+        let n = HARD_NOTIFY.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        if HARD.load(Ordering::SeqCst) {
+            return;
+        }
+        n.await;
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct StopFlag(Arc<AtomicBool>);
@@ -33,7 +59,13 @@ pub fn install() -> std::io::Result<StopFlag> {
                     _ = term.recv() => {}
                 }
                 if !f.requested() {
-                    eprintln!("reshard: stopping after the batch in flight (signal received)");
+                    eprintln!(
+                        "reshard: stopping after the batch in flight (signal received; \
+                         another one stops at once)"
+                    );
+                } else {
+                    eprintln!("reshard: stopping now (second signal)");
+                    request_hard_stop();
                 }
                 f.request();
             }

@@ -581,10 +581,13 @@ impl Backend for Mysql {
 
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
         for st in stmts {
-            sqlx::raw_sql(st)
-                .execute(&self.pool)
-                .await
-                .with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
+            let r: Result<()> = async {
+                let mut conn = self.begin_bounded().await?;
+                let res = sqlx::Executor::execute(&mut *conn, st.as_str()).await;
+                self.end_bounded(conn, st, res).await
+            }
+            .await;
+            r.with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
         }
         Ok(())
     }
@@ -732,16 +735,118 @@ impl Backend for Mysql {
         if cur == Some(on as i64) {
             return Ok(());
         }
-        sqlx::query(&crate::triggers::set_fence_sql(D))
-            .bind(on as i32)
-            .bind(move_id)
-            .bind(pair.0 as i32)
-            .bind(pair.1 as i32)
-            .execute(&self.pool)
-            .await
-            .with_context(ctx)?;
-        Ok(())
+        let q = crate::triggers::set_fence_sql(D);
+        let r: Result<()> = async {
+            let mut conn = self.begin_bounded().await?;
+            let res = sqlx::query(&q)
+                .bind(on as i32)
+                .bind(move_id)
+                .bind(pair.0 as i32)
+                .bind(pair.1 as i32)
+                .execute(&mut *conn)
+                .await;
+            self.end_bounded(conn, &q, res).await
+        }
+        .await;
+        r.with_context(ctx)
     }
+}
+
+impl Mysql {
+    /// A connection for one DDL or fence statement, its metadata-lock and row-lock waits
+    /// bounded by [`crate::lockwait::timeout`] (whole seconds, rounded up: MariaDB's unit).
+    async fn begin_bounded(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>> {
+        let mut conn = self.pool.acquire().await?;
+        let n = crate::lockwait::timeout_secs();
+        if let Err(e) = sqlx::query(&format!(
+            "SET SESSION lock_wait_timeout = {n}, innodb_lock_wait_timeout = {n}"
+        ))
+        .execute(&mut *conn)
+        .await
+        {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(conn)
+    }
+
+    /// Restores the session's lock timeouts (or closes the connection), and turns a lock wait
+    /// timeout (1205, metadata locks included) into a [`crate::lockwait::Blocked`] naming the
+    /// sessions with a transaction open.
+    async fn end_bounded(
+        &self,
+        mut conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+        stmt: &str,
+        res: std::result::Result<sqlx::mysql::MySqlQueryResult, sqlx::Error>,
+    ) -> Result<()> {
+        let lock = match &res {
+            Err(sqlx::Error::Database(db)) => db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| e.number() == 1205),
+            _ => false,
+        };
+        let holders = if lock {
+            mysql_holders(&mut conn).await
+        } else {
+            None
+        };
+        let reset = sqlx::query(
+            "SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT",
+        )
+        .execute(&mut *conn)
+        .await;
+        if res.is_err() || reset.is_err() {
+            conn.close_on_drop();
+        }
+        match res {
+            Ok(_) => {
+                reset?;
+                Ok(())
+            }
+            Err(e) if lock => Err(anyhow::Error::new(e).context(crate::lockwait::Blocked {
+                shard: self.shard.clone(),
+                what: crate::lockwait::describe_stmt(stmt),
+                holders,
+            })),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The other sessions with a transaction open (InnoDB's view joined to the processlist): id,
+/// command, how long the transaction has been open and the start of its current statement.
+/// MariaDB names no metadata-lock holder without the METADATA_LOCK_INFO plugin, and an open
+/// transaction on the table is what holds one.
+async fn mysql_holders(conn: &mut sqlx::MySqlConnection) -> Option<String> {
+    let q = sqlx::query_as::<_, (i64, String, i64, String)>(
+        "SELECT CAST(p.ID AS SIGNED), COALESCE(p.COMMAND, ''), \
+         CAST(TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) AS SIGNED), \
+         COALESCE(LEFT(p.INFO, 80), '') \
+         FROM information_schema.INNODB_TRX t \
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.ID <> CONNECTION_ID() ORDER BY t.trx_started LIMIT 5",
+    )
+    .fetch_all(conn);
+    let rows = tokio::time::timeout(Duration::from_secs(2), q)
+        .await
+        .ok()?
+        .ok()?;
+    if rows.is_empty() {
+        return None;
+    }
+    Some(
+        rows.iter()
+            .map(|(id, command, secs, info)| {
+                let doing = if info.is_empty() {
+                    "no statement running".to_string()
+                } else {
+                    format!("{info:?}")
+                };
+                format!("processlist id {id} ({command}, transaction open for {secs} s: {doing})")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 #[cfg(test)]

@@ -673,10 +673,14 @@ impl Backend for Postgres {
 
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
         for st in stmts {
-            sqlx::raw_sql(st)
-                .execute(&self.pool)
-                .await
-                .with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
+            let r: Result<()> = async {
+                let (mut tx, pid) = self.begin_bounded().await?;
+                let watch = self.watch(pid);
+                let res = sqlx::Executor::execute(&mut *tx, st.as_str()).await;
+                self.end_bounded(tx, st, res, watch).await
+            }
+            .await;
+            r.with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
         }
         Ok(())
     }
@@ -790,18 +794,118 @@ impl Backend for Postgres {
         if cur == Some(on as i64) {
             return Ok(());
         }
-        sqlx::query(&crate::triggers::set_fence_sql(D))
-            .bind(on as i32)
-            .bind(move_id)
-            .bind(pair.0 as i32)
-            .bind(pair.1 as i32)
-            .execute(&self.pool)
-            .await
-            .with_context(|| {
-                format!("shard {}: setting the fence of move {move_id}", self.shard)
-            })?;
+        let q = crate::triggers::set_fence_sql(D);
+        let r: Result<()> = async {
+            let (mut tx, pid) = self.begin_bounded().await?;
+            let watch = self.watch(pid);
+            let res = sqlx::query(&q)
+                .bind(on as i32)
+                .bind(move_id)
+                .bind(pair.0 as i32)
+                .bind(pair.1 as i32)
+                .execute(&mut *tx)
+                .await;
+            self.end_bounded(tx, &q, res, watch).await
+        }
+        .await;
+        r.with_context(|| format!("shard {}: setting the fence of move {move_id}", self.shard))?;
         Ok(())
     }
+}
+
+impl Postgres {
+    /// A transaction for one DDL or fence statement, under `SET LOCAL lock_timeout`
+    /// ([`crate::lockwait::timeout`]), and its backend's pid.
+    async fn begin_bounded(&self) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i32)> {
+        let mut tx = self.pool.begin().await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            crate::lockwait::timeout().as_millis().clamp(1, 3_600_000)
+        ))
+        .execute(&mut *tx)
+        .await?;
+        Ok((tx, pid))
+    }
+
+    /// Watches the statement about to run on backend `pid`: should it still wait at half the
+    /// lock timeout, the sessions blocking it are read from a second connection
+    /// (`pg_blocking_pids`) while it waits.
+    fn watch(&self, pid: i32) -> tokio::task::JoinHandle<Option<String>> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::lockwait::timeout() / 2).await;
+            blockers(&pool, pid).await
+        })
+    }
+
+    /// Commits, or turns a lock timeout (55P03) into a [`crate::lockwait::Blocked`] naming
+    /// the `holders`.
+    async fn end_bounded(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        stmt: &str,
+        res: std::result::Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
+        watch: tokio::task::JoinHandle<Option<String>>,
+    ) -> Result<()> {
+        match res {
+            Ok(_) => {
+                watch.abort();
+                tx.commit().await?;
+                Ok(())
+            }
+            Err(e) => {
+                drop(tx);
+                let lock = matches!(&e, sqlx::Error::Database(db)
+                    if db.code().as_deref() == Some("55P03"));
+                if lock {
+                    let holders = watch.await.ok().flatten();
+                    Err(anyhow::Error::new(e).context(crate::lockwait::Blocked {
+                        shard: self.shard.clone(),
+                        what: crate::lockwait::describe_stmt(stmt),
+                        holders,
+                    }))
+                } else {
+                    watch.abort();
+                    Err(e.into())
+                }
+            }
+        }
+    }
+}
+
+/// The sessions blocking backend `pid`, described for a message: pid, state, how long
+/// their transaction has been open and the start of their last statement.
+async fn blockers(pool: &PgPool, pid: i32) -> Option<String> {
+    let q = sqlx::query_as::<_, (i32, Option<String>, Option<f64>, Option<String>)>(
+        "SELECT a.pid, a.state, EXTRACT(EPOCH FROM now() - a.xact_start)::float8, \
+             left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) \
+             FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids($1)) ORDER BY a.pid",
+    )
+    .bind(pid)
+    .fetch_all(pool);
+    let rows = tokio::time::timeout(Duration::from_secs(2), q)
+        .await
+        .ok()?
+        .ok()?;
+    if rows.is_empty() {
+        return None;
+    }
+    Some(
+        rows.iter()
+            .map(|(pid, state, secs, query)| {
+                format!(
+                    "pid {pid} ({} for {} s: {:?})",
+                    state.as_deref().unwrap_or("unknown state"),
+                    secs.unwrap_or(0.0).round() as i64,
+                    query.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 #[cfg(test)]

@@ -549,18 +549,55 @@ impl Backend for Sqlite {
     async fn run_ddl(&self, stmts: &[String]) -> Result<()> {
         // One transaction on one connection: DDL is transactional in SQLite, so the batch is
         // all-or-nothing, and no statement runs on a connection with an older schema.
+        // Its wait for the database's write lock is bounded by the lock timeout (busy timeout
+        // on this connection, restored afterwards), see crate::lockwait.
         let ctx = || format!("shard {}: installing/removing triggers", self.shard);
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        let before: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
             .await
             .with_context(ctx)?;
-        for st in stmts {
-            // One statement each (a trigger body's inner `;` belongs to its CREATE).
-            sqlx::query(st).execute(&mut *tx).await.with_context(ctx)?;
+        let ms = crate::lockwait::timeout().as_millis().clamp(1, 3_600_000);
+        sqlx::query(&format!("PRAGMA busy_timeout = {ms}"))
+            .execute(&mut *conn)
+            .await
+            .with_context(ctx)?;
+        let res: std::result::Result<(), sqlx::Error> = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            for st in stmts {
+                // One statement each (a trigger body's inner `;` belongs to its CREATE).
+                sqlx::query(st).execute(&mut *tx).await?;
+            }
+            tx.commit().await
         }
-        tx.commit().await.with_context(ctx)?;
-        Ok(())
+        .await;
+        let reset = sqlx::query(&format!("PRAGMA busy_timeout = {before}"))
+            .execute(&mut *conn)
+            .await;
+        if reset.is_err() {
+            conn.close_on_drop();
+        }
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let busy = matches!(&e, sqlx::Error::Database(db)
+                    if db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|n| n & 0xff == 5));
+                let e = anyhow::Error::new(e);
+                let e = if busy {
+                    e.context(crate::lockwait::Blocked {
+                        shard: self.shard.clone(),
+                        what: stmts
+                            .first()
+                            .map(|s| crate::lockwait::describe_stmt(s))
+                            .unwrap_or_else(|| "DDL".into()),
+                        holders: Some("another connection (SQLite's write lock)".into()),
+                    })
+                } else {
+                    e
+                };
+                Err(e.context(ctx()))
+            }
+        }
     }
 
     async fn fetch(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<Vec<Vec<Value>>> {
