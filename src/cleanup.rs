@@ -234,9 +234,8 @@ impl Online<'_> {
                 } else {
                     &m.destination
                 };
-                self.backend(side, name)?
-                    .set_fence(self.pairs[mi], &m.id, false)
-                    .await?;
+                let b = self.backend(side, name)?;
+                crate::cutover::set_fence(b.as_ref(), self.pairs[mi], &m.id, false).await?;
             }
         }
         for (shard, b) in self.shards() {
@@ -290,7 +289,11 @@ impl Online<'_> {
         for (shard, table) in &created {
             if let Some(b) = self.ctx.shard(Side::To, shard) {
                 let q = b.dialect().quote(table);
-                b.run_ddl(&[format!("DROP TABLE IF EXISTS {q}")]).await?;
+                let drop = [format!("DROP TABLE IF EXISTS {q}")];
+                crate::lockwait::bounded(&format!("shard {shard}: dropping {table}"), || {
+                    b.run_ddl(&drop)
+                })
+                .await?;
             }
         }
         self.catalog

@@ -148,6 +148,10 @@ pub struct CompleteArgs {
     /// bypassed delete, another job's cleanup), they are then gone for good
     #[arg(long)]
     pub skip_verify_risking_data_loss: bool,
+    /// Longest wait for a table lock by each statement that removes triggers, logs and guards
+    /// (e.g. 1s, 500ms); see `reshard apply --help`
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub lock_timeout: String,
 }
 
 impl From<CompleteArgs> for commands::online::JobOptions {
@@ -429,9 +433,8 @@ pub fn dispatch(cli: Cli) -> i32 {
     let lock_timeout = match &cli.command {
         Command::Apply(a) => Some(&a.lock_timeout),
         Command::Resume(a) => Some(&a.lock_timeout),
-        Command::Complete(a) | Command::Rollback(a) | Command::Cancel(a) | Command::Sync(a) => {
-            Some(&a.lock_timeout)
-        }
+        Command::Complete(a) => Some(&a.lock_timeout),
+        Command::Rollback(a) | Command::Cancel(a) | Command::Sync(a) => Some(&a.lock_timeout),
         _ => None,
     };
     if let Some(t) = lock_timeout {

@@ -512,7 +512,7 @@ fn describe_mismatches(bad: &Mismatches) -> String {
 
 /// `Backend::set_fence`, retried: it sets the row outright (idempotent), and a connection
 /// dropped while lowering a fence otherwise failed the job with the fence up.
-async fn set_fence(
+pub(crate) async fn set_fence(
     b: &dyn crate::backend::Backend,
     pair: crate::triggers::FencePair,
     move_id: &str,
