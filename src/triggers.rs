@@ -371,7 +371,7 @@ pub fn guard(
     let key_ty = column_type(schema, key)?;
     if let Some(a) = assert_owner(dialect, key_ty, old_map, new_map)? {
         shared.push(a.install);
-        remove_shared.push(a.noop);
+        remove_shared.push(a.remove);
     }
     let mut install = Vec::new();
     let mut remove = Vec::new();
@@ -468,12 +468,13 @@ pub fn guard(
 /// fence being raised and refuses with `RS001` once it is up.
 pub const ASSERT_OWNER_FUNCTION: &str = "reshard_assert_owner";
 
-/// `install` creates or replaces the assertion for one key type; `noop` replaces it with one
-/// that always passes, for when the shard's guards are removed: applications keep calling it,
-/// so it is never dropped. None on SQLite, which has no stored functions.
+/// `install` creates or replaces the assertion for one key type; `remove` drops it with the
+/// shard's guards. A writer that finds no such function writes without it (`Router::begin`):
+/// no guard on the shard means routing alone decides. None on SQLite, which has no stored
+/// functions.
 pub struct AssertOwner {
     pub install: String,
-    pub noop: String,
+    pub remove: String,
 }
 
 /// The assertion's parameter type for a key column type: integers of any width route alike,
@@ -525,10 +526,7 @@ pub fn assert_owner(
                    RETURN true;\n\
                  END $reshard$"
             ),
-            noop: format!(
-                "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS boolean \
-                 LANGUAGE sql AS 'SELECT true'"
-            ),
+            remove: format!("DROP FUNCTION IF EXISTS {name}({ty})"),
         }),
         // CREATE OR REPLACE (MariaDB): a DROP then CREATE would leave a moment in which the
         // function is missing, which writers read as "no guard here".
@@ -542,9 +540,7 @@ pub fn assert_owner(
                  IF f = 1 THEN SIGNAL SQLSTATE '{FENCE_SQLSTATE}' SET MESSAGE_TEXT = '{FENCE_MESSAGE}'; \
                  END IF; END IF; RETURN 1; END"
             ),
-            noop: format!(
-                "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS INT NO SQL RETURN 1"
-            ),
+            remove: format!("DROP FUNCTION IF EXISTS {name}"),
         }),
         Dialect::Sqlite => None,
     })

@@ -16,8 +16,18 @@ pub enum ShardTx {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
 }
 
-/// Whether the error says the assertion function does not exist: the shard has never had a
-/// guard (reshard leaves the function in place, as a no-op, once it has).
+impl ShardTx {
+    pub fn dialect(&self) -> crate::ident::Dialect {
+        match self {
+            ShardTx::Postgres(_) => crate::ident::Dialect::Postgres,
+            ShardTx::Mysql(_) => crate::ident::Dialect::Mysql,
+            ShardTx::Sqlite(_) => crate::ident::Dialect::Sqlite,
+        }
+    }
+}
+
+/// Whether the error says the assertion function does not exist: the shard has no guard (none
+/// was ever installed, or they were removed with it), so routing alone decides.
 fn is_missing_function(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
@@ -67,8 +77,13 @@ impl Router {
             ShardPool::Mysql(p) => {
                 assert_in!(p, format!("SELECT {ASSERT_OWNER_FUNCTION}(?)"), key, Mysql)
             }
+            // A writer from the start: the lock is waited for (busy timeout) at BEGIN, never
+            // upgraded mid-transaction.
             ShardPool::Sqlite(p) => {
-                let tx = p.begin().await.context("beginning a transaction")?;
+                let tx = p
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .context("beginning a transaction")?;
                 Ok(Some(ShardTx::Sqlite(tx)))
             }
         };
@@ -78,7 +93,7 @@ impl Router {
             Ok(None) => match &pool {
                 ShardPool::Postgres(p) => ShardTx::Postgres(p.begin().await?),
                 ShardPool::Mysql(p) => ShardTx::Mysql(p.begin().await?),
-                ShardPool::Sqlite(p) => ShardTx::Sqlite(p.begin().await?),
+                ShardPool::Sqlite(p) => ShardTx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             },
             Err(e) => {
                 self.note_error(&e);

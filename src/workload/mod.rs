@@ -25,7 +25,7 @@ use anyhow::{anyhow, Result};
 
 use crate::ident::Dialect;
 use crate::map::{Key, Map};
-use crate::router::{Router, ShardPool};
+use crate::router::{Router, ShardTx};
 
 pub use check::{check, snapshot, CheckReport, Snapshot};
 
@@ -268,24 +268,20 @@ fn classify(router: &Router, e: sqlx::Error) -> Outcome {
     }
 }
 
-/// One attempt: route, then the write in its own transaction at the owner.
+/// One attempt: the write in its own transaction at the owner, begun with ownership asserted
+/// (`Router::begin`), so that even a stale statement matching no row is refused.
 async fn attempt(router: &Router, op: &Op, child: &ChildTable) -> Outcome {
-    let route = match router.route(&op.pk().key()).await {
-        Ok(r) => r,
+    let tx = match router.begin(&op.pk().key()).await {
+        Ok((_, tx)) => tx,
+        // begin has noted a fence error already: the next route reloads.
+        Err(e) if crate::router::is_fence_error_any(&e) => return Outcome::Fenced,
         Err(e) => return Outcome::Failed(e),
     };
-    let pool = match router.pool(&route.shard).await {
-        Ok(p) => p,
-        Err(e) => return Outcome::Failed(e),
-    };
-    let sql = op.sql(pool.dialect(), child);
+    let sql = op.sql(tx.dialect(), child);
     let sql = sql.as_str();
     macro_rules! run {
         ($tx:expr) => {{
-            let mut tx = match $tx.await {
-                Ok(tx) => tx,
-                Err(e) => return classify(router, e),
-            };
+            let mut tx = $tx;
             if let Err(e) = bind_op!(op, sql).execute(&mut *tx).await {
                 return classify(router, e);
             }
@@ -295,12 +291,10 @@ async fn attempt(router: &Router, op: &Op, child: &ChildTable) -> Outcome {
             }
         }};
     }
-    match &pool {
-        ShardPool::Postgres(p) => run!(p.begin()),
-        ShardPool::Mysql(p) => run!(p.begin()),
-        // A writer from the start: the lock is waited for (busy timeout) at BEGIN, never
-        // upgraded mid-transaction.
-        ShardPool::Sqlite(p) => run!(p.begin_with("BEGIN IMMEDIATE")),
+    match tx {
+        ShardTx::Postgres(t) => run!(t),
+        ShardTx::Mysql(t) => run!(t),
+        ShardTx::Sqlite(t) => run!(t),
     }
 }
 
