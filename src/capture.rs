@@ -187,6 +187,41 @@ impl<'a> Online<'a> {
             .await
     }
 
+    /// The primary keys (as [`crate::verify::report::pk_json`] text) that have entries waiting
+    /// in `shard`'s change log of table `ti`: rows written there that no drain has applied yet.
+    pub async fn pending(&self, shard: &str, ti: usize) -> Result<HashSet<String>> {
+        const PAGE: usize = 5000;
+        let t = &self.ctx.tables[ti];
+        let mut out = HashSet::new();
+        let Some(log) = self.logs.get(&(shard.to_string(), t.name.clone())) else {
+            return Ok(out);
+        };
+        let b = self.backend_any(shard)?;
+        let pk_cols: Vec<Option<usize>> =
+            (0..log.columns.iter().filter(|c| is_pk_col(&c.name)).count())
+                .map(|i| log.column_index(&format!("p{i}")))
+                .collect();
+        let mut after: Option<PkValues> = None;
+        loop {
+            let batch = retry(
+                &format!("{shard}: reading change log of {}", t.name),
+                || b.read_batch(log, "k", after.as_ref(), &KeyFilter::All, PAGE),
+            )
+            .await?;
+            for row in &batch.rows {
+                let pk: PkValues = pk_cols
+                    .iter()
+                    .map(|c| c.and_then(|c| row.get(c).cloned()).unwrap_or(Value::Null))
+                    .collect();
+                out.insert(crate::verify::report::pk_json(&pk).to_string());
+            }
+            if batch.rows.len() < PAGE {
+                return Ok(out);
+            }
+            after = batch.last;
+        }
+    }
+
     /// Reads the definitions of the change logs that exist (after `install`, or for
     /// `complete`, `rollback`, `cancel` and `sync`, which install nothing).
     pub async fn load_logs(&mut self) -> Result<()> {

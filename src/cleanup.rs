@@ -19,33 +19,29 @@ const CLEANUP_BATCH: usize = 1000;
 /// real (see [`Online::verify_before_delete`]).
 pub const COMPLETE_VERIFY_PASSES: usize = 3;
 
-/// Every difference a report lists, as `table kind pk` (the lists hold up to `max_listed`).
-fn differences(r: &verify::MoveReport) -> BTreeSet<String> {
+/// Every difference a report lists: (table, primary key as `pk_json` text, what differs). The
+/// lists hold up to `max_listed`; beyond them a table gets one entry with no key, named the same
+/// in every pass so that it persists as a difference.
+fn differences(r: &verify::MoveReport) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
     for t in &r.tables {
         let d = &t.diff;
+        let mut add = |pk: String, what: String| out.insert((t.table.clone(), pk, what));
         for pk in &d.missing {
-            out.insert(format!("{} missing at the new owner {pk}", t.table));
+            add(pk.to_string(), "missing at the new owner".into());
         }
         for pk in &d.extra {
-            out.insert(format!("{} only at the new owner {pk}", t.table));
+            add(pk.to_string(), "only at the new owner".into());
         }
         for x in &d.differing {
-            out.insert(format!(
-                "{} differs {} ({})",
-                t.table,
-                x.pk,
-                x.columns.join(",")
-            ));
+            add(
+                x.pk.to_string(),
+                format!("differs ({})", x.columns.join(",")),
+            );
         }
-        // Beyond the listed ones: counted only, and named the same in every pass so that
-        // they persist as a difference.
         let listed = (d.missing.len() + d.extra.len() + d.differing.len()) as u64;
         if d.missing_count + d.extra_count + d.differing_count > listed {
-            out.insert(format!(
-                "{} has differences beyond the listed ones",
-                t.table
-            ));
+            add(String::new(), "differences beyond the listed ones".into());
         }
     }
     out
@@ -154,9 +150,10 @@ impl Online<'_> {
 
     /// Checks, before `complete` deletes anything, that each move's rows at the old owner equal
     /// those at the new owner: the reverse backlog is applied, then a full checksum pass runs
-    /// (row counts and every row). The new owner is live, so a pass can catch a row mid-write;
-    /// only a difference that every pass (up to [`COMPLETE_VERIFY_PASSES`], the backlog
-    /// applied before each) sees again counts. Damage done behind reshard's back, such as rows
+    /// (row counts and every row). The new owner is live, so a pass can catch a row mid-write:
+    /// a difference whose key has an entry waiting in the new owner's change log is such a
+    /// write, and only a difference that every pass (up to [`COMPLETE_VERIFY_PASSES`], the
+    /// backlog applied before each) sees again without one counts. Damage done behind reshard's back, such as rows
     /// deleted at the new owner with the triggers bypassed, persists and is refused.
     pub async fn verify_before_delete(&self) -> Result<()> {
         let verifier = verify::Verifier {
@@ -171,13 +168,25 @@ impl Online<'_> {
             progress: None,
         };
         for m in &self.moves {
-            let mut persistent: Option<BTreeSet<String>> = None;
+            let mut persistent: Option<BTreeSet<(String, String, String)>> = None;
             let mut report = None;
             for _ in 0..COMPLETE_VERIFY_PASSES {
                 self.drain(&m.destination, false).await?;
                 let r = verify::verify_move(&verifier, m, verify::Scope::Full).await?;
-                let seen = differences(&r);
-                let still: BTreeSet<String> = match persistent {
+                let mut seen = differences(&r);
+                if !seen.is_empty() {
+                    // A row written at the new owner since the drain has its entry waiting in
+                    // the new owner's change log (nothing else consumes it while complete holds
+                    // the lease): that difference is a write in flight, not damage.
+                    let mut pending = BTreeSet::new();
+                    for (ti, t) in self.ctx.tables.iter().enumerate() {
+                        for pk in self.pending(&m.destination, ti).await? {
+                            pending.insert((t.name.clone(), pk));
+                        }
+                    }
+                    seen.retain(|(t, pk, _)| !pending.contains(&(t.clone(), pk.clone())));
+                }
+                let still: BTreeSet<(String, String, String)> = match persistent {
                     None => seen,
                     Some(p) => p.intersection(&seen).cloned().collect(),
                 };
@@ -190,7 +199,11 @@ impl Online<'_> {
             }
             let still = persistent.unwrap_or_default();
             if !still.is_empty() {
-                let listed: Vec<&String> = still.iter().take(5).collect();
+                let listed: Vec<String> = still
+                    .iter()
+                    .take(5)
+                    .map(|(t, pk, what)| format!("{t} {pk} {what}"))
+                    .collect();
                 let summary = report.map(|r| r.render_text()).unwrap_or_default();
                 return Err(Stop::Mismatch(format!(
                     "move {} ({} -> {}): {} row(s) differ between the old and the new owner in \

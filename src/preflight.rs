@@ -404,7 +404,10 @@ async fn count_move(
             if existing > 0 && !allow_existing {
                 problems.push(format!(
                     "move {}: shard {} already holds {existing} rows of table {} whose keys move \
-                     there from {}; clean them up, or pass --allow-existing to overwrite them",
+                     there from {}; no job in flight copied them (apply refuses to start while a \
+                     job on the catalog is unfinished), so they were written outside reshard or \
+                     by a job of another catalog: clean them up, or pass --allow-existing to \
+                     overwrite them",
                     m.id, m.destination, t.name, m.source
                 ));
             }

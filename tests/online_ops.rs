@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use common::cluster::{job_id, stderr};
 use common::db::Kind;
-use common::online::{run, setup, status, Setup};
+use common::online::{applied, run, setup, status};
 use common::writer::{self, Writer};
 
 /// (move id, flipped) of every move.
@@ -24,14 +24,6 @@ fn flips(v: &Value) -> Vec<(String, bool)> {
         .iter()
         .map(|m| (m["id"].as_str().unwrap().to_string(), m["flipped"] == true))
         .collect()
-}
-
-async fn applied(s: &Setup) -> String {
-    let out = run(&s.c, &["apply", &s.plan, "--yes", "--progress", "plain"]).await;
-    assert!(out.status.success(), "apply: {}", stderr(&out));
-    let job = job_id(&out).unwrap();
-    assert_eq!(status(&s.c, &job).await["state"], "dual_write");
-    job
 }
 
 /// Regression: a kill -9 right after the last move's flip back, before the job's state was

@@ -109,17 +109,21 @@ async fn preflight_all(plan: &Plan, checks: &Checks) -> (Context, Report) {
 
 async fn dry_run(plan: &Plan, opts: &ApplyOptions) -> Result<bool> {
     let mut problems = Vec::new();
+    let mut unfinished = None;
     let catalog = Catalog::open(&opts.catalog, Access::ReadOnly).await?;
     if let Some(cat) = &catalog {
         if let Err(e) = Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from) {
             problems.push(format!("{e:#}"));
         }
-        problems.extend(cat.unfinished_job().await?);
+        unfinished = cat.unfinished_job().await?;
+        problems.extend(unfinished.clone());
         cat.close().await;
     }
     let checks = Checks {
         create_tables: opts.create_tables,
-        allow_existing: opts.allow_existing,
+        // Rows at a destination while a job is unfinished are most likely that job's, and the
+        // refusal above already names it: the existing-rows problem would say otherwise.
+        allow_existing: opts.allow_existing || unfinished.is_some(),
     };
     let (ctx, rep) = preflight_all(plan, &checks).await;
     problems.extend(rep.problems.iter().cloned());

@@ -33,6 +33,15 @@ pub async fn run(c: &Cluster, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `apply --yes` of the setup's plan, which must reach dual write; the job id.
+pub async fn applied(s: &Setup) -> String {
+    let out = run(&s.c, &["apply", &s.plan, "--yes", "--progress", "plain"]).await;
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let job = super::cluster::job_id(&out).unwrap();
+    assert_eq!(status(&s.c, &job).await["state"], "dual_write");
+    job
+}
+
 pub async fn status(c: &Cluster, job: &str) -> Value {
     let o = run(c, &["status", job, "--format", "json"]).await;
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status: {}", stderr(&o)))
