@@ -370,7 +370,7 @@ pub fn guard(
     remove_shared.push(format!("DROP TABLE IF EXISTS {fence}"));
     let key_ty = column_type(schema, key)?;
     if let Some(a) = assert_owner(dialect, key_ty, old_map, new_map)? {
-        shared.push(a.install);
+        shared.extend(a.install);
         remove_shared.push(a.remove);
     }
     let mut install = Vec::new();
@@ -468,13 +468,27 @@ pub fn guard(
 /// fence being raised and refuses with `RS001` once it is up.
 pub const ASSERT_OWNER_FUNCTION: &str = "reshard_assert_owner";
 
+/// SQLite has no stored functions, so there the assertion is an INSERT into this view, whose
+/// INSTEAD OF trigger raises the fence error; any SQLite driver can run it.
+pub const ASSERT_OWNER_VIEW_TRIGGER: &str = "reshard_assert_owner_check";
+
 /// `install` creates or replaces the assertion for one key type; `remove` drops it with the
-/// shard's guards. A writer that finds no such function writes without it (`Router::begin`):
-/// no guard on the shard means routing alone decides. None on SQLite, which has no stored
-/// functions.
+/// shard's guards. A writer that finds no such function (or, on SQLite, view) writes without
+/// it (`Router::begin`): no guard on the shard means routing alone decides.
 pub struct AssertOwner {
-    pub install: String,
+    pub install: Vec<String>,
     pub remove: String,
+}
+
+/// The statement a write transaction runs first to assert that this shard owns the key, with
+/// the key as its one bind parameter.
+pub fn assert_owner_statement(dialect: Dialect) -> String {
+    let name = ASSERT_OWNER_FUNCTION;
+    match dialect {
+        Dialect::Postgres => format!("SELECT {name}($1)"),
+        Dialect::Mysql => format!("SELECT {name}(?)"),
+        Dialect::Sqlite => format!("INSERT INTO {name} (reshard_key) VALUES (?)"),
+    }
 }
 
 /// The assertion's parameter type for a key column type: integers of any width route alike,
@@ -508,13 +522,18 @@ pub fn assert_owner(
     let fence = dialect.quote(FENCE_TABLE);
     let name = ASSERT_OWNER_FUNCTION;
     let param = "reshard_key";
-    let o = owner_sql(dialect, old_map, param, RING_TABLE_OLD)?;
-    let n = owner_sql(dialect, new_map, param, RING_TABLE_NEW)?;
+    // In the SQLite trigger the key is the inserted row's column.
+    let key = match dialect {
+        Dialect::Sqlite => format!("NEW.{param}"),
+        _ => param.to_string(),
+    };
+    let o = owner_sql(dialect, old_map, &key, RING_TABLE_OLD)?;
+    let n = owner_sql(dialect, new_map, &key, RING_TABLE_NEW)?;
     let cond = format!("src = {} AND dst = {}", o.owner_expr, n.owner_expr);
     let ty = assert_param_type(dialect, key_type);
     Ok(match dialect {
         Dialect::Postgres => Some(AssertOwner {
-            install: format!(
+            install: vec![format!(
                 "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS boolean \
                  LANGUAGE plpgsql AS $reshard$\n\
                  DECLARE f integer;\n\
@@ -525,13 +544,13 @@ pub fn assert_owner(
                    MESSAGE = '{FENCE_MESSAGE}'; END IF;\n\
                    RETURN true;\n\
                  END $reshard$"
-            ),
+            )],
             remove: format!("DROP FUNCTION IF EXISTS {name}({ty})"),
         }),
         // CREATE OR REPLACE (MariaDB): a DROP then CREATE would leave a moment in which the
         // function is missing, which writers read as "no guard here".
         Dialect::Mysql => Some(AssertOwner {
-            install: format!(
+            install: vec![format!(
                 "CREATE OR REPLACE FUNCTION {name}({param} {ty}) RETURNS INT READS SQL DATA \
                  BEGIN DECLARE f INT DEFAULT 0; \
                  DECLARE CONTINUE HANDLER FOR NOT FOUND SET f = 0; \
@@ -539,10 +558,30 @@ pub fn assert_owner(
                  SELECT fenced INTO f FROM {fence} WHERE {cond} LOCK IN SHARE MODE; \
                  IF f = 1 THEN SIGNAL SQLSTATE '{FENCE_SQLSTATE}' SET MESSAGE_TEXT = '{FENCE_MESSAGE}'; \
                  END IF; END IF; RETURN 1; END"
-            ),
+            )],
             remove: format!("DROP FUNCTION IF EXISTS {name}"),
         }),
-        Dialect::Sqlite => None,
+        // Writers begin with BEGIN IMMEDIATE, so the check and the writes after it hold the
+        // one write lock together: a fence cannot go up between them. The view's column has
+        // no type, so the key keeps the type it was bound with, as the guards see it.
+        Dialect::Sqlite => {
+            let trigger = dialect.quote(ASSERT_OWNER_VIEW_TRIGGER);
+            let view = dialect.quote(name);
+            Some(AssertOwner {
+                install: vec![
+                    format!(
+                        "CREATE VIEW IF NOT EXISTS {view} AS SELECT NULL AS {param} WHERE 0"
+                    ),
+                    format!("DROP TRIGGER IF EXISTS {trigger}"),
+                    format!(
+                        "CREATE TRIGGER {trigger} INSTEAD OF INSERT ON {view} \
+                         WHEN EXISTS (SELECT 1 FROM {fence} WHERE fenced = 1 AND {cond}) \
+                         BEGIN SELECT RAISE(ABORT, '{FENCE_MESSAGE}'); END"
+                    ),
+                ],
+                remove: format!("DROP VIEW IF EXISTS {view}"),
+            })
+        }
     })
 }
 

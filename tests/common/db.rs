@@ -25,6 +25,14 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Sqlite, Kind::Postgres, Kind::Mysql];
 
+    pub fn dialect(self) -> reshard::ident::Dialect {
+        match self {
+            Kind::Sqlite => reshard::ident::Dialect::Sqlite,
+            Kind::Postgres => reshard::ident::Dialect::Postgres,
+            Kind::Mysql => reshard::ident::Dialect::Mysql,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Sqlite => "sqlite",
