@@ -206,9 +206,11 @@ pub struct PlanArgs {
     after_help = "Examples:\n  reshard route --map plans/ring-add/new.json 42 1001\n  \
     seq 1 1000000 | reshard route --map new.json > owners.tsv\n  \
     reshard route --catalog sqlite://reshard.db 42 1001          # live owner during a job\n  \
-    reshard route --catalog postgres://host/reshard --format json 42\n\n\
+    reshard route --catalog postgres://host/reshard --format json 42\n  \
+    coproc ROUTE { reshard route --catalog postgres://host/reshard --follow; }   # bash: a live router\n\n\
     Output: KEY<TAB>SHARD per key (with --catalog: KEY<TAB>SHARD<TAB>VERSION); with --format json,\n\
-    one JSON object per line: {\"key\": 42, \"shard\": \"s1\", \"version\": 3} (version only with --catalog)."
+    one JSON object per line: {\"key\": 42, \"shard\": \"s1\", \"version\": 3} (version only with --catalog).\n\
+    With --follow, a key that cannot be routed answers KEY<TAB>error: WHY ({\"key\": .., \"error\": ..})."
 )]
 pub struct RouteArgs {
     /// Route with this map file
@@ -224,6 +226,10 @@ pub struct RouteArgs {
     /// (negative integers need no `--`; other keys starting with `-` go after `--`)
     #[arg(allow_negative_numbers = true)]
     pub keys: Vec<String>,
+    /// Stay connected: answer each stdin line as soon as it is read (flushed at once), checking
+    /// the routing version at most every 100 ms as applications' routers do, until end of input
+    #[arg(long, conflicts_with_all = ["keys", "map"])]
+    pub follow: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -469,6 +475,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             },
             keys: a.keys,
             format: a.format.into(),
+            follow: a.follow,
         }),
         Command::Apply(a) => apply::run(apply::ApplyOptions {
             plan: a.plan,

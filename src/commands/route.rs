@@ -1,7 +1,9 @@
 //! `reshard route`: print the owner of keys given as arguments or streamed on standard input,
 //! buffered both ways so a million keys take well under a second. With `--map` the owner under
 //! a map file; with `--catalog` the live owner and routing version, as `reshard::Router`
-//! answers applications.
+//! answers applications. With `--follow`, one answer per input line as soon as the line is
+//! read, from a router that stays connected and follows the routing version: a coprocess for
+//! shell scripts and applications without a Rust router.
 
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ pub struct RouteOptions {
     pub source: RouteSource,
     pub keys: Vec<String>,
     pub format: Format,
+    /// Answer each stdin line at once and keep following the catalog (only with a catalog).
+    pub follow: bool,
 }
 
 pub fn run(opts: RouteOptions) -> i32 {
@@ -103,6 +107,7 @@ fn execute(opts: &RouteOptions) -> anyhow::Result<()> {
             };
             route_keys(&route, map.partitioning.key_kind(), opts)
         }
+        RouteSource::Catalog(url) if opts.follow => follow(url, opts.format),
         RouteSource::Catalog(url) => {
             // One snapshot answers every key: the output is one consistent version.
             let snap = super::block_on_value(async {
@@ -162,5 +167,88 @@ fn route_keys(route: &RouteFn<'_>, kind: KeyKind, opts: &RouteOptions) -> anyhow
     match bad {
         Some(msg) => Err(InputError::one(msg).into()),
         None => Ok(()),
+    }
+}
+
+/// `--follow`: every stdin line is answered and flushed before the next is read, by a router
+/// that checks the routing version as `reshard::Router` does for applications (at most
+/// `check_interval` old, 100 ms by default), so a long-lived reader sees flips as they happen.
+/// A key that cannot be routed gets an error line (its text, a tab, `error: ` and why; shard
+/// names never contain `:`) and the rest are still answered: one line out per line in, so a
+/// coprocess never loses its place. The exit code is 2 when any line was refused.
+fn follow(url: &str, format: Format) -> anyhow::Result<()> {
+    super::block_on_value(async {
+        let router = Router::connect(url).await?;
+        let kind = router.snapshot().key_kind();
+        let mut input = std::io::stdin().lock();
+        let mut out = std::io::stdout().lock();
+        let (mut n, mut refused) = (0u64, 0u64);
+        let mut line = String::new();
+        let result = loop {
+            line.clear();
+            // A blocking read is fine: this future runs on block_on's own thread, and the
+            // router's connections are served by the runtime's workers.
+            match input.read_line(&mut line) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(anyhow::Error::new(e).context("reading keys from stdin")),
+            }
+            n += 1;
+            let raw = line.strip_suffix('\n').unwrap_or(&line);
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            // Routed here, awaited; `route_one` then only formats the answer.
+            let routed = match Key::parse(raw, kind) {
+                Ok(k) => router
+                    .route(&k)
+                    .await
+                    .map(|Route { shard, version }| (shard, Some(version)))
+                    .map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e),
+            };
+            let route = |_: &Key| routed.clone();
+            let answered = route_one(&route, kind, format, raw, &mut out)
+                .and_then(|r| match r {
+                    Ok(()) => Ok(()),
+                    Err(why) => {
+                        refused += 1;
+                        eprintln!("stdin line {n}: {why}");
+                        error_line(&mut out, format, raw, &why)
+                    }
+                })
+                .and_then(|()| out.flush());
+            if let Err(e) = answered {
+                break Err(anyhow::Error::new(e).context("writing to stdout"));
+            }
+        };
+        router.close().await;
+        result?;
+        match refused {
+            0 => Ok(()),
+            r => Err(InputError::one(format!(
+                "{r} of {n} keys could not be routed (their lines say why)"
+            ))
+            .into()),
+        }
+    })
+}
+
+fn error_line<W: std::io::Write>(
+    out: &mut W,
+    format: Format,
+    raw: &str,
+    why: &str,
+) -> std::io::Result<()> {
+    match format {
+        Format::Text => {
+            let why: String = why
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            writeln!(out, "{raw}\terror: {why}")
+        }
+        Format::Json => {
+            serde_json::to_writer(&mut *out, &serde_json::json!({"key": raw, "error": why}))?;
+            out.write_all(b"\n")
+        }
     }
 }
