@@ -278,8 +278,10 @@ impl Run<'_> {
                 // Broken by hand so that it fits a 100-column terminal.
                 eprintln!(
                     "reshard: job {job}: every move has flipped; the new owners are \
-                     authoritative\n  and their changes flow back to the old owners (dual \
-                     write).\n  Next: reshard complete {job} (or reshard rollback {job})"
+                     authoritative (dual write).\n  Their writes flow back to the old owners \
+                     while `reshard sync {job}` runs; until then they wait\n  in change logs \
+                     (`reshard status` shows them, and a rollback applies them first).\n  \
+                     Next: reshard complete {job} (or reshard rollback {job})"
                 );
                 Ok(())
             }

@@ -4,6 +4,7 @@
 //! from other Rust programs.
 
 pub mod backend;
+pub mod backlog;
 pub mod capture;
 pub mod catalog;
 pub mod cleanup;

@@ -118,6 +118,26 @@ fn column_type<'a>(schema: &'a TableSchema, col: &str) -> Result<&'a str, Trigge
 }
 
 /// Change capture for `schema`, whose shard key is `key`.
+/// The change log's column holding when an entry was logged (epoch milliseconds).
+pub const LOG_TIME_COLUMN: &str = "logged_ms";
+
+/// The shard's clock now, in epoch milliseconds, as an SQL expression.
+pub fn now_ms_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS bigint)",
+        Dialect::Mysql => "CAST(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)",
+        Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    }
+}
+
+fn log_time_default(dialect: Dialect) -> String {
+    let ty = match dialect {
+        Dialect::Sqlite => "INTEGER",
+        _ => "BIGINT",
+    };
+    format!("{ty} DEFAULT ({})", now_ms_sql(dialect))
+}
+
 pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capture, TriggerError> {
     let q = |s: &str| dialect.quote(s);
     let t = q(&schema.name);
@@ -139,6 +159,9 @@ pub fn capture(dialect: Dialect, schema: &TableSchema, key: &str) -> Result<Capt
         // must leave the shard as it was. SQLite's single writer hands out max + 1 in commit order.
         Dialect::Sqlite => "seq INTEGER PRIMARY KEY",
     };
+    // When each entry was logged, in epoch milliseconds of the shard's clock, so that `status`
+    // can show how old a backlog is (src/backlog.rs) with the shard's own clock on both sides.
+    defs.push(format!("{LOG_TIME_COLUMN} {}", log_time_default(dialect)));
     let create_log = format!(
         "CREATE TABLE IF NOT EXISTS {log} ({seq}, op CHAR(1) NOT NULL, {})",
         defs.join(", ")

@@ -270,6 +270,10 @@ pub trait Backend: Send + Sync {
 
     async fn ping(&self) -> Result<()>;
 
+    /// Runs a query of reshard's own (never one with input spliced in) that returns one row of
+    /// integer columns, NULL as None: counts and ages for `status` (src/backlog.rs).
+    async fn int_row(&self, sql: &str) -> Result<Vec<Option<i64>>>;
+
     /// The table's definition, or None when the table does not exist.
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>>;
 

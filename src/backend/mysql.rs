@@ -310,6 +310,19 @@ impl Backend for Mysql {
             .with_context(|| format!("shard {}: ping", self.shard))
     }
 
+    async fn int_row(&self, sql: &str) -> Result<Vec<Option<i64>>> {
+        let row = sqlx::query(sql)
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("shard {}: {sql}", self.shard))?;
+        (0..sqlx::Row::len(&row))
+            .map(|i| {
+                sqlx::Row::try_get::<Option<i64>, _>(&row, i)
+                    .with_context(|| format!("shard {}: column {i} of {sql}", self.shard))
+            })
+            .collect()
+    }
+
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>> {
         check_table(table)?;
         let ctx = || self.ctx("describe", table);
