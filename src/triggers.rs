@@ -394,7 +394,9 @@ pub fn guard(
     let key_ty = column_type(schema, key)?;
     if let Some(a) = assert_owner(dialect, key_ty, old_map, new_map)? {
         shared.extend(a.install);
-        remove_shared.push(a.remove);
+        // Dropped before the tables it reads: in between, a writer's assertion found the
+        // function but not its fence or ring table and failed instead of writing unasserted.
+        remove_shared.insert(0, a.remove);
     }
     let mut install = Vec::new();
     let mut remove = Vec::new();

@@ -14,21 +14,8 @@ use std::collections::BTreeSet;
 use common::cluster::stderr;
 use common::conn::RawConn;
 use common::db::{Kind, TestDb};
-use common::online::{setup, Setup};
+use common::online::{setup, LiveRoutingRow as Row, Setup, LIVE_ROUTING as VIEW};
 use reshard::{Key, Map, Router};
-
-type Row = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-const VIEW: &str =
-    "SELECT version, map_json, job_id, job_state, from_map, to_map, flipped FROM live_routing";
 
 async fn read_view(kind: Kind, url: &str) -> Row {
     let mut c = RawConn::open_url(kind, url).await;

@@ -7,6 +7,20 @@ use serde_json::Value;
 use super::cluster::{modulo, stderr, Cluster};
 use super::db::Kind;
 
+/// One row of the catalog's `live_routing` view, in [`LIVE_ROUTING`]'s column order.
+pub type LiveRoutingRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub const LIVE_ROUTING: &str =
+    "SELECT version, map_json, job_id, job_state, from_map, to_map, flipped FROM live_routing";
+
 pub struct Setup {
     pub c: Cluster,
     pub from: Value,
