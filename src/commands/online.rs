@@ -13,6 +13,7 @@ use crate::cutover::{Cutover, MAX_FENCE_ATTEMPTS};
 use crate::error::{InputError, Stop};
 use crate::execute::JobOptions as RunOptions;
 use crate::job::JobState;
+use crate::decide::{decide, Decision, Flips, Request};
 use crate::lease::Lease;
 use crate::plan::Plan;
 use crate::preflight;
@@ -81,48 +82,28 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
     let state = JobState::parse(&job.state)
         .with_context(|| format!("job {}: unknown state {:?}", job.id, job.state))?;
     let moves = catalog.moves(&job.id).await?;
-    let all_flipped = !moves.is_empty() && moves.iter().all(|m| m.flipped);
-    let any_flipped = moves.iter().any(|m| m.flipped);
     let id = job.id.clone();
     if let Some(m) = &opts.move_id {
         if !moves.iter().any(|r| &r.id == m) {
             return Err(InputError::one(format!("--move: job {id} has no move {m}")).into());
         }
     }
-    match (action, state) {
-        (Action::Complete, JobState::Completed) | (Action::Cancel, JobState::Cancelled) => {
-            eprintln!("reshard: job {id} is already {state}");
+    let request = match action {
+        Action::Complete => Request::Complete,
+        Action::Rollback => Request::Rollback,
+        Action::Cancel => Request::Cancel,
+        Action::Sync => Request::Sync,
+    };
+    match decide(request, &id, state, Flips::of(moves.iter().map(|m| m.flipped))) {
+        Decision::Run => {}
+        Decision::Done(msg) => {
+            eprintln!("reshard: {msg}");
             return Ok(());
         }
-        (Action::Complete, JobState::Completing) => {}
-        (Action::Complete, JobState::DualWrite | JobState::Failed) if all_flipped => {}
-        (Action::Complete, _) => {
-            return Err(Stop::Refused(format!(
-                "job {id} is {state}: complete needs every move flipped (dual_write){}",
-                if any_flipped {
-                    format!("; cut the others over first: reshard resume {id}")
-                } else {
-                    String::new()
-                }
-            ))
-            .into())
-        }
-        (
-            Action::Rollback | Action::Sync,
-            JobState::DualWrite
-            | JobState::Failed
-            | JobState::RolledBack
-            | JobState::Interrupted
-            | JobState::Running,
-        ) if any_flipped => {}
-        (
-            Action::Rollback,
-            JobState::DualWrite | JobState::Failed | JobState::RolledBack | JobState::Interrupted,
-        ) => {
-            // Nothing is flipped: routing already sends every key to its old owner. Rollback is
-            // idempotent, so a second run (or a run after a crash that followed the last flip
-            // back) succeeds and says so.
-            if state == JobState::DualWrite {
+        Decision::NothingFlipped { mark_rolled_back } => {
+            // Routing already sends every key to its old owner; a second run (or one after a
+            // crash that followed the last flip back) succeeds and says so.
+            if mark_rolled_back {
                 catalog
                     .set_job_state(&id, JobState::RolledBack, None)
                     .await?;
@@ -133,27 +114,7 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
             );
             return Ok(());
         }
-        (Action::Rollback | Action::Sync, _) => {
-            return Err(Stop::Refused(format!(
-                "job {id} is {state}: no flipped move to {}",
-                if action == Action::Sync {
-                    "sync"
-                } else {
-                    "roll back"
-                }
-            ))
-            .into())
-        }
-        (Action::Cancel, JobState::Completing | JobState::Completed) => {
-            return Err(Stop::Refused(format!("job {id} is {state}: too late to cancel")).into())
-        }
-        (Action::Cancel, _) if any_flipped => {
-            return Err(Stop::Refused(format!(
-                "job {id} has flipped moves; roll them back first: reshard rollback {id}"
-            ))
-            .into())
-        }
-        (Action::Cancel, _) => {}
+        Decision::Refused(msg) => return Err(Stop::Refused(msg).into()),
     }
     let plan = Plan::parse(&job.plan_json, &format!("job {id} plan"))?;
     let options: RunOptions = serde_json::from_str(&job.options_json)
