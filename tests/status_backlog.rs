@@ -2,7 +2,8 @@
 //! owner waits in the destination's log (entries and the age of the oldest) while no process
 //! serves the job, and status warns and names `reshard sync`; once `sync` runs, the warning
 //! goes, the backlog drains to 0 and the write is at the old owner too; a rollback then loses
-//! nothing.
+//! nothing. Also what the text view says: the current routing version, the lease, the next
+//! step, a cancelled job's moves, and quiet ends on a closed pipe and a missing catalog.
 
 #[macro_use]
 mod common;
@@ -115,4 +116,51 @@ async fn backlog_shown_and_drained_by_sync(kind: Kind) {
     );
 }
 
-per_backend_async!(backlog_shown_and_drained_by_sync);
+/// A cancelled job's moves read as cancelled, not as the phase they were undone in.
+async fn cancelled_job_reads_as_cancelled(kind: Kind) {
+    let Some(s) = setup(kind, "stc") else { return };
+    let job = applied(&s).await;
+    for args in [["rollback", &job], ["cancel", &job]] {
+        let out = run(&s.c, &args).await;
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let out = common::cluster::stdout(&run(&s.c, &["status", &job]).await);
+    let moves: Vec<&str> = out.lines().filter(|l| l.starts_with('m')).collect();
+    assert!(!moves.is_empty(), "{out}");
+    assert!(moves.iter().all(|l| l.contains("cancelled")), "{out}");
+    assert!(
+        !out.contains("next:"),
+        "a finished job has no next step: {out}"
+    );
+}
+
+per_backend_async!(
+    backlog_shown_and_drained_by_sync,
+    cancelled_job_reads_as_cancelled
+);
+
+/// `status | head` ends quietly when the reader has gone, and `jobs` refuses a catalog that does
+/// not exist as `status` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_pipe_and_missing_catalog() {
+    let Some(s) = setup(Kind::Sqlite, "stp") else {
+        return;
+    };
+    let job = applied(&s).await;
+    let mut child =
+        s.c.cmd(&["status", &job])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Closed before status has read the catalog, so its first write meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out =
+        s.c.cmd(&["jobs", "--catalog", "sqlite://no-such-catalog.db"])
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}

@@ -10,10 +10,10 @@ use anyhow::{Context as _, Result};
 use crate::capture::Online;
 use crate::catalog::{Access, Catalog};
 use crate::cutover::{Cutover, MAX_FENCE_ATTEMPTS};
+use crate::decide::{decide, Decision, Flips, Request};
 use crate::error::{InputError, Stop};
 use crate::execute::JobOptions as RunOptions;
 use crate::job::JobState;
-use crate::decide::{decide, Decision, Flips, Request};
 use crate::lease::Lease;
 use crate::plan::Plan;
 use crate::preflight;
@@ -94,7 +94,12 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         Action::Cancel => Request::Cancel,
         Action::Sync => Request::Sync,
     };
-    match decide(request, &id, state, Flips::of(moves.iter().map(|m| m.flipped))) {
+    match decide(
+        request,
+        &id,
+        state,
+        Flips::of(moves.iter().map(|m| m.flipped)),
+    ) {
         Decision::Run => {}
         Decision::Done(msg) => {
             eprintln!("reshard: {msg}");

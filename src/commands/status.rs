@@ -2,7 +2,7 @@
 //! status also reads the change logs on its shards (src/backlog.rs): what waits to be applied,
 //! and whether any process is applying it.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde_json::json;
 
 use super::Format;
@@ -64,7 +64,7 @@ fn job_json(j: &JobRow, moves: &[MoveRow]) -> serde_json::Value {
         "job": j.id,
         "state": j.state,
         "plan_fingerprint": j.plan_fingerprint,
-        "routing_version": j.routing_version,
+        "started_from_version": j.routing_version,
         "created_at": j.created_at,
         "updated_at": j.updated_at,
         "finished_at": j.finished_at,
@@ -95,11 +95,20 @@ async fn status(opts: StatusOptions) -> Result<()> {
         .into());
     };
     let moves = cat.moves(&job.id).await?;
+    let routing_version = cat.routing().await?.map(|r| r.version);
     cat.close().await;
     let logs = Logs::read(&job).await;
+    let now = crate::catalog::now_ms();
     match opts.format {
         Format::Json => {
             let mut v = job_json(&job, &moves);
+            v["routing_version"] = json!(routing_version);
+            v["elapsed_ms"] = json!(elapsed_ms(&job, now));
+            v["lease"] = lease(&job, now).map_or(
+                json!(null),
+                |(owner, left)| json!({"owner": owner, "expires_in_ms": left}),
+            );
+            v["next"] = json!(next_step(&job, &moves));
             v["change_logs"] = logs.json();
             v["warnings"] = json!(logs.warnings);
             for (m, mv) in moves
@@ -111,11 +120,50 @@ async fn status(opts: StatusOptions) -> Result<()> {
                     |(shard, n, age)| json!({"shard": shard, "entries": n, "oldest_ms": age}),
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&v)?)
+            emit(&(serde_json::to_string_pretty(&v)? + "\n"))
         }
-        Format::Text => print_text(&job, &moves, &logs),
+        Format::Text => emit(&text(&job, &moves, &logs, routing_version, now)),
     }
-    Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`status | head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// From creation to the end (or now, while unfinished).
+fn elapsed_ms(job: &JobRow, now: i64) -> Option<i64> {
+    let t = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis())
+    };
+    let start = t(&job.created_at)?;
+    let end = job.finished_at.as_deref().and_then(t).unwrap_or(now);
+    Some((end - start).max(0))
+}
+
+/// The process holding the job's lease and how long it has left, when it is live.
+fn lease(job: &JobRow, now: i64) -> Option<(String, i64)> {
+    match (&job.lease_owner, job.lease_expires_ms) {
+        (Some(owner), Some(t)) if t > now => Some((owner.clone(), t - now)),
+        _ => None,
+    }
+}
+
+/// The command that moves the job on, or None when it is over.
+fn next_step(job: &JobRow, moves: &[MoveRow]) -> Option<String> {
+    let state = JobState::parse(&job.state)?;
+    if state.finished() {
+        return None;
+    }
+    let f = crate::decide::Flips::of(moves.iter().map(|m| m.flipped));
+    Some(state.finish_hint(&job.id, f.any, f.all))
 }
 
 /// The change logs of an unfinished job's shards, and the warnings they lead to.
@@ -187,49 +235,147 @@ impl Logs {
     }
 }
 
-fn print_text(job: &JobRow, moves: &[MoveRow], logs: &Logs) {
-    println!(
-        "job {}  {}  (routing version {}, created {})",
-        job.id, job.state, job.routing_version, job.created_at
-    );
+fn text(
+    job: &JobRow,
+    moves: &[MoveRow],
+    logs: &Logs,
+    routing_version: Option<i64>,
+    now: i64,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let version = match routing_version {
+        Some(v) if v != job.routing_version => {
+            format!(
+                "routing version {v} (the job started from {})",
+                job.routing_version
+            )
+        }
+        Some(v) => format!("routing version {v}"),
+        None => "no routing".to_string(),
+    };
+    let _ = writeln!(out, "job {}  {}  {version}", job.id, job.state);
+    let elapsed = elapsed_ms(job, now).map_or("-".into(), backlog::age_text);
+    let (took, served) = match lease(job, now) {
+        _ if job.finished_at.is_some() => (format!("took {elapsed}"), None),
+        Some((owner, left)) => (
+            format!("{elapsed} so far"),
+            Some(format!("served by {owner} (lease {}s left)", left / 1000)),
+        ),
+        None => (
+            format!("{elapsed} so far"),
+            Some("no process holds its lease".to_string()),
+        ),
+    };
+    let served = served.map_or(String::new(), |s| format!("; {s}"));
+    let _ = writeln!(out, "created {}, {took}{served}", job.created_at);
     if let Some(e) = &job.last_error {
-        println!("last error: {e}");
+        let _ = writeln!(out, "{}", wrap(&format!("last error: {e}"), 100, "  "));
     }
-    println!(
-        "{:<5} {:<12} {:<12} {:<11} {:>17} {:>9} {:>7} {:>8} {:>7}",
-        "MOVE", "SOURCE", "DESTINATION", "STATE", "ROWS", "ROWS/S", "ETA", "WAITING", "OLDEST"
-    );
+    let cancelled = job.state == JobState::Cancelled.as_str();
+    let rows: Vec<Vec<String>> = moves
+        .iter()
+        .map(|m| move_cells(m, logs, cancelled))
+        .collect();
+    out.push_str(&table(
+        &[
+            "MOVE",
+            "SOURCE",
+            "DESTINATION",
+            "STATE",
+            "ROWS",
+            "ROWS/S",
+            "ETA",
+            "FENCE",
+            "WAITING",
+            "OLDEST",
+        ],
+        &[
+            false, false, false, false, true, true, true, true, true, true,
+        ],
+        &rows,
+    ));
     for m in moves {
-        let (waiting, oldest) = match logs.waiting(m) {
-            Some((_, n, age)) => (n.to_string(), age.map_or("-".into(), backlog::age_text)),
-            None => ("-".to_string(), "-".to_string()),
-        };
-        println!(
-            "{:<5} {:<12} {:<12} {:<11} {:>17} {:>9} {:>7} {:>8} {:>7}",
-            m.id,
-            m.source,
-            m.destination,
-            m.state,
-            format!("{}/{}", m.rows_copied, m.rows_total),
-            m.rate().map(|r| format!("{r:.0}")).unwrap_or("-".into()),
-            m.eta_seconds()
-                .map(|s| format!("{s}s"))
-                .unwrap_or("-".into()),
-            waiting,
-            oldest,
-        );
         if let Some(e) = &m.last_error {
-            println!("      last error: {e}");
+            let _ = writeln!(
+                out,
+                "{}",
+                wrap(&format!("{}: last error: {e}", m.id), 100, "  ")
+            );
         }
     }
     if !logs.read.is_empty() {
         let note = "WAITING: change-log entries not yet applied at the shard the move reads (its \
                     destination once flipped, its source before), shared by the moves of that shard";
-        println!("{}", wrap(note, 100, "  "));
+        let _ = writeln!(out, "{}", wrap(note, 100, "  "));
     }
     for w in &logs.warnings {
-        println!("{}", wrap(&format!("warning: {w}"), 100, "  "));
+        let _ = writeln!(out, "{}", wrap(&format!("warning: {w}"), 100, "  "));
     }
+    if let Some(next) = next_step(job, moves) {
+        let _ = writeln!(out, "{}", wrap(&format!("next: {next}"), 100, "  "));
+    }
+    out
+}
+
+fn move_cells(m: &MoveRow, logs: &Logs, cancelled: bool) -> Vec<String> {
+    let (waiting, oldest) = match logs.waiting(m) {
+        Some((_, n, age)) => (n.to_string(), age.map_or("-".into(), backlog::age_text)),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    // An ETA is a copy's; past the copy there is nothing left to estimate.
+    let copying = matches!(m.state.as_str(), "pending" | "copying");
+    vec![
+        m.id.clone(),
+        m.source.clone(),
+        m.destination.clone(),
+        // A cancelled job's moves keep the state they were in when it was undone.
+        if cancelled {
+            "cancelled".into()
+        } else {
+            m.state.clone()
+        },
+        format!("{}/{}", m.rows_copied, m.rows_total),
+        m.rate().map_or("-".into(), |r| format!("{r:.0}")),
+        if copying {
+            m.eta_seconds().map_or("-".into(), |s| format!("{s}s"))
+        } else {
+            "-".into()
+        },
+        m.fence_ms.map_or("-".into(), |f| format!("{f}ms")),
+        waiting,
+        oldest,
+    ]
+}
+
+/// Columns as wide as their widest cell, numbers right-aligned.
+fn table(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .zip(right)
+            .map(|((c, w), r)| {
+                if *r {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
 }
 
 /// Breaks `text` at spaces so that no line passes `width` columns (a word longer than that
@@ -254,47 +400,48 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
 }
 
 async fn list(opts: JobsOptions) -> Result<()> {
-    let jobs = match open(&opts.catalog).await? {
-        Some(cat) => {
-            let mut out = Vec::new();
-            for j in cat.jobs().await? {
-                let moves = cat.moves(&j.id).await?;
-                out.push((j, moves));
-            }
-            cat.close().await;
-            out
-        }
-        None => Vec::new(),
+    // The same refusal as `status`: a mistyped catalog URL must not look like an empty one.
+    let Some(cat) = open(&opts.catalog).await? else {
+        return Err(InputError::one(format!(
+            "--catalog: {} holds no jobs (it does not exist)",
+            redact(&opts.catalog)
+        ))
+        .into());
     };
+    let mut jobs = Vec::new();
+    for j in cat.jobs().await? {
+        let moves = cat.moves(&j.id).await?;
+        jobs.push((j, moves));
+    }
+    cat.close().await;
     match opts.format {
         Format::Json => {
             let v: Vec<_> = jobs.iter().map(|(j, m)| job_json(j, m)).collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            emit(&(serde_json::to_string_pretty(&v)? + "\n"))
         }
+        Format::Text if jobs.is_empty() => emit("no jobs\n"),
         Format::Text => {
-            if jobs.is_empty() {
-                println!("no jobs");
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:<12} {:>6} {:>21}  {:<24}",
-                "JOB", "STATE", "MOVES", "ROWS", "CREATED"
-            );
-            for (j, moves) in &jobs {
-                let copied: u64 = moves.iter().map(|m| m.rows_copied).sum();
-                let total: u64 = moves.iter().map(|m| m.rows_total).sum();
-                println!(
-                    "{:<20} {:<12} {:>6} {:>21}  {:<24}",
-                    j.id,
-                    j.state,
-                    moves.len(),
-                    format!("{copied}/{total}"),
-                    j.created_at
-                );
-            }
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|(j, moves)| {
+                    let copied: u64 = moves.iter().map(|m| m.rows_copied).sum();
+                    let total: u64 = moves.iter().map(|m| m.rows_total).sum();
+                    vec![
+                        j.id.clone(),
+                        j.state.clone(),
+                        moves.len().to_string(),
+                        format!("{copied}/{total}"),
+                        j.created_at.clone(),
+                    ]
+                })
+                .collect();
+            emit(&table(
+                &["JOB", "STATE", "MOVES", "ROWS", "CREATED"],
+                &[false, false, true, true, false],
+                &rows,
+            ))
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
