@@ -123,13 +123,10 @@ pub struct JobArgs {
     #[arg(long = "move", value_name = "ID")]
     pub move_id: Option<String>,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
-    /// logs and guards, or sets a fence (e.g. 1s, 500ms; MariaDB rounds up to whole seconds).
-    /// An application transaction left open on a table would otherwise stall reshard's DDL,
-    /// and every write queued behind it, indefinitely. On a timeout reshard prints who holds
-    /// the lock, waits (200 ms doubling to 2 s) so queued writes get through, and tries again,
-    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
-    pub lock_timeout: String,
+    /// logs and guards, or sets a fence (e.g. 1s, 500ms); see `reshard apply --help`.
+    /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
+    #[arg(long, value_name = "DURATION")]
+    pub lock_timeout: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -149,9 +146,10 @@ pub struct CompleteArgs {
     #[arg(long)]
     pub skip_verify_risking_data_loss: bool,
     /// Longest wait for a table lock by each statement that removes triggers, logs and guards
-    /// (e.g. 1s, 500ms); see `reshard apply --help`
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
-    pub lock_timeout: String,
+    /// (e.g. 1s, 500ms); see `reshard apply --help`. Default: the value the job was started
+    /// with (`apply --lock-timeout`), else 1s
+    #[arg(long, value_name = "DURATION")]
+    pub lock_timeout: Option<String>,
 }
 
 impl From<CompleteArgs> for commands::online::JobOptions {
@@ -162,6 +160,7 @@ impl From<CompleteArgs> for commands::online::JobOptions {
             max_fence: "2s".into(),
             move_id: None,
             verify: !a.skip_verify_risking_data_loss,
+            lock_timeout: None,
         }
     }
 }
@@ -300,7 +299,9 @@ pub struct ApplyArgs {
     /// An application transaction left open on a table would otherwise stall reshard's DDL,
     /// and every write queued behind it, indefinitely. On a timeout reshard prints who holds
     /// the lock, waits (200 ms doubling to 2 s) so queued writes get through, and tries again,
-    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it
+    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it.
+    /// Recorded with the job: resume, complete, rollback, cancel and sync use it unless given
+    /// their own
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     pub lock_timeout: String,
 }
@@ -317,13 +318,10 @@ pub struct ResumeArgs {
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
-    /// logs and guards, or sets a fence (e.g. 1s, 500ms; MariaDB rounds up to whole seconds).
-    /// An application transaction left open on a table would otherwise stall reshard's DDL,
-    /// and every write queued behind it, indefinitely. On a timeout reshard prints who holds
-    /// the lock, waits (200 ms doubling to 2 s) so queued writes get through, and tries again,
-    /// 10 attempts in all; then the job stops as failed and `reshard resume` continues it
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
-    pub lock_timeout: String,
+    /// logs and guards, or sets a fence (e.g. 1s, 500ms); see `reshard apply --help`.
+    /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
+    #[arg(long, value_name = "DURATION")]
+    pub lock_timeout: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -397,6 +395,7 @@ impl From<JobArgs> for commands::online::JobOptions {
             max_fence: a.max_fence,
             move_id: a.move_id,
             verify: true,
+            lock_timeout: None,
         }
     }
 }
@@ -421,33 +420,30 @@ impl From<ProgressArg> for commands::ProgressMode {
     }
 }
 
-/// `--lock-timeout`, set process-wide for the backends' DDL and fence statements
-/// ([`crate::lockwait`]): they read it where they run instead of having it threaded through.
-fn set_lock_timeout(s: &str) -> Result<(), i32> {
-    match commands::online::parse_duration("--lock-timeout", s) {
-        Ok(d) => {
-            crate::lockwait::set_timeout(d);
-            Ok(())
-        }
-        Err(e) => Err(commands::report(e.into())),
-    }
+/// `--lock-timeout` as given to the command, parsed before any I/O. `apply` sets it
+/// process-wide at once ([`crate::lockwait`]: the backends read it where they run); the
+/// commands acting on an existing job set it once they have read the job's own.
+fn lock_timeout(command: &Command) -> Result<Option<std::time::Duration>, i32> {
+    let given = match command {
+        Command::Apply(a) => Some(&a.lock_timeout),
+        Command::Resume(a) => a.lock_timeout.as_ref(),
+        Command::Complete(a) => a.lock_timeout.as_ref(),
+        Command::Rollback(a) | Command::Cancel(a) | Command::Sync(a) => a.lock_timeout.as_ref(),
+        _ => None,
+    };
+    given
+        .map(|s| commands::online::parse_duration("--lock-timeout", s))
+        .transpose()
+        .map_err(|e| commands::report(e.into()))
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     use commands::*;
-    let lock_timeout = match &cli.command {
-        Command::Apply(a) => Some(&a.lock_timeout),
-        Command::Resume(a) => Some(&a.lock_timeout),
-        Command::Complete(a) => Some(&a.lock_timeout),
-        Command::Rollback(a) | Command::Cancel(a) | Command::Sync(a) => Some(&a.lock_timeout),
-        _ => None,
+    let lock_timeout = match lock_timeout(&cli.command) {
+        Ok(t) => t,
+        Err(code) => return code,
     };
-    if let Some(t) = lock_timeout {
-        if let Err(code) = set_lock_timeout(t) {
-            return code;
-        }
-    }
     match cli.command {
         Command::Demo(a) => demo::run(demo::DemoOptions {
             dir: a.dir,
@@ -490,12 +486,18 @@ pub fn dispatch(cli: Cli) -> i32 {
             allow_existing: a.allow_existing,
             max_fence: a.max_fence,
             complete: a.complete,
+            lock_timeout: {
+                let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
+                crate::lockwait::set_timeout(d);
+                d
+            },
         }),
         Command::Resume(a) => apply::resume(apply::ResumeOptions {
             job: a.job,
             catalog: a.catalog.catalog,
             progress: a.progress.into(),
             parallel: a.parallel,
+            lock_timeout,
         }),
         Command::Status(a) => status::run(status::StatusOptions {
             job: a.job,
@@ -519,9 +521,17 @@ pub fn dispatch(cli: Cli) -> i32 {
             max_listed: a.max_listed,
             progress: a.progress.into(),
         }),
-        Command::Complete(a) => online::run(online::Action::Complete, a.into()),
-        Command::Rollback(a) => online::run(online::Action::Rollback, a.into()),
-        Command::Cancel(a) => online::run(online::Action::Cancel, a.into()),
-        Command::Sync(a) => online::run(online::Action::Sync, a.into()),
+        Command::Complete(a) => online::run(online::Action::Complete, job(a.into(), lock_timeout)),
+        Command::Rollback(a) => online::run(online::Action::Rollback, job(a.into(), lock_timeout)),
+        Command::Cancel(a) => online::run(online::Action::Cancel, job(a.into(), lock_timeout)),
+        Command::Sync(a) => online::run(online::Action::Sync, job(a.into(), lock_timeout)),
     }
+}
+
+/// A job command's options with its `--lock-timeout`, parsed in [`dispatch`].
+fn job(
+    o: commands::online::JobOptions,
+    lock_timeout: Option<std::time::Duration>,
+) -> commands::online::JobOptions {
+    commands::online::JobOptions { lock_timeout, ..o }
 }

@@ -122,7 +122,9 @@ impl Online<'_> {
             let mut ready: HashMap<String, bool> = HashMap::new();
             for s in &shards {
                 let started = Instant::now();
-                let d = self.drain(s, false).await?;
+                // A second signal abandons a long catch-up (each entry is applied in a
+                // transaction of its own and consumed after it) or verification (read-only).
+                let d = crate::signals::or_hard_stop(self.drain(s, false)).await?;
                 for (mi, t) in touched.iter_mut().enumerate() {
                     self.add_touched(t, &d, mi);
                 }
@@ -150,7 +152,7 @@ impl Online<'_> {
             };
             let fresh = !passed[mi] && self.pass_is_new(mi).await?;
             let v = self.verifier();
-            verify::verify_move(&v, &self.moves[mi], scope).await?;
+            crate::signals::or_hard_stop(verify::verify_move(&v, &self.moves[mi], scope)).await?;
             if fresh || passed[mi] {
                 touched[mi].clear();
             }
@@ -197,15 +199,35 @@ impl Online<'_> {
             .set_move_state(self.job, &m.id, MoveState::Fencing, None)
             .await?;
         self.catalog.count_fence_attempt(self.job, &m.id).await?;
-        let started = Instant::now();
-        if let Err(e) = src.raise_fence(pair, &m.id, max_fence).await {
-            // The UPDATE did not commit; lowering is a no-op kept for certainty.
-            let why = format!("raising the fence took longer than {max_fence:?}: {e:#}");
-            self.abort(mi, &why).await?;
-            return Ok(Cutover::Aborted(why));
-        }
+        // Bounded like every fence statement: an application transaction holding the fence
+        // row (one that wrote the move's keys, left idle) is named, waited out between attempts
+        // and, past the bound, fails the job as resumable. The fence is up from the attempt
+        // that succeeds.
+        let raised = crate::lockwait::bounded(
+            &format!("shard {}: raising the fence of {}", m.source, m.id),
+            || {
+                let (src, id) = (&src, &m.id);
+                async move {
+                    let t = Instant::now();
+                    src.raise_fence(pair, id, max_fence).await.map(|()| t)
+                }
+            },
+        )
+        .await;
+        let started = match raised {
+            Ok(t) => t,
+            Err(e) => {
+                // The UPDATE did not commit; lowering is a no-op kept for certainty.
+                let why = format!("raising the fence: {e:#}");
+                self.abort(mi, &why).await?;
+                if crate::lockwait::blocked(&e).is_some() || crate::lockwait::is_aborted(&e) {
+                    return Err(e);
+                }
+                return Ok(Cutover::Aborted(why));
+            }
+        };
         failpoint::hit("fence_raised");
-        let drained = match self.drain(&m.source, true).await {
+        let drained = match crate::signals::or_hard_stop(self.drain(&m.source, true)).await {
             Ok(d) => d,
             Err(e) => {
                 self.abort(mi, &format!("drain failed: {e:#}")).await?;
@@ -224,7 +246,8 @@ impl Online<'_> {
             return Ok(Cutover::Aborted(why));
         }
         let v = self.verifier();
-        let report = match verify::verify_move(&v, &m, verify::Scope::Touched(since)).await {
+        let fenced = verify::verify_move(&v, &m, verify::Scope::Touched(since));
+        let report = match crate::signals::or_hard_stop(fenced).await {
             Ok(r) => r,
             Err(e) => {
                 self.abort(mi, &format!("verification failed: {e:#}"))
@@ -518,6 +541,11 @@ pub(crate) async fn set_fence(
     move_id: &str,
     on: bool,
 ) -> Result<()> {
+    if !on && crate::signals::is_hard_stopped() {
+        // Lowering after a second signal: one attempt, under the lock timeout, and not
+        // abandoned, or the move's writers stay refused until the next run reconciles.
+        return b.set_fence(pair, move_id, false).await;
+    }
     crate::lockwait::bounded(
         &format!("shard {}: setting the fence of {move_id}", b.shard()),
         || b.set_fence(pair, move_id, on),

@@ -36,6 +36,10 @@ pub struct JobOptions {
     /// Run `complete` once every move has flipped (`apply --complete`).
     #[serde(default)]
     pub complete: bool,
+    /// `apply --lock-timeout`: what later commands on the job use unless given their own.
+    /// Absent for jobs started before it was recorded.
+    #[serde(default)]
+    pub lock_timeout_ms: Option<u64>,
 }
 
 fn default_max_fence_ms() -> u64 {
@@ -45,6 +49,23 @@ fn default_max_fence_ms() -> u64 {
 impl JobOptions {
     pub fn max_fence(&self) -> Duration {
         Duration::from_millis(self.max_fence_ms.max(1))
+    }
+
+    /// Sets the process's lock timeout for a command acting on this job: `given` (its own
+    /// `--lock-timeout`), else the one the job was started with, else the default.
+    pub fn use_lock_timeout(&self, job: &str, given: Option<Duration>) -> Duration {
+        let stored = self
+            .lock_timeout_ms
+            .map(|ms| Duration::from_millis(ms.max(1)));
+        let d = given.or(stored).unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
+        crate::lockwait::set_timeout(d);
+        if given.is_none() && stored.is_some() {
+            eprintln!(
+                "reshard: job {job}: lock timeout {} ms, as the job was started with",
+                d.as_millis()
+            );
+        }
+        d
     }
 }
 
@@ -178,9 +199,14 @@ impl Run<'_> {
                 r.with_context(|| format!("move {} ({} -> {})", m.id, m.source, m.destination))
             }
         });
-        let results = futures_join_all(tasks).await;
+        // A second signal abandons the batches in flight, however long their statements wait:
+        // each batch writes in one transaction and records its cursor after it, so an abandoned
+        // one is simply copied again.
+        let results =
+            crate::signals::or_hard_stop(async { Ok(futures_join_all(tasks).await) }).await;
         watcher.abort();
         progress.finish();
+        let results = results?;
         let mut stopped = false;
         for r in results {
             match r {

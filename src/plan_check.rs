@@ -125,6 +125,29 @@ pub fn differences(plan: &Plan, label: &str) -> Result<Vec<Difference>, InputErr
 /// Refuses (exit 2) a plan whose moves, segments, fractions or summary are not exactly what its
 /// maps give: a hand-edited plan would move some keys' rows nowhere. Pure; does no I/O.
 pub fn check_matches_maps(plan: &Plan, label: &str) -> Result<(), InputError> {
+    refuse_differences(
+        plan,
+        label,
+        format!(
+            "{label}: the plan was edited after it was made; nothing was done (regenerate the \
+             plan: reshard plan --from OLD --to NEW -o {label})"
+        ),
+    )
+}
+
+/// The same check for the plan a job stored in the catalog, before a command acts on the job:
+/// the catalog is as editable as the file was, and a changed move would route keys to a shard
+/// that never received their rows just the same.
+pub fn check_stored(plan: &Plan, job: &str) -> Result<(), InputError> {
+    let label = format!("job {job} plan (jobs.plan_json)");
+    let last = format!(
+        "{label}: the plan stored with the job was changed after apply recorded it; nothing was \
+         done (restore it from the plan file the job was applied from, then run the command again)"
+    );
+    refuse_differences(plan, &label, last)
+}
+
+fn refuse_differences(plan: &Plan, label: &str, last: String) -> Result<(), InputError> {
     let diffs = differences(plan, label)?;
     if diffs.is_empty() {
         return Ok(());
@@ -148,10 +171,7 @@ pub fn check_matches_maps(plan: &Plan, label: &str) -> Result<(), InputError> {
             diffs.len() - MAX_NAMED
         ));
     }
-    problems.push(format!(
-        "{label}: the plan was edited after it was made; nothing was done (regenerate the plan: \
-         reshard plan --from OLD --to NEW -o {label})"
-    ));
+    problems.push(last);
     Err(InputError::many(problems))
 }
 

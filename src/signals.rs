@@ -1,8 +1,10 @@
 //! SIGINT and SIGTERM ask for a graceful stop: the copy finishes and records its in-flight
 //! batch, then the job is marked interrupted and the process exits 130. A second signal stops
-//! at once whatever waits on [`hard_stopped`] (a DDL or fence statement blocked on a lock, and
-//! the sleeps between its attempts, see [`crate::lockwait`]): the statement is abandoned (its
-//! transaction rolls back with its connection), the job is still recorded interrupted.
+//! at once whatever waits on [`hard_stopped`]: a DDL or fence statement blocked on a lock and
+//! the sleeps between its attempts ([`crate::lockwait`]), and, through [`or_hard_stop`], the
+//! copy's batches, catch-up and verification, however long their statement runs. The statement
+//! is abandoned before its transaction commits, so the transaction rolls back with its
+//! connection; the job is still recorded interrupted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +30,24 @@ pub async fn hard_stopped() {
             return;
         }
         n.await;
+    }
+}
+
+/// Whether a second signal arrived.
+pub fn is_hard_stopped() -> bool {
+    HARD.load(Ordering::SeqCst)
+}
+
+/// Runs `f` unless a second signal arrives first: then `f` is dropped where it is (a statement
+/// in flight is abandoned uncommitted) and [`crate::lockwait::Aborted`] is returned. Only for
+/// work that a kill -9 at any point leaves resumable.
+pub async fn or_hard_stop<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        biased;
+        _ = hard_stopped() => Err(anyhow::Error::new(crate::lockwait::Aborted)),
+        r = f => r,
     }
 }
 

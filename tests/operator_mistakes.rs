@@ -10,7 +10,7 @@ mod common;
 
 use common::cluster::{job_id, modulo, stderr, Cluster, TABLES};
 use common::db::Kind;
-use common::online::{applied, run, setup};
+use common::online::{applied, complete_and_audit, killed_at, run, setup};
 
 /// Rows per table over every shard.
 fn totals(c: &Cluster) -> Vec<usize> {
@@ -24,22 +24,6 @@ fn totals(c: &Cluster) -> Vec<usize> {
                 .sum()
         })
         .collect()
-}
-
-/// Completes `job`, then audits it: exit 0 with the counts recorded at job creation.
-async fn complete_and_audit(c: &Cluster, job: &str) {
-    let out = run(c, &["complete", job]).await;
-    assert!(out.status.success(), "complete: {}", stderr(&out));
-    let out = run(c, &["verify", job, "--audit"]).await;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "audit: {text}{}", stderr(&out));
-    assert!(text.contains("recorded at job start"), "{text}");
-    let out = run(c, &["route", "2", "--catalog", &c.catalog_url()]).await;
-    assert!(out.status.success(), "route: {}", stderr(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("s2"),
-        "key 2 is s2's now"
-    );
 }
 
 /// Regression: a second `apply` of the same plan was refused with the hint "pass
@@ -140,20 +124,22 @@ async fn regression_complete_deletes_unverified_after_damage(kind: Kind) {
 /// between lost them, and `verify --audit` then passed without comparing counts. Now they are
 /// written with the job: a kill at every point before the first copied row, then resume and
 /// complete, leaves an audit that compares counts and fails when a row goes missing.
+///
+/// The points, in the order a run passes them: the install of each of the plan's three shards
+/// (`install:N` is after the Nth shard's DDL, before it is recorded installed), the first batch
+/// read but not written (`before_upsert:1`), and the first rows written but their cursor not
+/// recorded (`after_upsert:1`).
 async fn regression_audit_counts_lost_to_a_kill_after_job_creation(kind: Kind) {
-    for point in ["install:1", "install:2", "before_upsert:1"] {
+    for point in [
+        "install:1",
+        "install:2",
+        "install:3",
+        "before_upsert:1",
+        "after_upsert:1",
+    ] {
         let Some(s) = setup(kind, "omk") else { return };
         let rows = totals(&s.c);
-        let out =
-            s.c.cmd(&["apply", &s.plan, "--yes", "--progress", "plain"])
-                .env("RESHARD_FAILPOINT", point)
-                .output()
-                .unwrap();
-        assert!(
-            !out.status.success(),
-            "{point}: the failpoint must stop apply"
-        );
-        let a = job_id(&out).unwrap_or_else(|| panic!("{point}: {}", stderr(&out)));
+        let a = killed_at(&s, point, &[]);
         let out = run(&s.c, &["resume", &a]).await;
         assert!(out.status.success(), "{point}: resume: {}", stderr(&out));
         complete_and_audit(&s.c, &a).await;
@@ -164,6 +150,78 @@ async fn regression_audit_counts_lost_to_a_kill_after_job_creation(kind: Kind) {
         let out = run(&s.c, &["verify", &a, "--audit"]).await;
         assert_eq!(out.status.code(), Some(3), "{point}: audit must fail");
     }
+}
+
+/// The job's row, events and progress in the catalog: what a refused command must not change.
+fn catalog_state(c: &Cluster, job: &str) -> String {
+    let cat = rusqlite::Connection::open(c.catalog_path()).unwrap();
+    cat.query_row(
+        "SELECT state || '|' || updated_at || '|' || COALESCE(last_error, '') || '|' || \
+         (SELECT COUNT(*) FROM events) || '|' || \
+         (SELECT COALESCE(SUM(rows_copied), 0) FROM cursors WHERE job_id = ?1) \
+         FROM jobs WHERE id = ?1",
+        [job],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Regression: `resume` (and the commands acting on a job) read the plan back from the catalog
+/// unchecked, so a plan edited there (a move deleted from jobs.plan_json) was carried out as
+/// stored, routing the deleted move's keys to a shard that never received their rows. Now the
+/// stored plan is authenticated as `apply` authenticates the file: exit 2 naming the JSON path,
+/// nothing written; restored, the job finishes.
+async fn regression_resume_runs_a_plan_edited_in_the_catalog(kind: Kind) {
+    let Some(s) = setup(kind, "omt") else { return };
+    let rows = totals(&s.c);
+    let a = killed_at(&s, "before_upsert:1", &[]);
+    let cat = rusqlite::Connection::open(s.c.catalog_path()).unwrap();
+    let stored: String = cat
+        .query_row("SELECT plan_json FROM jobs WHERE id = ?1", [&a], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let n = edited["moves"].as_array().unwrap().len();
+    assert!(n >= 2, "{edited}");
+    edited["moves"].as_array_mut().unwrap().pop();
+    let edited = serde_json::to_string(&edited).unwrap();
+    cat.execute(
+        "UPDATE jobs SET plan_json = ?1 WHERE id = ?2",
+        [&edited, &a],
+    )
+    .unwrap();
+    let before = s.c.snapshot();
+    let job_before = catalog_state(&s.c, &a);
+    for cmd in ["resume", "cancel"] {
+        let out = run(&s.c, &[cmd, &a]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!(
+                "job {a} plan (jobs.plan_json): moves[{}] differs from what the maps give",
+                n - 1
+            )),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("nothing was done"), "{cmd}: {err}");
+        assert_eq!(s.c.snapshot(), before, "{cmd}: a shard was written");
+        assert_eq!(
+            catalog_state(&s.c, &a),
+            job_before,
+            "{cmd}: the job changed"
+        );
+    }
+    cat.execute(
+        "UPDATE jobs SET plan_json = ?1 WHERE id = ?2",
+        [&stored, &a],
+    )
+    .unwrap();
+    drop(cat);
+    let out = run(&s.c, &["resume", &a]).await;
+    assert!(out.status.success(), "resume: {}", stderr(&out));
+    complete_and_audit(&s.c, &a).await;
+    assert_eq!(totals(&s.c), rows);
 }
 
 /// An audit with no count to compare fails loudly, unless the operator gives one.
@@ -251,4 +309,5 @@ per_backend_async!(
     regression_complete_deletes_unverified_after_damage,
     regression_audit_counts_lost_to_a_kill_after_job_creation,
     audit_without_counts_fails,
+    regression_resume_runs_a_plan_edited_in_the_catalog,
 );

@@ -684,37 +684,28 @@ impl Backend for Mysql {
         wait: Duration,
     ) -> Result<()> {
         let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
-        let mut conn = self.pool.acquire().await.with_context(ctx)?;
+        // The fence budget, and never longer than any other fence statement may wait.
         // innodb_lock_wait_timeout counts whole seconds; max_statement_time bounds the
-        // statement (lock waits included) to the fence budget itself.
+        // statement (lock waits included) to the wait itself.
+        let wait = wait.min(crate::lockwait::timeout());
         let secs = wait.as_secs_f64().clamp(0.001, 3600.0);
-        let res: Result<()> = async {
-            sqlx::query(&format!(
-                "SET SESSION innodb_lock_wait_timeout = {}, max_statement_time = {secs:.3}",
-                secs.ceil() as u64
-            ))
+        let mut conn = self.begin_bounded().await.with_context(ctx)?;
+        if let Err(e) = sqlx::query(&format!("SET SESSION max_statement_time = {secs:.3}"))
             .execute(&mut *conn)
-            .await?;
-            let r = sqlx::query(&crate::triggers::set_fence_sql(D))
-                .bind(1i32)
-                .bind(move_id)
-                .bind(pair.0 as i32)
-                .bind(pair.1 as i32)
-                .execute(&mut *conn)
-                .await;
-            sqlx::query(
-                "SET SESSION innodb_lock_wait_timeout = DEFAULT, max_statement_time = DEFAULT",
-            )
-            .execute(&mut *conn)
-            .await?;
-            r?;
-            Ok(())
-        }
-        .await;
-        if res.is_err() {
+            .await
+        {
             conn.close_on_drop();
+            return Err(anyhow::Error::new(e).context(ctx()));
         }
-        res.with_context(ctx)
+        let q = crate::triggers::set_fence_sql(D);
+        let res = sqlx::query(&q)
+            .bind(1i32)
+            .bind(move_id)
+            .bind(pair.0 as i32)
+            .bind(pair.1 as i32)
+            .execute(&mut *conn)
+            .await;
+        self.end_bounded(conn, &q, res).await.with_context(ctx)
     }
 
     async fn set_fence(
@@ -784,8 +775,9 @@ impl Mysql {
     }
 
     /// Restores the session's lock timeouts (or closes the connection), and turns a lock wait
-    /// timeout (1205, metadata locks included) into a [`crate::lockwait::Blocked`] naming the
-    /// sessions with a transaction open.
+    /// timeout (1205, metadata locks included; 1969, a fence raise's `max_statement_time`, which
+    /// only a lock wait makes a one-row UPDATE reach) into a [`crate::lockwait::Blocked`]
+    /// naming the sessions with a transaction open.
     async fn end_bounded(
         &self,
         mut conn: sqlx::pool::PoolConnection<sqlx::MySql>,
@@ -795,7 +787,7 @@ impl Mysql {
         let lock = match &res {
             Err(sqlx::Error::Database(db)) => db
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|e| e.number() == 1205),
+                .is_some_and(|e| matches!(e.number(), 1205 | 1969)),
             _ => false,
         };
         let holders = if lock {
@@ -804,7 +796,8 @@ impl Mysql {
             None
         };
         let reset = sqlx::query(
-            "SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT",
+            "SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT, \
+             max_statement_time = DEFAULT",
         )
         .execute(&mut *conn)
         .await;

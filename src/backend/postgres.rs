@@ -767,22 +767,11 @@ impl Backend for Postgres {
         wait: Duration,
     ) -> Result<()> {
         let ctx = || format!("shard {}: raising the fence of move {move_id}", self.shard);
-        let mut tx = self.pool.begin().await.with_context(ctx)?;
-        let ms = wait.as_millis().clamp(1, 3_600_000);
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
-            .execute(&mut *tx)
+        // The fence budget, and never longer than any other fence statement may wait.
+        let wait = wait.min(crate::lockwait::timeout());
+        self.update_fence(pair, move_id, true, wait)
             .await
-            .with_context(ctx)?;
-        sqlx::query(&crate::triggers::set_fence_sql(D))
-            .bind(1i32)
-            .bind(move_id)
-            .bind(pair.0 as i32)
-            .bind(pair.1 as i32)
-            .execute(&mut *tx)
-            .await
-            .with_context(ctx)?;
-        tx.commit().await.with_context(ctx)?;
-        Ok(())
+            .with_context(ctx)
     }
 
     async fn set_fence(
@@ -807,36 +796,53 @@ impl Backend for Postgres {
         if cur == Some(on as i64) {
             return Ok(());
         }
-        let q = crate::triggers::set_fence_sql(D);
-        let r: Result<()> = async {
-            let (mut tx, pid) = self.begin_bounded().await?;
-            let watch = self.watch(pid);
-            let res = sqlx::query(&q)
-                .bind(on as i32)
-                .bind(move_id)
-                .bind(pair.0 as i32)
-                .bind(pair.1 as i32)
-                .execute(&mut *tx)
-                .await;
-            self.end_bounded(tx, &q, res, watch).await
-        }
-        .await;
-        r.with_context(|| format!("shard {}: setting the fence of move {move_id}", self.shard))?;
-        Ok(())
+        self.update_fence(pair, move_id, on, crate::lockwait::timeout())
+            .await
+            .with_context(|| format!("shard {}: setting the fence of move {move_id}", self.shard))
     }
 }
 
 impl Postgres {
+    /// The fence row's UPDATE in a transaction of its own under `wait`: a lock timeout is a
+    /// [`crate::lockwait::Blocked`] naming the holders.
+    async fn update_fence(
+        &self,
+        pair: crate::triggers::FencePair,
+        move_id: &str,
+        on: bool,
+        wait: Duration,
+    ) -> Result<()> {
+        let q = crate::triggers::set_fence_sql(D);
+        let (mut tx, pid) = self.begin_bounded_for(wait).await?;
+        let watch = self.watch_for(pid, wait);
+        let res = sqlx::query(&q)
+            .bind(on as i32)
+            .bind(move_id)
+            .bind(pair.0 as i32)
+            .bind(pair.1 as i32)
+            .execute(&mut *tx)
+            .await;
+        self.end_bounded(tx, &q, res, watch).await
+    }
+
     /// A transaction for one DDL or fence statement, under `SET LOCAL lock_timeout`
     /// ([`crate::lockwait::timeout`]), and its backend's pid.
     async fn begin_bounded(&self) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i32)> {
+        self.begin_bounded_for(crate::lockwait::timeout()).await
+    }
+
+    /// [`Postgres::begin_bounded`] under `wait` instead (a fence raise within its budget).
+    async fn begin_bounded_for(
+        &self,
+        wait: Duration,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i32)> {
         let mut tx = self.pool.begin().await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query(&format!(
             "SET LOCAL lock_timeout = '{}ms'",
-            crate::lockwait::timeout().as_millis().clamp(1, 3_600_000)
+            wait.as_millis().clamp(1, 3_600_000)
         ))
         .execute(&mut *tx)
         .await?;
@@ -847,9 +853,13 @@ impl Postgres {
     /// lock timeout, the sessions blocking it are read from a second connection
     /// (`pg_blocking_pids`) while it waits.
     fn watch(&self, pid: i32) -> tokio::task::JoinHandle<Option<String>> {
+        self.watch_for(pid, crate::lockwait::timeout())
+    }
+
+    fn watch_for(&self, pid: i32, wait: Duration) -> tokio::task::JoinHandle<Option<String>> {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(crate::lockwait::timeout() / 2).await;
+            tokio::time::sleep(wait / 2).await;
             blockers(&pool, pid).await
         })
     }

@@ -30,6 +30,8 @@ pub struct ApplyOptions {
     /// `--max-fence` as given (validated before any I/O).
     pub max_fence: String,
     pub complete: bool,
+    /// `--lock-timeout` (already set process-wide), recorded with the job.
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct ResumeOptions {
     pub catalog: String,
     pub progress: ProgressMode,
     pub parallel: Option<usize>,
+    /// `--lock-timeout` when given; otherwise the job's own.
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 fn validate(batch_size: usize, parallel: Option<usize>) -> Result<(), InputError> {
@@ -254,6 +258,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         max_fence_ms: super::online::parse_duration("--max-fence", &opts.max_fence)?.as_millis()
             as u64,
         complete: opts.complete,
+        lock_timeout_ms: Some(opts.lock_timeout.as_millis() as u64),
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog
@@ -345,11 +350,15 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         .into());
     }
     let plan = Plan::parse(&job.plan_json, &format!("job {} plan", job.id))?;
+    // Authenticated as apply authenticated the file: a plan edited in the catalog is refused
+    // before anything is written.
+    crate::plan_check::check_stored(&plan, &job.id)?;
     let mut options: JobOptions = serde_json::from_str(&job.options_json)
         .with_context(|| format!("job {}: unreadable options in the catalog", job.id))?;
     if let Some(p) = opts.parallel {
         options.parallel = p;
     }
+    options.use_lock_timeout(&job.id, opts.lock_timeout);
     let (mut ctx, mut problems) = preflight::connect(&plan).await;
     problems.extend(preflight::describe_all(&mut ctx).await);
     if !problems.is_empty() {

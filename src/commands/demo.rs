@@ -459,6 +459,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         allow_existing: false,
         max_fence: "2s".into(),
         complete: false,
+        lock_timeout: crate::lockwait::DEFAULT_TIMEOUT,
     }
 }
 

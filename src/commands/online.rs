@@ -35,6 +35,8 @@ pub struct JobOptions {
     /// `complete`: verify every move before deleting old copies (off only with
     /// `--skip-verify-risking-data-loss`).
     pub verify: bool,
+    /// `--lock-timeout` when given; otherwise the one the job was started with.
+    pub lock_timeout: Option<Duration>,
 }
 
 /// `2s`, `500ms`, `1.5s` or a bare number of milliseconds.
@@ -122,8 +124,11 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         Decision::Refused(msg) => return Err(Stop::Refused(msg).into()),
     }
     let plan = Plan::parse(&job.plan_json, &format!("job {id} plan"))?;
+    // Moves changed in the catalog would delete, drop or flip the wrong keys' rows.
+    crate::plan_check::check_stored(&plan, &id)?;
     let options: RunOptions = serde_json::from_str(&job.options_json)
         .with_context(|| format!("job {id}: unreadable options in the catalog"))?;
+    options.use_lock_timeout(&id, opts.lock_timeout);
     let (mut ctx, mut problems) = preflight::connect(&plan).await;
     problems.extend(preflight::describe_all(&mut ctx).await);
     // A cancel after --create-tables may find some created tables gone already.

@@ -4,7 +4,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use super::cluster::{modulo, stderr, Cluster};
+use super::cluster::{job_id, modulo, stderr, Cluster};
 use super::db::Kind;
 
 /// One row of the catalog's `live_routing` view, in [`LIVE_ROUTING`]'s column order.
@@ -59,4 +59,38 @@ pub async fn applied(s: &Setup) -> String {
 pub async fn status(c: &Cluster, job: &str) -> Value {
     let o = run(c, &["status", job, "--format", "json"]).await;
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status: {}", stderr(&o)))
+}
+
+/// `apply --yes` of the setup's plan (with `extra` flags), aborted like a kill -9 at the
+/// failpoint `point` (`NAME:N`); the job id.
+pub fn killed_at(s: &Setup, point: &str, extra: &[&str]) -> String {
+    let mut args = vec!["apply", s.plan.as_str(), "--yes", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    let out =
+        s.c.cmd(&args)
+            .env("RESHARD_FAILPOINT", point)
+            .output()
+            .unwrap();
+    assert!(
+        !out.status.success(),
+        "{point}: the failpoint must stop apply"
+    );
+    job_id(&out).unwrap_or_else(|| panic!("{point}: {}", stderr(&out)))
+}
+
+/// Completes `job`, then audits it: exit 0 with the counts recorded at job creation, and
+/// routing answering (key 2 moved s0 -> s2 in the setup's plan).
+pub async fn complete_and_audit(c: &Cluster, job: &str) {
+    let out = run(c, &["complete", job]).await;
+    assert!(out.status.success(), "complete: {}", stderr(&out));
+    let out = run(c, &["verify", job, "--audit"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "audit: {text}{}", stderr(&out));
+    assert!(text.contains("recorded at job start"), "{text}");
+    let out = run(c, &["route", "2", "--catalog", &c.catalog_url()]).await;
+    assert!(out.status.success(), "route: {}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("s2"),
+        "key 2 is s2's now"
+    );
 }
