@@ -54,6 +54,8 @@ pub enum Command {
     Cancel(JobArgs),
     /// Keep reverse sync (new owners -> old owners) running until Ctrl-C
     Sync(JobArgs),
+    /// Pause a job that is copying or cutting over, at its next safe point (resume continues it)
+    Pause(PauseArgs),
 }
 
 /// `reshard demo --help`, wrapped by hand to fit 100 columns (clap here does not wrap).
@@ -104,6 +106,24 @@ pub struct DemoArgs {
     /// Keep the files at the end (always kept when a check fails)
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The request is recorded in the catalog; the process running the job (apply or \
+    resume, on any machine)\nsees it within a second, finishes the batch in flight and stops: \
+    the job is then `paused`, and\n`reshard resume JOB` continues it from its cursors. A job \
+    that no process is running is paused at once.\nExit codes: 0 paused; 2 refused (the job is \
+    not copying or cutting over) or bad input; 1 failed."
+)]
+pub struct PauseArgs {
+    /// The job
+    pub job: String,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Return once the request is recorded, without waiting for the job to stop
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug)]
@@ -525,6 +545,11 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Rollback(a) => online::run(online::Action::Rollback, job(a.into(), lock_timeout)),
         Command::Cancel(a) => online::run(online::Action::Cancel, job(a.into(), lock_timeout)),
         Command::Sync(a) => online::run(online::Action::Sync, job(a.into(), lock_timeout)),
+        Command::Pause(a) => pause::run(pause::PauseOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            wait: !a.no_wait,
+        }),
     }
 }
 

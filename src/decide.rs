@@ -65,12 +65,16 @@ pub fn decide(request: Request, job: &str, state: JobState, flips: Flips) -> Dec
                 String::new()
             }
         )),
-        (Rollback | Sync, DualWrite | Failed | RolledBack | Interrupted | Running) if flips.any => {
+        (Rollback | Sync, DualWrite | Failed | RolledBack | Interrupted | Running | Paused)
+            if flips.any =>
+        {
             Decision::Run
         }
-        (Rollback, DualWrite | Failed | RolledBack | Interrupted) => Decision::NothingFlipped {
-            mark_rolled_back: state == DualWrite,
-        },
+        (Rollback, DualWrite | Failed | RolledBack | Interrupted | Paused) => {
+            Decision::NothingFlipped {
+                mark_rolled_back: state == DualWrite,
+            }
+        }
         (Rollback | Sync, _) => Decision::Refused(format!(
             "job {job} is {state}: no flipped move to {}",
             if request == Sync { "sync" } else { "roll back" }

@@ -1,6 +1,7 @@
 //! Running a job: the lease and its heartbeat, tables to create, moves copied in parallel, and
 //! the job's final state. Used by both `apply` (new job) and `resume`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,9 +92,19 @@ impl Run<'_> {
     /// Runs the job to `copied`, or stops it as `interrupted` (Stop::Interrupted, exit 130) or
     /// `failed` (an error, exit 1). The caller holds the lease; this renews it.
     pub async fn execute(self, mut ctx: Context) -> Result<()> {
+        // Before the lease: a pause asked from here on is one this run obeys.
+        self.catalog.clear_request(self.job).await?;
         let lease = Lease::acquire(&self.catalog, self.job, Some(self.stop.clone())).await?;
+        let paused = Arc::new(AtomicBool::new(false));
+        let watch = tokio::spawn(watch_requests(
+            self.catalog.clone(),
+            self.job.to_string(),
+            self.stop.clone(),
+            paused.clone(),
+        ));
         let result = self.execute_leased(&mut ctx).await;
-        let ended = self.finish(result).await;
+        watch.abort();
+        let ended = self.finish(result, paused.load(Ordering::Acquire)).await;
         lease.release().await;
         ended
     }
@@ -284,7 +295,7 @@ impl Run<'_> {
         Ok(Some(JobState::DualWrite))
     }
 
-    async fn finish(&self, result: Result<Option<JobState>>) -> Result<()> {
+    async fn finish(&self, result: Result<Option<JobState>>, paused: bool) -> Result<()> {
         let (job, cat) = (self.job, &self.catalog);
         // A second signal abandoned a wait: interrupted, as after the first.
         let result = result.or_else(|e| {
@@ -311,6 +322,17 @@ impl Run<'_> {
                 );
                 Ok(())
             }
+            Ok(None) if paused => {
+                retry("catalog: recording the pause", || {
+                    cat.set_job_state(job, JobState::Paused, None)
+                })
+                .await?;
+                eprintln!(
+                    "reshard: job {job} paused; continue with: {}",
+                    resume_command(job, self.catalog_url)
+                );
+                Ok(())
+            }
             Ok(None) => {
                 retry("catalog: recording the interruption", || {
                     cat.set_job_state(job, JobState::Interrupted, None)
@@ -334,6 +356,32 @@ impl Run<'_> {
                     "job {job} failed; fix the cause, then: {}",
                     resume_command(job, self.catalog_url)
                 )))
+            }
+        }
+    }
+}
+
+/// How often the running job looks for an operator's request: the pause is obeyed within
+/// about this, plus the batch in flight.
+const REQUEST_POLL: Duration = Duration::from_millis(500);
+
+/// Watches the job's row for a pause request; on one, stops the run at its next safe point
+/// (the same stop as a first Ctrl-C) and notes that it was a pause.
+async fn watch_requests(
+    catalog: Arc<Catalog>,
+    job: String,
+    stop: StopFlag,
+    paused: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(REQUEST_POLL).await;
+        // A catalog hiccup is retried at the next poll; the run itself does not depend on it.
+        if let Ok(Some(r)) = catalog.job_request(&job).await {
+            if r == crate::catalog::PAUSE {
+                eprintln!("reshard: job {job}: pause requested; stopping at the next safe point");
+                paused.store(true, Ordering::Release);
+                stop.request();
+                return;
             }
         }
     }

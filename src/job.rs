@@ -14,6 +14,7 @@
 //!        (any state with a flipped move, before completing) -> rolled_back, in the transaction
 //!        that flips a move back;  rolled_back -> running (resume cuts over again)
 //!        (any state before a flip) -> cancelling -> cancelled
+//!        running -> paused (`reshard pause`, at the next safe point);  paused -> running (resume)
 //! ```
 //! `copied` is the job state of issue 3's offline jobs; online jobs go on to `dual_write`.
 //!
@@ -42,10 +43,12 @@ pub enum JobState {
     Completed,
     Cancelling,
     Cancelled,
+    /// Stopped at an operator's request (`reshard pause`) at a safe point, until `resume`.
+    Paused,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 10] = [
+    pub const ALL: [JobState; 11] = [
         JobState::Running,
         JobState::Interrupted,
         JobState::Failed,
@@ -56,6 +59,7 @@ impl JobState {
         JobState::Completed,
         JobState::Cancelling,
         JobState::Cancelled,
+        JobState::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl JobState {
             JobState::Completed => "completed",
             JobState::Cancelling => "cancelling",
             JobState::Cancelled => "cancelled",
+            JobState::Paused => "paused",
         }
     }
 
@@ -82,7 +87,11 @@ impl JobState {
     pub fn resumable(self) -> bool {
         matches!(
             self,
-            JobState::Running | JobState::Interrupted | JobState::Failed | JobState::RolledBack
+            JobState::Running
+                | JobState::Interrupted
+                | JobState::Failed
+                | JobState::RolledBack
+                | JobState::Paused
         )
     }
 
@@ -127,6 +136,8 @@ impl JobState {
                 | (Failed | Interrupted | Running, RolledBack)
                 | (Failed, Completing | DualWrite)
                 | (DualWrite | RolledBack | Interrupted, Failed)
+                | (Running | Interrupted | Failed, Paused)
+                | (Paused, Running | Cancelling | RolledBack | Failed)
         )
     }
 }

@@ -769,3 +769,5 @@ mod tests;
 
 mod online;
 pub use online::CaptureCounts;
+mod requests;
+pub use requests::{PauseOutcome, PAUSE};

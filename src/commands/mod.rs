@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod demo;
 pub mod online;
+pub mod pause;
 pub mod plan;
 pub mod route;
 pub mod status;

@@ -30,11 +30,16 @@ pub struct Setup {
 /// Two shards → three (identity modulo): every move has a guard on every backend. Key 2 moves
 /// s0 → s2.
 pub fn setup(kind: Kind, tag: &str) -> Option<Setup> {
+    setup_users(kind, tag, 40)
+}
+
+/// [`setup`] with `users` users (2 orders each).
+pub fn setup_users(kind: Kind, tag: &str, users: i64) -> Option<Setup> {
     let c = Cluster::create(kind, tag, 3)?;
     c.create_tables(&["s0", "s1", "s2"]);
     let from = c.map(&["s0", "s1"], modulo("identity", &["s0", "s1"]));
     let to = c.map(&["s0", "s1", "s2"], modulo("identity", &["s0", "s1", "s2"]));
-    c.populate(&from, 40, 2);
+    c.populate(&from, users, 2);
     let plan = c.write_plan("plan", &from, &to).display().to_string();
     Some(Setup { c, from, plan })
 }

@@ -1,0 +1,115 @@
+//! Operator requests recorded in the catalog (issue 14): `reshard pause` writes its intent on
+//! the job row, and the process running the job reads it within a second and stops at its next
+//! safe point, as after a first Ctrl-C. With no process running the job, the request takes
+//! effect at once.
+
+use anyhow::{Context as _, Result};
+
+use super::{holder_is_dead, now_ms, now_text, Catalog, Pool};
+use crate::job::JobState;
+
+/// What `request_pause` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseOutcome {
+    /// Recorded for the live process `holder`, which pauses the job at its next safe point.
+    Requested { holder: String },
+    /// No process was running the job: it is paused now.
+    Paused,
+    /// It was paused already.
+    Already,
+    /// Not in this state (the message says why and what to do).
+    Refused(String),
+}
+
+/// The request that pauses a job.
+pub const PAUSE: &str = "pause";
+
+impl Catalog {
+    /// Asks that `job` pause, in one transaction with its events.
+    pub async fn request_pause(&self, job: &str) -> Result<PauseOutcome> {
+        let now = now_ms();
+        let res: Result<PauseOutcome> = with_pool!(self, p => async {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let q = if matches!(self.pool, Pool::Postgres(_)) {
+                "SELECT state, lease_owner, lease_expires_ms FROM jobs WHERE id = $1 FOR UPDATE"
+            } else {
+                "SELECT state, lease_owner, lease_expires_ms FROM jobs WHERE id = $1"
+            };
+            let row: Option<(String, Option<String>, Option<i64>)> =
+                sqlx::query_as(q).bind(job).fetch_optional(&mut *tx).await?;
+            let Some((state, holder, until)) = row else {
+                return Ok(PauseOutcome::Refused(format!("job {job}: not in the catalog")));
+            };
+            let state = JobState::parse(&state)
+                .with_context(|| format!("job {job}: unknown state {state:?}"))?;
+            if state == JobState::Paused {
+                return Ok(PauseOutcome::Already);
+            }
+            if !state.can_become(JobState::Paused) {
+                return Ok(PauseOutcome::Refused(format!(
+                    "job {job} is {state}: only a job that is copying or cutting over pauses \
+                     (next: {})",
+                    state.finish_hint(job, false, false)
+                )));
+            }
+            let live = match (&holder, until) {
+                (Some(h), Some(u)) if u > now && !holder_is_dead(h) => Some(h.clone()),
+                _ => None,
+            };
+            let (outcome, request, detail) = match &live {
+                Some(h) => (
+                    PauseOutcome::Requested { holder: h.clone() },
+                    Some(PAUSE),
+                    format!("pause, asked of {h}"),
+                ),
+                None => (
+                    PauseOutcome::Paused,
+                    None,
+                    "pause: no process was running the job; paused at once".to_string(),
+                ),
+            };
+            let at = now_text();
+            let new_state = if live.is_some() { state } else { JobState::Paused };
+            sqlx::query("UPDATE jobs SET request = $1, state = $2, updated_at = $3 WHERE id = $4")
+                .bind(request).bind(new_state.as_str()).bind(&at).bind(job)
+                .execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO events (job_id, move_id, at, kind, detail) \
+                 VALUES ($1, NULL, $2, 'request', $3)",
+            )
+            .bind(job).bind(&at).bind(detail).execute(&mut *tx).await?;
+            if new_state != state {
+                sqlx::query(
+                    "INSERT INTO events (job_id, move_id, at, kind, detail) \
+                     VALUES ($1, NULL, $2, 'job_state', $3)",
+                )
+                .bind(job).bind(&at).bind(format!("{state} -> {new_state}"))
+                .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(outcome)
+        }.await);
+        res.with_context(|| format!("catalog {}: pausing job {job}", self.label))
+    }
+
+    /// The operator's pending request on `job`, if any.
+    pub async fn job_request(&self, job: &str) -> Result<Option<String>> {
+        let res: Result<Option<Option<String>>> = with_pool!(self, p => async {
+            Ok(sqlx::query_scalar("SELECT request FROM jobs WHERE id = $1")
+                .bind(job).fetch_optional(p).await?)
+        }.await);
+        Ok(res
+            .with_context(|| format!("catalog {}: reading job {job}'s request", self.label))?
+            .flatten())
+    }
+
+    /// Forgets the pending request: the run that honoured it (or a resume) has begun.
+    pub async fn clear_request(&self, job: &str) -> Result<()> {
+        let res: Result<()> = with_pool!(self, p => async {
+            sqlx::query("UPDATE jobs SET request = NULL WHERE id = $1 AND request IS NOT NULL")
+                .bind(job).execute(p).await?;
+            Ok(())
+        }.await);
+        res.with_context(|| format!("catalog {}: clearing job {job}'s request", self.label))
+    }
+}

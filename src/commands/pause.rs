@@ -1,0 +1,99 @@
+//! `reshard pause JOB`: records the request in the catalog (src/catalog/requests.rs) and, by
+//! default, waits until the process running the job has stopped at a safe point.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::catalog::{Access, Catalog, PauseOutcome};
+use crate::error::{InputError, Stop};
+use crate::job::JobState;
+use crate::shard_url::redact;
+
+#[derive(Debug, Clone)]
+pub struct PauseOptions {
+    pub job: String,
+    pub catalog: String,
+    /// Wait until the job is paused (or has ended otherwise).
+    pub wait: bool,
+}
+
+/// The running job sees the request within a second; its batch in flight then finishes. Past
+/// this, pause stops waiting and says how to check (the request stays recorded).
+const WAIT: Duration = Duration::from_secs(120);
+
+pub fn run(opts: PauseOptions) -> i32 {
+    super::block_on(pause(opts))
+}
+
+async fn pause(opts: PauseOptions) -> Result<()> {
+    let job = &opts.job;
+    let Some(ro) = Catalog::open(&opts.catalog, Access::ReadOnly).await? else {
+        return Err(InputError::one(format!(
+            "--catalog: {} holds no jobs (it does not exist)",
+            redact(&opts.catalog)
+        ))
+        .into());
+    };
+    ro.close().await;
+    let cat = Catalog::open_rw(&opts.catalog).await?;
+    let result = async {
+        match cat.request_pause(job).await? {
+            PauseOutcome::Refused(why) => Err(Stop::Refused(why).into()),
+            PauseOutcome::Already => {
+                eprintln!(
+                    "reshard: job {job} is paused already; continue with: reshard resume {job}"
+                );
+                Ok(())
+            }
+            PauseOutcome::Paused => {
+                eprintln!(
+                    "reshard: job {job} paused (no process was running it); continue with: \
+                     reshard resume {job}"
+                );
+                Ok(())
+            }
+            PauseOutcome::Requested { holder } if !opts.wait => {
+                eprintln!(
+                    "reshard: job {job}: pause requested of {holder}; `reshard status {job}` \
+                     shows when it has stopped"
+                );
+                Ok(())
+            }
+            PauseOutcome::Requested { holder } => wait_paused(&cat, job, &holder).await,
+        }
+    }
+    .await;
+    cat.close().await;
+    result
+}
+
+async fn wait_paused(cat: &Catalog, job: &str, holder: &str) -> Result<()> {
+    eprintln!("reshard: job {job}: pause requested of {holder}; waiting for it to stop");
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let state = cat.job(job).await?.and_then(|j| JobState::parse(&j.state));
+        match state {
+            Some(JobState::Paused) => {
+                eprintln!(
+                    "reshard: job {job} paused after {:.1}s; continue with: reshard resume {job}",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Some(JobState::Running) | None => {}
+            // It ended another way first (finished its cutovers, failed, was interrupted).
+            Some(other) => {
+                eprintln!("reshard: job {job} stopped as {other} before it could pause");
+                return Ok(());
+            }
+        }
+    }
+    eprintln!(
+        "reshard: job {job} has not paused within {}s; the request stays recorded \
+         (`reshard status {job}`)",
+        WAIT.as_secs()
+    );
+    Ok(())
+}
