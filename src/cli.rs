@@ -56,6 +56,8 @@ pub enum Command {
     Sync(JobArgs),
     /// Pause a job that is copying or cutting over, at its next safe point (resume continues it)
     Pause(PauseArgs),
+    /// Cut over a job started with `apply --switch manual`, which has been catching up
+    Switch(SwitchArgs),
 }
 
 /// `reshard demo --help`, wrapped by hand to fit 100 columns (clap here does not wrap).
@@ -122,6 +124,24 @@ pub struct PauseArgs {
     #[command(flatten)]
     pub catalog: CatalogArg,
     /// Return once the request is recorded, without waiting for the job to stop
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The request is recorded in the catalog; the process running the job (which \
+    keeps catching up\nuntil then) sees it within a second and cuts every move over as `apply` \
+    would. With no process\nrunning the job, `reshard resume JOB` carries the switch out.\n\
+    Exit codes: 0 switched (or recorded); 2 refused (not a manual job, or nothing to switch) or \
+    bad input; 1 failed."
+)]
+pub struct SwitchArgs {
+    /// The job
+    pub job: String,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Return once the request is recorded, without waiting for the flips
     #[arg(long)]
     pub no_wait: bool,
 }
@@ -252,6 +272,14 @@ pub struct RouteArgs {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SwitchArg {
+    /// Cut each move over as soon as it has caught up
+    Auto,
+    /// Keep catching up; flip after `reshard switch JOB`
+    Manual,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProgressArg {
     /// Bars on a terminal, plain lines otherwise
     Auto,
@@ -312,8 +340,12 @@ pub struct ApplyArgs {
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub max_fence: String,
     /// Once every move has flipped, complete the job (otherwise it waits in dual write)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "switch")]
     pub complete: bool,
+    /// When to flip: `auto` cuts each move over once caught up; `manual` copies and keeps
+    /// catching up, and flips only after `reshard switch JOB` (at a time you pick)
+    #[arg(long, value_enum, default_value_t = SwitchArg::Auto)]
+    pub switch: SwitchArg,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
     /// logs and guards, or sets a fence (e.g. 1s, 500ms; MariaDB rounds up to whole seconds).
     /// An application transaction left open on a table would otherwise stall reshard's DDL,
@@ -506,6 +538,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             allow_existing: a.allow_existing,
             max_fence: a.max_fence,
             complete: a.complete,
+            switch_manual: a.switch == SwitchArg::Manual,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
                 crate::lockwait::set_timeout(d);
@@ -546,6 +579,11 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Cancel(a) => online::run(online::Action::Cancel, job(a.into(), lock_timeout)),
         Command::Sync(a) => online::run(online::Action::Sync, job(a.into(), lock_timeout)),
         Command::Pause(a) => pause::run(pause::PauseOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            wait: !a.no_wait,
+        }),
+        Command::Switch(a) => switch::run(switch::SwitchOptions {
             job: a.job,
             catalog: a.catalog.catalog,
             wait: !a.no_wait,

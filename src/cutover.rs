@@ -94,7 +94,14 @@ impl Online<'_> {
 
     /// Catch-up and cutover of every move, until all have flipped. Returns false when stopped
     /// by a signal (nothing left fenced).
-    pub async fn run_forward(&mut self, max_fence: Duration, stop: &StopFlag) -> Result<bool> {
+    /// While `switch` is false (`apply --switch manual` before `reshard switch`), it keeps
+    /// catching up without flipping.
+    pub async fn run_forward(
+        &mut self,
+        max_fence: Duration,
+        stop: &StopFlag,
+        switch: &std::sync::atomic::AtomicBool,
+    ) -> Result<bool> {
         let rows = self.catalog.moves(self.job).await?;
         for m in &self.moves {
             if rows
@@ -138,6 +145,11 @@ impl Online<'_> {
             let Some(mi) = (0..self.moves.len()).find(|&i| !self.flipped[i]) else {
                 return Ok(true);
             };
+            if !switch.load(std::sync::atomic::Ordering::Acquire) {
+                // Caught up; the backlog stays small until the operator switches.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             if !ready.get(&self.moves[mi].source).copied().unwrap_or(false) {
                 continue;
             }

@@ -41,6 +41,10 @@ pub struct JobOptions {
     /// Absent for jobs started before it was recorded.
     #[serde(default)]
     pub lock_timeout_ms: Option<u64>,
+    /// `apply --switch manual`: copy and keep catching up, but flip only once `reshard switch`
+    /// asks (the request on the job's row).
+    #[serde(default)]
+    pub switch_manual: bool,
 }
 
 fn default_max_fence_ms() -> u64 {
@@ -77,6 +81,9 @@ pub struct Run<'a> {
     pub options: JobOptions,
     pub progress: ProgressMode,
     pub stop: StopFlag,
+    /// Whether moves may flip: always, unless the job switches manually and no `reshard
+    /// switch` has been asked yet (see [`Run::switch_gate`]).
+    pub switch: Arc<AtomicBool>,
 }
 
 /// The command that resumes a job, with the catalog flag when it is not the default.
@@ -92,8 +99,11 @@ impl Run<'_> {
     /// Runs the job to `copied`, or stops it as `interrupted` (Stop::Interrupted, exit 130) or
     /// `failed` (an error, exit 1). The caller holds the lease; this renews it.
     pub async fn execute(self, mut ctx: Context) -> Result<()> {
-        // Before the lease: a pause asked from here on is one this run obeys.
-        self.catalog.clear_request(self.job).await?;
+        // Before the lease: a pause asked from here on is one this run obeys. A switch request
+        // stays: it was asked of whichever run carries the job to its flips.
+        self.catalog
+            .clear_request(self.job, crate::catalog::PAUSE)
+            .await?;
         let lease = Lease::acquire(&self.catalog, self.job, Some(self.stop.clone())).await?;
         let paused = Arc::new(AtomicBool::new(false));
         let watch = tokio::spawn(watch_requests(
@@ -101,6 +111,7 @@ impl Run<'_> {
             self.job.to_string(),
             self.stop.clone(),
             paused.clone(),
+            self.switch.clone(),
         ));
         let result = self.execute_leased(&mut ctx).await;
         watch.abort();
@@ -276,7 +287,7 @@ impl Run<'_> {
         }
         // Catch-up only now: no copy batch still in flight can overwrite a caught-up row.
         if !online
-            .run_forward(self.options.max_fence(), &self.stop)
+            .run_forward(self.options.max_fence(), &self.stop, &self.switch)
             .await?
         {
             return Ok(None);
@@ -312,6 +323,8 @@ impl Run<'_> {
                     cat.set_job_state(job, state, None)
                 })
                 .await?;
+                // Carried out: a later re-cutover (after a rollback) waits for its own switch.
+                cat.clear_request(job, crate::catalog::SWITCH).await?;
                 // Broken by hand so that it fits a 100-column terminal.
                 eprintln!(
                     "reshard: job {job}: every move has flipped; the new owners are \
@@ -365,25 +378,44 @@ impl Run<'_> {
 /// about this, plus the batch in flight.
 const REQUEST_POLL: Duration = Duration::from_millis(500);
 
-/// Watches the job's row for a pause request; on one, stops the run at its next safe point
-/// (the same stop as a first Ctrl-C) and notes that it was a pause.
+/// Watches the job's row for requests: on a pause, stops the run at its next safe point (the
+/// same stop as a first Ctrl-C) and notes that it was a pause; on a switch, lets moves flip.
 async fn watch_requests(
     catalog: Arc<Catalog>,
     job: String,
     stop: StopFlag,
     paused: Arc<AtomicBool>,
+    switch: Arc<AtomicBool>,
 ) {
     loop {
         tokio::time::sleep(REQUEST_POLL).await;
         // A catalog hiccup is retried at the next poll; the run itself does not depend on it.
-        if let Ok(Some(r)) = catalog.job_request(&job).await {
-            if r == crate::catalog::PAUSE {
+        match catalog.job_request(&job).await {
+            Ok(Some(r)) if r == crate::catalog::PAUSE => {
                 eprintln!("reshard: job {job}: pause requested; stopping at the next safe point");
                 paused.store(true, Ordering::Release);
                 stop.request();
                 return;
             }
+            Ok(Some(r)) if r == crate::catalog::SWITCH && !switch.load(Ordering::Acquire) => {
+                eprintln!("reshard: job {job}: switch requested; cutting over");
+                switch.store(true, Ordering::Release);
+            }
+            _ => {}
         }
+    }
+}
+
+impl Run<'_> {
+    /// The gate for a run of a job with `options`: open unless it switches manually and has no
+    /// switch request yet.
+    pub async fn switch_gate(
+        catalog: &Catalog,
+        job: &str,
+        options: &JobOptions,
+    ) -> Result<Arc<AtomicBool>> {
+        let asked = catalog.job_request(job).await?.as_deref() == Some(crate::catalog::SWITCH);
+        Ok(Arc::new(AtomicBool::new(!options.switch_manual || asked)))
     }
 }
 

@@ -8,11 +8,11 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{job_id, stderr};
 use common::db::Kind;
-use common::online::{run, setup_users, status};
+use common::online::{job_when, run, setup_users, status};
 use common::writer::{self, Writer};
 
 fn copied(v: &serde_json::Value) -> u64 {
@@ -40,18 +40,7 @@ async fn pause_under_the_writer(kind: Kind) {
         .spawn()
         .unwrap();
     // The job exists and its copy has begun.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        let out = run(&s.c, &["jobs", "--format", "json"]).await;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(j) = v.as_array().and_then(|a| a.first()) {
-            if copied(j) > 0 {
-                break j["job"].as_str().unwrap().to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "the copy never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = job_when(&s.c, "copying", |j| copied(j) > 0).await;
     let out = run(&s.c, &["pause", &job]).await;
     assert!(out.status.success(), "pause: {}", stderr(&out));
     assert!(stderr(&out).contains("paused after"), "{}", stderr(&out));

@@ -770,4 +770,4 @@ mod tests;
 mod online;
 pub use online::CaptureCounts;
 mod requests;
-pub use requests::{PauseOutcome, PAUSE};
+pub use requests::{PauseOutcome, PAUSE, SWITCH};

@@ -23,6 +23,8 @@ pub enum PauseOutcome {
 
 /// The request that pauses a job.
 pub const PAUSE: &str = "pause";
+/// The request that lets a job started with `apply --switch manual` flip its moves.
+pub const SWITCH: &str = "switch";
 
 impl Catalog {
     /// Asks that `job` pause, in one transaction with its events.
@@ -103,13 +105,44 @@ impl Catalog {
             .flatten())
     }
 
-    /// Forgets the pending request: the run that honoured it (or a resume) has begun.
-    pub async fn clear_request(&self, job: &str) -> Result<()> {
+    /// Forgets the pending request when it is `kind`: the run that honoured it (or a resume)
+    /// has begun.
+    pub async fn clear_request(&self, job: &str, kind: &str) -> Result<()> {
         let res: Result<()> = with_pool!(self, p => async {
-            sqlx::query("UPDATE jobs SET request = NULL WHERE id = $1 AND request IS NOT NULL")
-                .bind(job).execute(p).await?;
+            sqlx::query("UPDATE jobs SET request = NULL WHERE id = $1 AND request = $2")
+                .bind(job).bind(kind).execute(p).await?;
             Ok(())
         }.await);
         res.with_context(|| format!("catalog {}: clearing job {job}'s request", self.label))
+    }
+
+    /// Records `kind` as the job's pending request, with its event, in one transaction.
+    pub async fn record_request(&self, job: &str, kind: &str, detail: &str) -> Result<()> {
+        let at = now_text();
+        let res: Result<()> = with_pool!(self, p => async {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            sqlx::query("UPDATE jobs SET request = $1, updated_at = $2 WHERE id = $3")
+                .bind(kind).bind(&at).bind(job).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO events (job_id, move_id, at, kind, detail) \
+                 VALUES ($1, NULL, $2, 'request', $3)",
+            )
+            .bind(job).bind(&at).bind(detail).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        }.await);
+        res.with_context(|| format!("catalog {}: recording {kind} on job {job}", self.label))
+    }
+
+    /// The process holding the job's lease, when it is live.
+    pub async fn live_holder(&self, job: &str) -> Result<Option<String>> {
+        let now = now_ms();
+        Ok(self
+            .job(job)
+            .await?
+            .and_then(|j| match (j.lease_owner, j.lease_expires_ms) {
+                (Some(h), Some(u)) if u > now && !holder_is_dead(&h) => Some(h),
+                _ => None,
+            }))
     }
 }

@@ -32,6 +32,8 @@ pub struct ApplyOptions {
     pub complete: bool,
     /// `--lock-timeout` (already set process-wide), recorded with the job.
     pub lock_timeout: std::time::Duration,
+    /// `--switch manual`: flip only after `reshard switch`.
+    pub switch_manual: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +261,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
             as u64,
         complete: opts.complete,
         lock_timeout_ms: Some(opts.lock_timeout.as_millis() as u64),
+        switch_manual: opts.switch_manual,
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog
@@ -287,6 +290,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         .await?;
     println!("job {job}");
     eprintln!("reshard: started job {job} ({} moves)", plan.moves.len());
+    let switch = Run::switch_gate(&catalog, &job, &options).await?;
     let run = Run {
         catalog: catalog.clone(),
         catalog_url: &opts.catalog,
@@ -294,6 +298,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         options,
         progress: opts.progress,
         stop,
+        switch,
     };
     let r = run.execute(ctx).await;
     catalog.close().await;
@@ -370,6 +375,7 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
     }
     let stop = crate::signals::install().context("installing signal handlers")?;
     eprintln!("reshard: resuming job {}", job.id);
+    let switch = Run::switch_gate(&catalog, &job.id, &options).await?;
     let run = Run {
         catalog: catalog.clone(),
         catalog_url: &opts.catalog,
@@ -377,6 +383,7 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         options,
         progress: opts.progress,
         stop,
+        switch,
     };
     let r = run.execute(ctx).await;
     catalog.close().await;

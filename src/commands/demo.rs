@@ -458,6 +458,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         create_tables: false,
         allow_existing: false,
         max_fence: "2s".into(),
+        switch_manual: false,
         complete: false,
         lock_timeout: crate::lockwait::DEFAULT_TIMEOUT,
     }

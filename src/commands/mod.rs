@@ -8,6 +8,7 @@ pub mod pause;
 pub mod plan;
 pub mod route;
 pub mod status;
+pub mod switch;
 pub mod verify;
 
 use crate::error::exit_code;
@@ -62,4 +63,19 @@ pub fn block_on_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     let r = rt.block_on(f);
     rt.block_on(crate::backend::closing::close_all());
     r
+}
+
+/// Opens the catalog for a command that acts on an existing job, refusing one that does not
+/// exist (a mistyped URL must never create an empty catalog).
+pub async fn open_existing(url: &str) -> anyhow::Result<crate::catalog::Catalog> {
+    use crate::catalog::{Access, Catalog};
+    let Some(ro) = Catalog::open(url, Access::ReadOnly).await? else {
+        return Err(crate::error::InputError::one(format!(
+            "--catalog: {} holds no jobs (it does not exist)",
+            crate::shard_url::redact(url)
+        ))
+        .into());
+    };
+    ro.close().await;
+    Catalog::open_rw(url).await
 }

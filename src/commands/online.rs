@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::capture::Online;
-use crate::catalog::{Access, Catalog};
 use crate::cutover::{Cutover, MAX_FENCE_ATTEMPTS};
 use crate::decide::{decide, Decision, Flips, Request};
 use crate::error::{InputError, Stop};
@@ -68,15 +67,7 @@ pub fn run(action: Action, opts: JobOptions) -> i32 {
 }
 
 async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()> {
-    let Some(ro) = Catalog::open(&opts.catalog, Access::ReadOnly).await? else {
-        return Err(InputError::one(format!(
-            "--catalog: {} holds no jobs (it does not exist)",
-            crate::shard_url::redact(&opts.catalog)
-        ))
-        .into());
-    };
-    ro.close().await;
-    let catalog = Arc::new(Catalog::open_rw(&opts.catalog).await?);
+    let catalog = Arc::new(super::open_existing(&opts.catalog).await?);
     let job = catalog
         .job(&opts.job)
         .await?

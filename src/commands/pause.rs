@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::catalog::{Access, Catalog, PauseOutcome};
-use crate::error::{InputError, Stop};
+use crate::catalog::{Catalog, PauseOutcome};
+use crate::error::Stop;
 use crate::job::JobState;
-use crate::shard_url::redact;
 
 #[derive(Debug, Clone)]
 pub struct PauseOptions {
@@ -28,15 +27,7 @@ pub fn run(opts: PauseOptions) -> i32 {
 
 async fn pause(opts: PauseOptions) -> Result<()> {
     let job = &opts.job;
-    let Some(ro) = Catalog::open(&opts.catalog, Access::ReadOnly).await? else {
-        return Err(InputError::one(format!(
-            "--catalog: {} holds no jobs (it does not exist)",
-            redact(&opts.catalog)
-        ))
-        .into());
-    };
-    ro.close().await;
-    let cat = Catalog::open_rw(&opts.catalog).await?;
+    let cat = super::open_existing(&opts.catalog).await?;
     let result = async {
         match cat.request_pause(job).await? {
             PauseOutcome::Refused(why) => Err(Stop::Refused(why).into()),

@@ -99,3 +99,19 @@ pub async fn complete_and_audit(c: &Cluster, job: &str) {
         "key 2 is s2's now"
     );
 }
+
+/// The newest job's id, once its `jobs --format json` entry satisfies `ready` (bounded wait).
+pub async fn job_when(c: &Cluster, what: &str, ready: impl Fn(&Value) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = run(c, &["jobs", "--format", "json"]).await;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(j) = v.as_array().and_then(|a| a.first()) {
+            if ready(j) {
+                return j["job"].as_str().unwrap().to_string();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

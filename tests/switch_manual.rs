@@ -1,0 +1,100 @@
+//! `apply --switch manual`: the job copies and keeps catching up under a live writer, but
+//! nothing flips (and the routing version stays) until `reshard switch JOB`; then every move
+//! cuts over, and after `complete` the writer lost nothing. `switch` is refused for a job that
+//! has nothing left to switch.
+
+#[macro_use]
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::cluster::stderr;
+use common::db::Kind;
+use common::online::{job_when, run, setup, status};
+use common::writer::{self, Writer};
+
+fn moves(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["moves"].as_array().cloned().unwrap_or_default()
+}
+
+async fn nothing_flips_until_switch(kind: Kind) {
+    let Some(s) = setup(kind, "swm") else { return };
+    let w = Writer::start(&s.c, &s.from, writer::config(0)).await;
+    let apply =
+        s.c.cmd(&[
+            "apply",
+            &s.plan,
+            "--yes",
+            "--switch",
+            "manual",
+            "--progress",
+            "plain",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = job_when(&s.c, "caught up", |j| {
+        !moves(j).is_empty() && moves(j).iter().all(|m| m["state"] == "catching_up")
+    })
+    .await;
+    // Well past the time an automatic cutover takes: still nothing flipped.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let v = status(&s.c, &job).await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert!(
+        moves(&v).iter().all(|m| m["flipped"] == false),
+        "flipped before switch: {v}"
+    );
+    assert_eq!(
+        v["routing_version"], 1,
+        "no routing change before switch: {v}"
+    );
+    // Catch-up keeps running: what waits stays small under the writer (a few hundred writes
+    // per second).
+    let waiting: u64 = moves(&v)
+        .iter()
+        .filter_map(|m| m["waiting"]["entries"].as_u64())
+        .sum();
+    assert!(waiting < 2000, "the backlog grows while holding: {waiting}");
+
+    let out = run(&s.c, &["switch", &job]).await;
+    assert!(out.status.success(), "switch: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("every move has flipped"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tokio::task::spawn_blocking(move || apply.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let v = status(&s.c, &job).await;
+    assert_eq!(v["state"], "dual_write", "{v}");
+    assert!(moves(&v).iter().all(|m| m["flipped"] == true), "{v}");
+    let out = run(&s.c, &["complete", &job]).await;
+    assert!(out.status.success(), "complete: {}", stderr(&out));
+    w.stop_and_check(true).await;
+    let out = run(&s.c, &["switch", &job]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing left to switch"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A job that flips by itself has nothing to switch: refused, exit 2.
+async fn switch_refused_for_an_automatic_job(kind: Kind) {
+    let Some(s) = setup(kind, "swa") else { return };
+    let job = common::online::applied(&s).await;
+    let out = run(&s.c, &["switch", &job]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--switch manual"), "{}", stderr(&out));
+}
+
+per_backend_async!(
+    nothing_flips_until_switch,
+    switch_refused_for_an_automatic_job
+);
