@@ -37,7 +37,7 @@ pub enum Command {
     Route(RouteArgs),
     /// Carry out a plan as a resumable job (or check it with --dry-run)
     Apply(ApplyArgs),
-    /// Continue an interrupted or failed job from its recorded progress
+    /// Continue an interrupted, failed or paused job from its recorded progress
     Resume(ResumeArgs),
     /// Show a job's state and per-move progress
     Status(StatusArgs),

@@ -139,10 +139,11 @@ per_backend_async!(
     cancelled_job_reads_as_cancelled
 );
 
-/// `status | head` ends quietly when the reader has gone, and `jobs` refuses a catalog that does
-/// not exist as `status` does.
+/// `status | head` ends quietly when the reader has gone, `jobs` refuses a catalog that does
+/// not exist as `status` does, and a bare `resume` with a job waiting in dual write names the
+/// job and its next step instead of "every job has finished".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_pipe_and_missing_catalog() {
+async fn closed_pipe_missing_catalog_and_resume_hint() {
     let Some(s) = setup(Kind::Sqlite, "stp") else {
         return;
     };
@@ -163,4 +164,8 @@ async fn closed_pipe_and_missing_catalog() {
             .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let out = run(&s.c, &["resume"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let want = format!("job {job} is dual_write; next: reshard complete {job}");
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
 }

@@ -322,6 +322,17 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
     };
     ro.close().await;
     let catalog = Arc::new(Catalog::open_rw(&opts.catalog).await?);
+    let mut unfinished = Vec::new();
+    if opts.job.is_none() {
+        for j in catalog.jobs().await? {
+            let s = JobState::parse(&j.state);
+            if s.is_some_and(|s| !s.finished() && !s.resumable()) {
+                let f =
+                    crate::decide::Flips::of(catalog.moves(&j.id).await?.iter().map(|m| m.flipped));
+                unfinished.push((j.id.clone(), s, f.any, f.all));
+            }
+        }
+    }
     let job = match &opts.job {
         Some(j) => catalog
             .job(j)
@@ -332,7 +343,18 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
             .await?
             .into_iter()
             .find(|j| JobState::parse(&j.state).is_some_and(|s| s.resumable()))
-            .ok_or_else(|| InputError::one("no job to resume: every job has finished"))?,
+            .ok_or_else(|| {
+                // Say what the unfinished job needs instead of claiming that all have finished.
+                let waiting = unfinished.iter().find_map(|(id, state, any, all)| {
+                    state.map(|s| {
+                        format!("job {id} is {s}; next: {}", s.finish_hint(id, *any, *all))
+                    })
+                });
+                InputError::one(
+                    waiting
+                        .unwrap_or_else(|| "no job to resume: every job has finished".to_string()),
+                )
+            })?,
     };
     let state = JobState::parse(&job.state);
     if state == Some(JobState::Copied) {
