@@ -58,6 +58,8 @@ pub enum Command {
     Pause(PauseArgs),
     /// Cut over a job started with `apply --switch manual`, which has been catching up
     Switch(SwitchArgs),
+    /// Show a job's history: every state change, request, flip and fence, with times
+    Log(LogArgs),
 }
 
 /// `reshard demo --help`, wrapped by hand to fit 100 columns (clap here does not wrap).
@@ -387,6 +389,24 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  reshard log                       # the most recent job\n  \
+    reshard log J --follow            # new events as they happen, until the job completes or is \
+    cancelled\n  reshard log J --format json | jq  # one JSON object per line: id, at, move, kind, detail"
+)]
+pub struct LogArgs {
+    /// The job (default: the most recent)
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Keep printing new events (every 500 ms) until the job is completed or cancelled
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct JobsArgs {
     #[command(flatten)]
     pub catalog: CatalogArg,
@@ -582,6 +602,12 @@ pub fn dispatch(cli: Cli) -> i32 {
             job: a.job,
             catalog: a.catalog.catalog,
             wait: !a.no_wait,
+        }),
+        Command::Log(a) => log::run(log::LogOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            format: a.format.into(),
+            follow: a.follow,
         }),
         Command::Switch(a) => switch::run(switch::SwitchOptions {
             job: a.job,

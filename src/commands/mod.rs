@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod demo;
+pub mod log;
 pub mod online;
 pub mod pause;
 pub mod plan;
@@ -68,14 +69,70 @@ pub fn block_on_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
 /// Opens the catalog for a command that acts on an existing job, refusing one that does not
 /// exist (a mistyped URL must never create an empty catalog).
 pub async fn open_existing(url: &str) -> anyhow::Result<crate::catalog::Catalog> {
+    open_existing_ro(url).await?.close().await;
+    crate::catalog::Catalog::open_rw(url).await
+}
+
+/// Opens an existing catalog read-only (it is never created), refusing one that does not exist.
+pub async fn open_existing_ro(url: &str) -> anyhow::Result<crate::catalog::Catalog> {
     use crate::catalog::{Access, Catalog};
-    let Some(ro) = Catalog::open(url, Access::ReadOnly).await? else {
-        return Err(crate::error::InputError::one(format!(
+    match Catalog::open(url, Access::ReadOnly).await? {
+        Some(c) => Ok(c),
+        None => Err(crate::error::InputError::one(format!(
             "--catalog: {} holds no jobs (it does not exist)",
             crate::shard_url::redact(url)
         ))
-        .into());
+        .into()),
+    }
+}
+
+/// The job named, or the most recent one when none is.
+pub async fn pick_job(
+    cat: &crate::catalog::Catalog,
+    job: Option<&str>,
+) -> anyhow::Result<crate::catalog::JobRow> {
+    let found = match job {
+        Some(id) => cat.job(id).await?,
+        None => cat.jobs().await?.into_iter().next(),
     };
-    ro.close().await;
-    Catalog::open_rw(url).await
+    found.ok_or_else(|| {
+        crate::error::InputError::one(match job {
+            Some(id) => format!("job {id}: not in the catalog"),
+            None => "no jobs in the catalog".to_string(),
+        })
+        .into()
+    })
+}
+
+/// Breaks `text` at spaces so that no line passes `width` columns (a word longer than that
+/// keeps its own line); continuation lines start with `indent`.
+pub(crate) fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut col = 0;
+    for word in text.split(' ') {
+        let n = word.chars().count();
+        if col > 0 && col + 1 + n > width {
+            out.push('\n');
+            out.push_str(indent);
+            col = indent.chars().count();
+        } else if col > 0 {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn warnings_wrap_within_the_width() {
+        let text = "warning: ".to_string() + &"word ".repeat(60);
+        let w = super::wrap(text.trim_end(), 40, "  ");
+        assert!(w.lines().all(|l| l.chars().count() <= 40), "{w}");
+        assert!(w.lines().skip(1).all(|l| l.starts_with("  ")), "{w}");
+        assert_eq!(w.split_whitespace().count(), 61, "no word lost");
+    }
 }

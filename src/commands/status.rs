@@ -7,10 +7,8 @@ use serde_json::json;
 
 use super::Format;
 use crate::backlog::{self, LogBacklog, ShardLogs};
-use crate::catalog::{Access, Catalog, JobRow, MoveRow};
-use crate::error::InputError;
+use crate::catalog::{JobRow, MoveRow};
 use crate::job::JobState;
-use crate::shard_url::redact;
 
 #[derive(Debug, Clone)]
 pub struct StatusOptions {
@@ -31,10 +29,6 @@ pub fn run(opts: StatusOptions) -> i32 {
 
 pub fn jobs(opts: JobsOptions) -> i32 {
     super::block_on(list(opts))
-}
-
-async fn open(url: &str) -> Result<Option<Catalog>> {
-    Catalog::open(url, Access::ReadOnly).await
 }
 
 fn move_json(m: &MoveRow) -> serde_json::Value {
@@ -76,24 +70,8 @@ fn job_json(j: &JobRow, moves: &[MoveRow]) -> serde_json::Value {
 }
 
 async fn status(opts: StatusOptions) -> Result<()> {
-    let Some(cat) = open(&opts.catalog).await? else {
-        return Err(InputError::one(format!(
-            "--catalog: {} holds no jobs (it does not exist)",
-            redact(&opts.catalog)
-        ))
-        .into());
-    };
-    let job = match &opts.job {
-        Some(id) => cat.job(id).await?,
-        None => cat.jobs().await?.into_iter().next(),
-    };
-    let Some(job) = job else {
-        return Err(InputError::one(match &opts.job {
-            Some(id) => format!("job {id}: not in the catalog"),
-            None => "no jobs in the catalog".to_string(),
-        })
-        .into());
-    };
+    let cat = super::open_existing_ro(&opts.catalog).await?;
+    let job = super::pick_job(&cat, opts.job.as_deref()).await?;
     let moves = cat.moves(&job.id).await?;
     let routing_version = cat.routing().await?.map(|r| r.version);
     cat.close().await;
@@ -270,7 +248,11 @@ fn text(
     let served = served.map_or(String::new(), |s| format!("; {s}"));
     let _ = writeln!(out, "created {}, {took}{served}", job.created_at);
     if let Some(e) = &job.last_error {
-        let _ = writeln!(out, "{}", wrap(&format!("last error: {e}"), 100, "  "));
+        let _ = writeln!(
+            out,
+            "{}",
+            super::wrap(&format!("last error: {e}"), 100, "  ")
+        );
     }
     let cancelled = job.state == JobState::Cancelled.as_str();
     let rows: Vec<Vec<String>> = moves
@@ -300,20 +282,20 @@ fn text(
             let _ = writeln!(
                 out,
                 "{}",
-                wrap(&format!("{}: last error: {e}", m.id), 100, "  ")
+                super::wrap(&format!("{}: last error: {e}", m.id), 100, "  ")
             );
         }
     }
     if !logs.read.is_empty() {
         let note = "WAITING: change-log entries not yet applied at the shard the move reads (its \
                     destination once flipped, its source before), shared by the moves of that shard";
-        let _ = writeln!(out, "{}", wrap(note, 100, "  "));
+        let _ = writeln!(out, "{}", super::wrap(note, 100, "  "));
     }
     for w in &logs.warnings {
-        let _ = writeln!(out, "{}", wrap(&format!("warning: {w}"), 100, "  "));
+        let _ = writeln!(out, "{}", super::wrap(&format!("warning: {w}"), 100, "  "));
     }
     if let Some(next) = next_step(job, moves) {
-        let _ = writeln!(out, "{}", wrap(&format!("next: {next}"), 100, "  "));
+        let _ = writeln!(out, "{}", super::wrap(&format!("next: {next}"), 100, "  "));
     }
     out
 }
@@ -378,36 +360,9 @@ fn table(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Breaks `text` at spaces so that no line passes `width` columns (a word longer than that
-/// keeps its own line); continuation lines start with `indent`.
-fn wrap(text: &str, width: usize, indent: &str) -> String {
-    let mut out = String::new();
-    let mut col = 0;
-    for word in text.split(' ') {
-        let n = word.chars().count();
-        if col > 0 && col + 1 + n > width {
-            out.push('\n');
-            out.push_str(indent);
-            col = indent.chars().count();
-        } else if col > 0 {
-            out.push(' ');
-            col += 1;
-        }
-        out.push_str(word);
-        col += n;
-    }
-    out
-}
-
 async fn list(opts: JobsOptions) -> Result<()> {
     // The same refusal as `status`: a mistyped catalog URL must not look like an empty one.
-    let Some(cat) = open(&opts.catalog).await? else {
-        return Err(InputError::one(format!(
-            "--catalog: {} holds no jobs (it does not exist)",
-            redact(&opts.catalog)
-        ))
-        .into());
-    };
+    let cat = super::open_existing_ro(&opts.catalog).await?;
     let mut jobs = Vec::new();
     for j in cat.jobs().await? {
         let moves = cat.moves(&j.id).await?;
@@ -441,17 +396,5 @@ async fn list(opts: JobsOptions) -> Result<()> {
                 &rows,
             ))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn warnings_wrap_within_the_width() {
-        let text = "warning: ".to_string() + &"word ".repeat(60);
-        let w = super::wrap(text.trim_end(), 40, "  ");
-        assert!(w.lines().all(|l| l.chars().count() <= 40), "{w}");
-        assert!(w.lines().skip(1).all(|l| l.starts_with("  ")), "{w}");
-        assert_eq!(w.split_whitespace().count(), 61, "no word lost");
     }
 }
