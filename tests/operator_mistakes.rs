@@ -237,21 +237,7 @@ async fn audit_without_counts_fails(kind: Kind) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.contains("NO EXPECTED COUNT"), "{text}");
-    let users = format!("users={}", rows[0]);
-    let orders = format!("orders={}", rows[1]);
-    let out = run(
-        &s.c,
-        &[
-            "verify",
-            &a,
-            "--audit",
-            "--expect-rows",
-            &users,
-            "--expect-rows",
-            &orders,
-        ],
-    )
-    .await;
+    let out = common::online::audit_expecting(&s.c, &a, rows[0], rows[1]).await;
     assert!(
         out.status.success(),
         "{}",

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{job_id, stderr};
 use common::db::Kind;
-use common::online::{run, setup, status, Setup};
+use common::online::{setup, status, Setup};
 use reshard::router::{RouterOptions, ShardTx};
 use reshard::{Key, Map, Router};
 
@@ -441,21 +441,8 @@ async fn regression_two_writers_stale_delete_acknowledged_across_cycles_and_kill
     // Every row on its owner and nowhere else, with the counts the writers' tallies predict
     // (the writers touch only their own orders).
     let job = d.job.clone().unwrap();
-    let users = format!("users={users}");
-    let orders = format!("orders={}", orders + inserted.len() - deleted.len());
-    let out = run(
-        &s.c,
-        &[
-            "verify",
-            &job,
-            "--audit",
-            "--expect-rows",
-            &users,
-            "--expect-rows",
-            &orders,
-        ],
-    )
-    .await;
+    let orders = orders + inserted.len() - deleted.len();
+    let out = common::online::audit_expecting(&s.c, &job, users, orders).await;
     assert!(
         out.status.success(),
         "audit: {}{}",

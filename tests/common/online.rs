@@ -115,3 +115,19 @@ pub async fn job_when(c: &Cluster, what: &str, ready: impl Fn(&Value) -> bool) -
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `verify JOB --audit` expecting these row counts (a writer's tally) instead of the recorded ones.
+pub async fn audit_expecting(c: &Cluster, job: &str, users: usize, orders: usize) -> Output {
+    let users = format!("users={users}");
+    let orders = format!("orders={orders}");
+    let args = [
+        "verify",
+        job,
+        "--audit",
+        "--expect-rows",
+        &users,
+        "--expect-rows",
+        &orders,
+    ];
+    run(c, &args).await
+}
