@@ -60,6 +60,9 @@ pub enum Command {
     Switch(SwitchArgs),
     /// Show a job's history: every state change, request, flip and fence, with times
     Log(LogArgs),
+    /// Carry out the catalog's unfinished job together with other workers, on this machine or
+    /// others: copies in parallel, cutovers, reverse sync, and the operator's requests
+    Worker(WorkerArgs),
 }
 
 /// `reshard demo --help`, wrapped by hand to fit 100 columns (clap here does not wrap).
@@ -164,6 +167,10 @@ pub struct JobArgs {
     /// Only this move (rollback)
     #[arg(long = "move", value_name = "ID")]
     pub move_id: Option<String>,
+    /// When a `reshard worker` (or `reshard sync`) serves the job, record the request for it
+    /// and return at once instead of waiting until it is carried out (rollback, cancel)
+    #[arg(long)]
+    pub no_wait: bool,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
     /// logs and guards, or sets a fence (e.g. 1s, 500ms); see `reshard apply --help`.
     /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
@@ -187,6 +194,10 @@ pub struct CompleteArgs {
     /// bypassed delete, another job's cleanup), they are then gone for good
     #[arg(long)]
     pub skip_verify_risking_data_loss: bool,
+    /// When a `reshard worker` (or `reshard sync`) serves the job, record the request for it
+    /// and return at once instead of waiting until it is carried out
+    #[arg(long)]
+    pub no_wait: bool,
     /// Longest wait for a table lock by each statement that removes triggers, logs and guards
     /// (e.g. 1s, 500ms); see `reshard apply --help`. Default: the value the job was started
     /// with (`apply --lock-timeout`), else 1s
@@ -203,6 +214,7 @@ impl From<CompleteArgs> for commands::online::JobOptions {
             move_id: None,
             verify: !a.skip_verify_risking_data_loss,
             lock_timeout: None,
+            no_wait: a.no_wait,
         }
     }
 }
@@ -341,6 +353,10 @@ pub struct ApplyArgs {
     /// the fence is lowered, catch-up resumes and the cutover is retried
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub max_fence: String,
+    /// Create the job and return at once, leaving it to `reshard worker` processes on the
+    /// catalog (see `reshard worker --help`)
+    #[arg(long)]
+    pub no_wait: bool,
     /// Once every move has flipped, complete the job (otherwise it waits in dual write)
     #[arg(long, conflicts_with = "switch")]
     pub complete: bool,
@@ -371,11 +387,44 @@ pub struct ResumeArgs {
     /// Moves copied at the same time
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// Mark the job running and return at once, leaving it to `reshard worker` processes
+    #[arg(long)]
+    pub no_wait: bool,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
     /// logs and guards, or sets a fence (e.g. 1s, 500ms); see `reshard apply --help`.
     /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Start one or more workers on a catalog, then hand them a job:\n  \
+    reshard worker --catalog postgres://cat/reshard &        # on each machine\n  \
+    reshard apply plan.json --yes --no-wait --catalog ...    # create the job and return\n  \
+    reshard status --catalog ...                             # who holds what\n  \
+    reshard complete JOB --catalog ...                       # asked of the serving worker\n\n\
+    Each move's copy is a task that one worker leases; the other work (setup, catch-up and \
+    cutovers,\nreverse sync in dual write, complete, rollback, cancel) is done by the one worker \
+    holding the job's\nlease. A worker that dies loses its leases after --lease-ttl (at once \
+    for a dead process on the same\nhost); another worker continues from the recorded cursors. \
+    Ctrl-C stops a worker after its batch in\nflight and leaves the job to the others. A SQLite \
+    catalog serves the workers of one machine;\nworkers on several machines share a PostgreSQL \
+    catalog. See docs/online.md (\"Workers\")."
+)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// How long a lease lives without renewal (renewed every third of it): how soon another
+    /// worker takes over the work of one that died
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub lease_ttl: String,
+    /// How long a worker with nothing to do waits before looking again
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub idle: String,
+    /// Copy tasks (moves) this worker copies at once
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub parallel: usize,
 }
 
 #[derive(Args, Debug)]
@@ -468,6 +517,7 @@ impl From<JobArgs> for commands::online::JobOptions {
             move_id: a.move_id,
             verify: true,
             lock_timeout: None,
+            no_wait: a.no_wait,
         }
     }
 }
@@ -559,6 +609,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             max_fence: a.max_fence,
             complete: a.complete,
             switch_manual: a.switch == SwitchArg::Manual,
+            no_wait: a.no_wait,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
                 crate::lockwait::set_timeout(d);
@@ -571,6 +622,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             progress: a.progress.into(),
             parallel: a.parallel,
             lock_timeout,
+            no_wait: a.no_wait,
         }),
         Command::Status(a) => status::run(status::StatusOptions {
             job: a.job,
@@ -602,6 +654,12 @@ pub fn dispatch(cli: Cli) -> i32 {
             job: a.job,
             catalog: a.catalog.catalog,
             wait: !a.no_wait,
+        }),
+        Command::Worker(a) => worker::run(worker::WorkerOptions {
+            catalog: a.catalog.catalog,
+            lease_ttl: a.lease_ttl,
+            idle: a.idle,
+            parallel: a.parallel,
         }),
         Command::Log(a) => log::run(log::LogOptions {
             job: a.job,

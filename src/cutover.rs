@@ -485,22 +485,6 @@ impl Online<'_> {
         self.trim(&m.destination, &drained).await?;
         Ok(Cutover::Flipped { fence_ms: ms })
     }
-
-    /// Reverse sync (and any pending catch-up) until `stop`: one pass over every shard, then a
-    /// short pause when nothing arrived.
-    pub async fn sync_until(&self, stop: &StopFlag) -> Result<()> {
-        let shards: Vec<String> = self.shards().into_iter().map(|(s, _)| s).collect();
-        while !stop.requested() {
-            let mut n = 0;
-            for s in &shards {
-                n += self.drain(s, false).await?.entries;
-            }
-            if n == 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-        Ok(())
-    }
 }
 
 fn describe_report(r: &verify::MoveReport) -> String {

@@ -84,6 +84,9 @@ pub struct Run<'a> {
     /// Whether moves may flip: always, unless the job switches manually and no `reshard
     /// switch` has been asked yet (see [`Run::switch_gate`]).
     pub switch: Arc<AtomicBool>,
+    /// A `reshard worker`'s run: stopped by a signal or a lost lease, it leaves the job
+    /// running for another worker to continue, instead of interrupted.
+    pub handoff: bool,
 }
 
 /// The command that resumes a job, with the catalog flag when it is not the default.
@@ -95,10 +98,24 @@ pub fn resume_command(job: &str, catalog_url: &str) -> String {
     }
 }
 
+/// How far a run takes the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Tables created, capture installed and one copy task per unfinished move added, for
+    /// `reshard worker`s to copy in parallel (src/worker).
+    Setup,
+    /// The job's target: dual write, or completed with `--complete`.
+    Target,
+}
+
 impl Run<'_> {
-    /// Runs the job to `copied`, or stops it as `interrupted` (Stop::Interrupted, exit 130) or
-    /// `failed` (an error, exit 1). The caller holds the lease; this renews it.
-    pub async fn execute(self, mut ctx: Context) -> Result<()> {
+    /// Runs the job to its target, or stops it as `interrupted` (Stop::Interrupted, exit 130)
+    /// or `failed` (an error, exit 1). Takes the job's lease and renews it.
+    pub async fn execute(self, ctx: Context) -> Result<()> {
+        self.execute_until(ctx, Until::Target).await
+    }
+
+    pub async fn execute_until(self, mut ctx: Context, until: Until) -> Result<()> {
         // Before the lease: a pause asked from here on is one this run obeys. A switch request
         // stays: it was asked of whichever run carries the job to its flips.
         self.catalog
@@ -113,14 +130,17 @@ impl Run<'_> {
             paused.clone(),
             self.switch.clone(),
         ));
-        let result = self.execute_leased(&mut ctx).await;
+        let result = self.execute_leased(&mut ctx, until).await;
         watch.abort();
-        let ended = self.finish(result, paused.load(Ordering::Acquire)).await;
+        let ended = match result {
+            Ok(Some(JobState::Running)) if until == Until::Setup => Ok(()),
+            result => self.finish(result, paused.load(Ordering::Acquire)).await,
+        };
         lease.release().await;
         ended
     }
 
-    async fn execute_leased(&self, ctx: &mut Context) -> Result<Option<JobState>> {
+    async fn execute_leased(&self, ctx: &mut Context, until: Until) -> Result<Option<JobState>> {
         let job = self.job;
         let cat = &self.catalog;
         let current = cat
@@ -163,6 +183,20 @@ impl Run<'_> {
         online.install().await?;
         online.reconcile().await?;
         let rows = cat.moves(job).await?;
+        if until == Until::Setup {
+            let left: Vec<String> = rows
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        crate::job::MoveState::parse(&r.state),
+                        Some(crate::job::MoveState::Pending | crate::job::MoveState::Copying)
+                    )
+                })
+                .map(|r| r.id.clone())
+                .collect();
+            cat.add_copy_tasks(job, &left).await?;
+            return Ok(Some(JobState::Running));
+        }
         let progress = Progress::new(
             self.progress,
             job,
@@ -344,6 +378,10 @@ impl Run<'_> {
                     "reshard: job {job} paused; continue with: {}",
                     resume_command(job, self.catalog_url)
                 );
+                Ok(())
+            }
+            Ok(None) if self.handoff => {
+                eprintln!("reshard: job {job}: stopped here; another worker continues it");
                 Ok(())
             }
             Ok(None) => {

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod execute;
 pub mod failpoint;
+pub mod finish;
 pub mod hashing;
 pub mod ident;
 pub mod job;
@@ -36,6 +37,7 @@ pub mod signals;
 pub mod sqlroute;
 pub mod triggers;
 pub mod verify;
+pub mod worker;
 pub mod workload;
 
 pub use backend::sqlite_functions::register_sqlite_functions;

@@ -301,6 +301,15 @@ impl Catalog {
         res.with_context(|| format!("catalog {}: looking for unfinished jobs", self.label))
     }
 
+    /// The unfinished job, if any (there is at most one).
+    pub async fn unfinished_job_id(&self) -> Result<Option<String>> {
+        let res: Result<Option<String>> = with_pool!(self, p => async {
+            let jobs: Vec<(String, String)> = sqlx::query_as(UNFINISHED_JOBS).fetch_all(p).await?;
+            Ok(jobs.into_iter().next().map(|(id, _)| id))
+        }.await);
+        res.with_context(|| format!("catalog {}: looking for unfinished jobs", self.label))
+    }
+
     /// Records `map` as routing version 1 when the catalog routes nothing yet, so that a
     /// [`crate::Router`] can run before the first `apply` (tests, the demo); `apply` then finds
     /// the same map and keeps the version. An existing routing must be the same map.
@@ -452,6 +461,19 @@ impl Catalog {
                         (u - now + 999) / 1000
                     )));
                 }
+            }
+            // Workers copying the job's moves hold its tasks, not its lease; one process may
+            // not run the job beside them.
+            let rows: Vec<(Option<String>, Option<i64>)> = sqlx::query_as(tasks::TASK_HOLDERS)
+                .bind(job).fetch_all(&mut *tx).await?;
+            let busy = tasks::live_task_holders(&rows, owner, now);
+            if !busy.is_empty() {
+                return Ok(Err(format!(
+                    "job {job} is being copied by {} worker(s) ({}); `reshard pause {job}` \
+                     stops them",
+                    busy.len(),
+                    busy.join(", ")
+                )));
             }
             sqlx::query("UPDATE jobs SET lease_owner = $1, lease_expires_ms = $2 WHERE id = $3")
                 .bind(owner).bind(expires).bind(job).execute(&mut *tx).await?;
@@ -771,3 +793,5 @@ mod online;
 pub use online::CaptureCounts;
 mod requests;
 pub use requests::{PauseOutcome, PAUSE, SWITCH};
+mod tasks;
+pub use tasks::{live as live_lease, Claim, TaskRow, COPY};

@@ -54,9 +54,12 @@ impl Catalog {
                     state.finish_hint(job, false, false)
                 )));
             }
+            let rows: Vec<(Option<String>, Option<i64>)> =
+                sqlx::query_as(super::tasks::TASK_HOLDERS).bind(job).fetch_all(&mut *tx).await?;
+            // The job's lease holder, or else a worker copying one of its moves.
             let live = match (&holder, until) {
                 (Some(h), Some(u)) if u > now && !holder_is_dead(h) => Some(h.clone()),
-                _ => None,
+                _ => super::tasks::live_task_holders(&rows, "", now).into_iter().next(),
             };
             let (outcome, request, detail) = match &live {
                 Some(h) => (

@@ -34,6 +34,8 @@ pub struct ApplyOptions {
     pub lock_timeout: std::time::Duration,
     /// `--switch manual`: flip only after `reshard switch`.
     pub switch_manual: bool,
+    /// `--no-wait`: create the job and leave it to `reshard worker`s.
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct ResumeOptions {
     pub parallel: Option<usize>,
     /// `--lock-timeout` when given; otherwise the job's own.
     pub lock_timeout: Option<std::time::Duration>,
+    /// `--no-wait`: mark the job running and leave it to `reshard worker`s.
+    pub no_wait: bool,
 }
 
 fn validate(batch_size: usize, parallel: Option<usize>) -> Result<(), InputError> {
@@ -289,6 +293,15 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         })
         .await?;
     println!("job {job}");
+    if opts.no_wait {
+        eprintln!(
+            "reshard: created job {job} ({} moves); `reshard worker --catalog ...` processes \
+             carry it out, `reshard status {job}` follows them",
+            plan.moves.len()
+        );
+        catalog.close().await;
+        return Ok(job);
+    }
     eprintln!("reshard: started job {job} ({} moves)", plan.moves.len());
     let switch = Run::switch_gate(&catalog, &job, &options).await?;
     let run = Run {
@@ -299,6 +312,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         progress: opts.progress,
         stop,
         switch,
+        handoff: false,
     };
     let r = run.execute(ctx).await;
     catalog.close().await;
@@ -376,6 +390,19 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         ))
         .into());
     }
+    if opts.no_wait {
+        // A worker re-checks the stored plan before it touches a shard.
+        catalog.clear_request(&job.id, crate::catalog::PAUSE).await?;
+        catalog
+            .set_job_state(&job.id, JobState::Running, None)
+            .await?;
+        eprintln!(
+            "reshard: job {} is running again; `reshard worker` processes carry it on",
+            job.id
+        );
+        catalog.close().await;
+        return Ok(());
+    }
     let plan = Plan::parse(&job.plan_json, &format!("job {} plan", job.id))?;
     // Authenticated as apply authenticated the file: a plan edited in the catalog is refused
     // before anything is written.
@@ -406,6 +433,7 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         progress: opts.progress,
         stop,
         switch,
+        handoff: false,
     };
     let r = run.execute(ctx).await;
     catalog.close().await;

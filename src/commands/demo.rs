@@ -447,6 +447,7 @@ impl Demo {
 
 fn apply_options(catalog_url: &str) -> ApplyOptions {
     ApplyOptions {
+        no_wait: false,
         plan: PathBuf::from("plan.json"),
         catalog: catalog_url.to_string(),
         dry_run: false,

@@ -11,6 +11,7 @@ pub mod route;
 pub mod status;
 pub mod switch;
 pub mod verify;
+pub mod worker;
 
 use crate::error::exit_code;
 

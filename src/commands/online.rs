@@ -8,22 +8,14 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::capture::Online;
-use crate::cutover::{Cutover, MAX_FENCE_ATTEMPTS};
+use crate::catalog::Catalog;
 use crate::decide::{decide, Decision, Flips, Request};
 use crate::error::{InputError, Stop};
-use crate::execute::JobOptions as RunOptions;
+use crate::finish::{self, Spec};
 use crate::job::JobState;
 use crate::lease::Lease;
-use crate::plan::Plan;
-use crate::preflight;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Complete,
-    Rollback,
-    Cancel,
-    Sync,
-}
+pub use crate::finish::Action;
 
 #[derive(Debug, Clone)]
 pub struct JobOptions {
@@ -36,6 +28,8 @@ pub struct JobOptions {
     pub verify: bool,
     /// `--lock-timeout` when given; otherwise the one the job was started with.
     pub lock_timeout: Option<Duration>,
+    /// When a live process serves the job: record the request and return at once.
+    pub no_wait: bool,
 }
 
 /// `2s`, `500ms`, `1.5s` or a bare number of milliseconds.
@@ -114,101 +108,28 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         }
         Decision::Refused(msg) => return Err(Stop::Refused(msg).into()),
     }
-    let plan = Plan::parse(&job.plan_json, &format!("job {id} plan"))?;
-    // Moves changed in the catalog would delete, drop or flip the wrong keys' rows.
-    crate::plan_check::check_stored(&plan, &id)?;
-    let options: RunOptions = serde_json::from_str(&job.options_json)
-        .with_context(|| format!("job {id}: unreadable options in the catalog"))?;
-    options.use_lock_timeout(&id, opts.lock_timeout);
-    let (mut ctx, mut problems) = preflight::connect(&plan).await;
-    problems.extend(preflight::describe_all(&mut ctx).await);
-    // A cancel after --create-tables may find some created tables gone already.
-    if !problems.is_empty() && action != Action::Cancel {
-        return Err(anyhow::anyhow!(
-            "job {id} cannot continue yet:\n  - {}",
-            problems.join("\n  - ")
-        ));
+    let spec = Spec {
+        move_id: opts.move_id.clone(),
+        verify: opts.verify,
+        max_fence,
+        created: Vec::new(),
+    };
+    if action != Action::Sync {
+        if let Some(holder) = catalog.live_holder(&id).await? {
+            return ask(&catalog, &id, action, &opts, &holder).await;
+        }
     }
+    let loaded = finish::load(&catalog, &id, opts.lock_timeout, action == Action::Cancel).await?;
+    let spec = Spec {
+        created: loaded.options.create.clone(),
+        ..spec
+    };
     let lease = Lease::acquire(&catalog, &id, None).await?;
     let result = async {
-        let mut online = Online::new(&ctx, &catalog, &id).await?;
+        let mut online = Online::new(&loaded.ctx, &catalog, &id).await?;
         online.load_logs().await?;
         online.reconcile().await?;
-        match action {
-            Action::Complete => {
-                if !opts.verify {
-                    eprintln!(
-                        "reshard: job {id}: deleting old copies WITHOUT verifying them \
-                         (--skip-verify-risking-data-loss)"
-                    );
-                }
-                let v = online.complete(opts.verify).await?;
-                eprintln!("reshard: job {id} completed; routing version {v} is the plan's new map");
-            }
-            Action::Cancel => {
-                online.cancel(&options.create).await?;
-                eprintln!("reshard: job {id} cancelled; the shards are as they were");
-            }
-            Action::Sync => {
-                let stop = crate::signals::install().context("installing signal handlers")?;
-                eprintln!("reshard: job {id}: reverse sync running; Ctrl-C stops it");
-                online.sync_until(&stop).await?;
-            }
-            Action::Rollback => {
-                for mi in 0..online.moves.len() {
-                    if !online.flipped[mi]
-                        || opts
-                            .move_id
-                            .as_ref()
-                            .is_some_and(|m| *m != online.moves[mi].id)
-                    {
-                        continue;
-                    }
-                    let mut tries = 0;
-                    loop {
-                        // Catch up first so that the fenced drain is short.
-                        online
-                            .drain(&online.moves[mi].destination.clone(), false)
-                            .await?;
-                        match online.rollback(mi, max_fence).await? {
-                            Cutover::Flipped { fence_ms } => {
-                                eprintln!(
-                                    "reshard: move {} flipped back, fence {fence_ms} ms",
-                                    online.moves[mi].id
-                                );
-                                break;
-                            }
-                            Cutover::Aborted(why) => {
-                                tries += 1;
-                                if tries >= MAX_FENCE_ATTEMPTS {
-                                    anyhow::bail!(
-                                        "move {}: {tries} rollback fences failed (last: {why})",
-                                        online.moves[mi].id
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-                // Each flip back recorded rolled_back with it (Catalog::flip).
-                let left = online.flipped.iter().filter(|f| **f).count();
-                eprintln!(
-                    "reshard: job {id} rolled back{}; next: reshard cancel {id} (undo{}) or \
-                     reshard resume {id} (cut over again)",
-                    if left > 0 {
-                        format!(" in part ({left} moves still flipped)")
-                    } else {
-                        String::new()
-                    },
-                    if left > 0 {
-                        ", after rolling back the rest"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
-        anyhow::Ok(())
+        finish::carry_out(&mut online, action, &spec).await
     }
     .await;
     if let Err(e) = &result {
@@ -223,6 +144,94 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
     lease.release().await;
     catalog.close().await;
     result
+}
+
+/// The states a request has been carried out in.
+fn carried_out(action: Action, state: JobState) -> bool {
+    match action {
+        Action::Complete => state == JobState::Completed,
+        Action::Cancel => state == JobState::Cancelled,
+        Action::Rollback => state == JobState::RolledBack,
+        Action::Sync => false,
+    }
+}
+
+/// A live process (`reshard worker` or `reshard sync`) serves the job: the action is recorded
+/// as a request for it to carry out, and by default this waits until it has.
+async fn ask(
+    catalog: &Catalog,
+    id: &str,
+    action: Action,
+    opts: &JobOptions,
+    holder: &str,
+) -> Result<()> {
+    if !opts.verify {
+        return Err(Stop::Refused(format!(
+            "job {id} is served by {holder}; a complete without verification is not asked of \
+             it. Stop that process first, then run this again"
+        ))
+        .into());
+    }
+    let asked = finish::Asked {
+        action,
+        move_id: opts.move_id.clone(),
+    };
+    let word = asked.to_request();
+    catalog
+        .record_request(id, &word, &format!("{word}, asked of {holder}"))
+        .await?;
+    if opts.no_wait {
+        eprintln!(
+            "reshard: job {id}: {word} requested of {holder}; `reshard status {id}` shows when \
+             it is done"
+        );
+        return Ok(());
+    }
+    eprintln!("reshard: job {id}: {word} requested of {holder}; waiting for it");
+    let started = std::time::Instant::now();
+    let mut last_event = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let row = catalog
+            .job(id)
+            .await?
+            .with_context(|| format!("job {id} is gone from the catalog"))?;
+        let state = JobState::parse(&row.state);
+        if state.is_some_and(|s| carried_out(action, s)) {
+            eprintln!(
+                "reshard: job {id} is {} ({:.1}s)",
+                row.state,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if state == Some(JobState::Failed) {
+            return Err(anyhow::anyhow!(
+                "job {id}: {word} failed: {}",
+                row.last_error.unwrap_or_default()
+            ));
+        }
+        // What the serving process reports, as it happens.
+        if let Some(e) = catalog.events(id).await?.last() {
+            let line = format!("{} {}", e.kind, e.detail);
+            if line != last_event {
+                eprintln!("reshard: job {id}: {line}");
+                last_event = line;
+            }
+        }
+        let pending = catalog.job_request(id).await?.as_deref() == Some(word.as_str());
+        if pending && catalog.live_holder(id).await?.is_none() {
+            // The process went away before taking the request: nothing was started, so this
+            // command carries it out itself.
+            catalog.clear_request(id, &word).await?;
+            eprintln!("reshard: job {id}: {holder} is gone; carrying out {word} here");
+            return Box::pin(act(action, opts.clone(), opts_fence(opts)?)).await;
+        }
+    }
+}
+
+fn opts_fence(opts: &JobOptions) -> Result<Duration> {
+    Ok(parse_duration("--max-fence", &opts.max_fence)?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub struct Cluster {
     pub kind: Kind,
     pub shards: BTreeMap<String, TestDb>,
     pub dir: tempfile::TempDir,
+    /// A catalog elsewhere (a PostgreSQL database) in place of the SQLite one in `dir`.
+    pub catalog: Option<String>,
 }
 
 pub fn ddl(kind: Kind, table: &str) -> String {
@@ -58,6 +60,7 @@ impl Cluster {
             kind,
             shards,
             dir: tempfile::tempdir().expect("tempdir"),
+            catalog: None,
         })
     }
 
@@ -98,7 +101,10 @@ impl Cluster {
     }
 
     pub fn catalog_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("catalog.db").display())
+        match &self.catalog {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("catalog.db").display()),
+        }
     }
 
     pub fn catalog_path(&self) -> PathBuf {

@@ -1,0 +1,318 @@
+//! `reshard worker` under the Router writer: three workers share a ring-add job of three moves
+//! (`apply --no-wait` creates it). One is killed with -9 mid-copy and another mid-reverse-sync;
+//! the others take their work over, the job pauses and resumes between, reverse sync keeps the
+//! old owners equal to the new ones with no `sync` command, `complete` is asked of the serving
+//! worker, and every acknowledged write is at its owner. PostgreSQL and MariaDB shards use a
+//! PostgreSQL catalog (what workers on several machines share); SQLite shards a SQLite one.
+//! A second test asks a worker to roll back and the writer loses nothing.
+
+#[macro_use]
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::cluster::{job_id, ring, stderr, Cluster};
+use common::db::{Kind, TestDb};
+use common::online::{run, status};
+use common::writer::{self, Writer};
+
+/// Leases short enough that a takeover after a kill is quick, long enough for a loaded machine.
+const TTL_MS: u64 = 3000;
+
+struct Job {
+    c: Cluster,
+    from: Value,
+    plan: String,
+    /// Holds the PostgreSQL catalog database while the test runs.
+    _catalog: Option<TestDb>,
+}
+
+/// Four shards; users 1..=n on a 3-node ring, planned onto a 4-node ring: three moves, one
+/// from each old node to s3.
+fn ring_add(kind: Kind, tag: &str, users: i64) -> Option<Job> {
+    let mut c = Cluster::create(kind, tag, 4)?;
+    let catalog = if kind == Kind::Sqlite {
+        None
+    } else {
+        let db = TestDb::create(Kind::Postgres, &format!("{tag}cat"))?;
+        c.catalog = Some(db.url.clone());
+        Some(db)
+    };
+    c.create_tables(&["s0", "s1", "s2", "s3"]);
+    let from = c.map(&["s0", "s1", "s2"], ring("sha1", 16, &["s0", "s1", "s2"]));
+    let to = c.map(
+        &["s0", "s1", "s2", "s3"],
+        ring("sha1", 16, &["s0", "s1", "s2", "s3"]),
+    );
+    c.populate(&from, users, 2);
+    let plan = c.write_plan("plan", &from, &to).display().to_string();
+    Some(Job {
+        c,
+        from,
+        plan,
+        _catalog: catalog,
+    })
+}
+
+fn worker(c: &Cluster, name: &str) -> Child {
+    let log = std::fs::File::create(c.dir.path().join(format!("{name}.log"))).unwrap();
+    c.cmd(&[
+        "worker",
+        "--lease-ttl",
+        &format!("{TTL_MS}ms"),
+        "--idle",
+        "200ms",
+    ])
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .expect("start a worker")
+}
+
+fn logs(c: &Cluster) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- {}\n", p.display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+async fn events(c: &Cluster, job: &str) -> Vec<Value> {
+    let out = run(c, &["log", job, "--format", "json"]).await;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The pid in a lease owner id (`host:pid:nonce`).
+fn pid_of(owner: &str) -> u32 {
+    owner.split(':').nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits (bounded) until `status` satisfies `ready`; returns it.
+async fn until(c: &Cluster, job: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = status(c, job).await;
+        if ready(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {what}: {v}\n{}",
+            logs(c)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn copied(v: &Value) -> u64 {
+    v["rows_copied"].as_u64().unwrap_or(0)
+}
+
+/// The live holders of the job's copy tasks, from the events: a task leased and not yet done
+/// or released.
+async fn copy_holders(c: &Cluster, job: &str) -> Vec<String> {
+    let mut held: std::collections::BTreeMap<String, String> = Default::default();
+    for e in events(c, job).await {
+        let detail = e["detail"].as_str().unwrap_or("");
+        let Some((task, rest)) = detail.split_once(" by ") else {
+            continue;
+        };
+        let owner = rest.split(' ').next().unwrap_or("").to_string();
+        match e["kind"].as_str() {
+            Some("task_leased") => {
+                held.insert(task.to_string(), owner);
+            }
+            Some("task_done" | "task_released") => {
+                held.remove(task);
+            }
+            _ => {}
+        }
+    }
+    held.into_values().collect()
+}
+
+fn kill9(workers: &mut [(u32, Child)], pid: u32) {
+    let w = workers
+        .iter_mut()
+        .find(|(p, _)| *p == pid)
+        .unwrap_or_else(|| panic!("pid {pid} is not one of the test's workers"));
+    w.1.kill().unwrap();
+    w.1.wait().unwrap();
+}
+
+/// Waits for an event of `kind` whose detail names a takeover from a holder with `pid`; the
+/// time from `since` until it appeared.
+async fn takeover(c: &Cluster, job: &str, kind: &str, pid: u32, since: Instant) -> Duration {
+    let needle = format!(":{pid}:");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = events(c, job).await.iter().any(|e| {
+            e["kind"] == kind
+                && e["detail"]
+                    .as_str()
+                    .and_then(|d| d.split_once("taken over from "))
+                    .is_some_and(|(_, from)| from.contains(&needle))
+        });
+        if found {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} took over from pid {pid}\n{}",
+            logs(c)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn three_workers_through_kills(kind: Kind) {
+    let Some(j) = ring_add(kind, "wrk", 3000) else {
+        return;
+    };
+    let c = &j.c;
+    let w = Writer::start(c, &j.from, writer::config(0)).await;
+    let out = run(
+        c,
+        &["apply", &j.plan, "--yes", "--no-wait", "--batch-size", "10"],
+    )
+    .await;
+    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
+    let job = job_id(&out).unwrap();
+    assert!(stderr(&out).contains("reshard worker"), "{}", stderr(&out));
+    let v = status(c, &job).await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["moves"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(copied(&v), 0, "no process runs the job yet");
+
+    let mut workers: Vec<(u32, Child)> = (0..3)
+        .map(|i| {
+            let ch = worker(c, &format!("w{i}"));
+            (ch.id(), ch)
+        })
+        .collect();
+
+    // Mid-copy: every move is being copied by some worker; one of them dies.
+    let v = until(c, &job, "copying", |v| copied(v) > 200).await;
+    let holders = copy_holders(c, &job).await;
+    assert!(!holders.is_empty(), "copy tasks are held: {v}");
+    let victim = pid_of(&holders[0]);
+    let before_kill = copied(&status(c, &job).await);
+    let killed = Instant::now();
+    kill9(&mut workers, victim);
+    let took = takeover(c, &job, "task_leased", victim, killed).await;
+    eprintln!("{}: copy task taken over {took:?} after the kill -9", kind.name());
+    assert!(
+        took <= Duration::from_millis(TTL_MS + TTL_MS / 3 + 2000),
+        "takeover took {took:?}"
+    );
+
+    // Pause: the copy stops and stays stopped; resume --no-wait hands it back to the workers.
+    let out = run(c, &["pause", &job]).await;
+    assert!(out.status.success(), "pause: {}", stderr(&out));
+    let v = until(c, &job, "paused", |v| v["state"] == "paused").await;
+    let at_pause = copied(&v);
+    assert!(at_pause >= before_kill, "{v}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = status(c, &job).await;
+    if copied(&v) < v["rows_total"].as_u64().unwrap() {
+        assert_eq!(copied(&v), at_pause, "rows copied while paused: {v}");
+    }
+    let out = run(c, &["resume", &job, "--no-wait"]).await;
+    assert!(out.status.success(), "resume --no-wait: {}", stderr(&out));
+
+    // Dual write: the worker serving it (reverse sync) dies; another takes the job's lease.
+    let v = until(c, &job, "in dual write", |v| {
+        v["state"] == "dual_write" && v["lease"].is_object()
+    })
+    .await;
+    let server = pid_of(v["lease"]["owner"].as_str().unwrap());
+    // Reverse sync at work first: the writer writes through the new owners.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed = Instant::now();
+    kill9(&mut workers, server);
+    let took = takeover(c, &job, "lease_acquired", server, killed).await;
+    eprintln!("{}: reverse sync taken over {took:?} after the kill -9", kind.name());
+    assert!(
+        took <= Duration::from_millis(TTL_MS + TTL_MS / 3 + 2000),
+        "takeover took {took:?}"
+    );
+
+    // With no `sync` command, the old owners converge on the new owners' rows.
+    let (router, before, tally) = w.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(c, &["verify", &job]).await;
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old owners never matched: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Complete is asked of the serving worker, and waits for it.
+    let out = run(c, &["complete", &job]).await;
+    assert!(out.status.success(), "complete: {}\n{}", stderr(&out), logs(c));
+    assert!(stderr(&out).contains("requested of"), "{}", stderr(&out));
+    assert_eq!(status(c, &job).await["state"], "completed");
+    writer::assert_no_loss(&router, &before, &tally, true).await;
+
+    // The survivors stop cleanly on a signal.
+    for (pid, mut ch) in workers.into_iter().filter(|(p, _)| *p != victim && *p != server) {
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        let st = ch.wait().unwrap();
+        assert!(st.success(), "worker {pid} stopped with {st}");
+    }
+}
+
+async fn rollback_asked_of_a_worker(kind: Kind) {
+    let Some(j) = ring_add(kind, "wrb", 300) else {
+        return;
+    };
+    let c = &j.c;
+    let w = Writer::start(c, &j.from, writer::config(0)).await;
+    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
+    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
+    let job = job_id(&out).unwrap();
+    let mut wk = worker(c, "w0");
+    until(c, &job, "in dual write", |v| {
+        v["state"] == "dual_write" && v["lease"].is_object()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = run(c, &["rollback", &job]).await;
+    assert!(out.status.success(), "rollback: {}\n{}", stderr(&out), logs(c));
+    assert_eq!(status(c, &job).await["state"], "rolled_back");
+    // Rolled back: the writer keeps writing to the old owners, and nothing it wrote to the new
+    // ones in dual write was lost.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = run(c, &["cancel", &job]).await;
+    assert!(out.status.success(), "cancel: {}", stderr(&out));
+    w.stop_and_check(true).await;
+    wk.kill().unwrap();
+    wk.wait().unwrap();
+}
+
+per_backend_async!(three_workers_through_kills, rollback_asked_of_a_worker);
