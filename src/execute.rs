@@ -111,11 +111,11 @@ pub enum Until {
 impl Run<'_> {
     /// Runs the job to its target, or stops it as `interrupted` (Stop::Interrupted, exit 130)
     /// or `failed` (an error, exit 1). Takes the job's lease and renews it.
-    pub async fn execute(self, ctx: Context) -> Result<()> {
+    pub async fn execute(self, ctx: &mut Context) -> Result<()> {
         self.execute_until(ctx, Until::Target).await
     }
 
-    pub async fn execute_until(self, mut ctx: Context, until: Until) -> Result<()> {
+    pub async fn execute_until(self, ctx: &mut Context, until: Until) -> Result<()> {
         // Before the lease: a pause asked from here on is one this run obeys. A switch request
         // stays: it was asked of whichever run carries the job to its flips.
         self.catalog
@@ -130,7 +130,7 @@ impl Run<'_> {
             paused.clone(),
             self.switch.clone(),
         ));
-        let result = self.execute_leased(&mut ctx, until).await;
+        let result = self.execute_leased(ctx, until).await;
         watch.abort();
         let ended = match result {
             Ok(Some(JobState::Running)) if until == Until::Setup => Ok(()),

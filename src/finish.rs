@@ -205,8 +205,9 @@ async fn rollback(online: &mut Online<'_>, spec: &Spec) -> Result<()> {
 const REQUEST_POLL: Duration = Duration::from_millis(500);
 
 /// Reverse sync of a job in dual write until `stop`, or until an operator's request to
-/// complete, roll back or cancel is recorded: that request is returned (and cleared) for the
-/// caller to carry out.
+/// complete, roll back or cancel is recorded: that request is returned for the caller to carry
+/// out. It stays recorded until [`settle`]: a process that dies carrying it out leaves it for
+/// the next (each action is idempotent).
 pub async fn serve(online: &Online<'_>, stop: &StopFlag) -> Result<Option<Asked>> {
     let shards: Vec<String> = online.shards().into_iter().map(|(s, _)| s).collect();
     let cat = online.catalog;
@@ -216,9 +217,8 @@ pub async fn serve(online: &Online<'_>, stop: &StopFlag) -> Result<Option<Asked>
         if polled.elapsed() >= REQUEST_POLL {
             polled = Instant::now();
             let asked = cat.job_request(job).await?.as_deref().and_then(Asked::parse);
-            if let Some(asked) = asked {
-                cat.clear_request(job, &asked.to_request()).await?;
-                return Ok(Some(asked));
+            if asked.is_some() {
+                return Ok(asked);
             }
         }
         let mut n = 0;
@@ -254,8 +254,28 @@ pub async fn serve_and_carry_out(
         move_id: asked.move_id.clone(),
         ..spec.clone()
     };
-    carry_out(online, asked.action, &spec).await?;
-    Ok(Some(asked))
+    let r = carry_out(online, asked.action, &spec).await;
+    if let Err(e) = &r {
+        let msg = format!("{e:#}");
+        let failed = online
+            .catalog
+            .set_job_state(online.job, crate::job::JobState::Failed, Some(&msg));
+        failed.await.ok();
+    }
+    settle(online.catalog, online.job, &asked, &r).await?;
+    r.map(|()| Some(asked))
+}
+
+/// Forgets a request once carried out, or once it failed (the failure is the job's state and
+/// error), with an event saying which.
+pub async fn settle(cat: &Catalog, job: &str, asked: &Asked, outcome: &Result<()>) -> Result<()> {
+    let word = asked.to_request();
+    cat.clear_request(job, &word).await?;
+    let detail = match outcome {
+        Ok(()) => format!("{word}: done"),
+        Err(e) => format!("{word}: failed: {e:#}"),
+    };
+    cat.event(job, None, "request_done", &detail).await
 }
 
 #[cfg(test)]

@@ -46,7 +46,22 @@ pub(crate) fn register_mysql(p: &MySqlPool) {
 /// Closes every registered pool: waits for connections still in use to come back, up to a
 /// second in all (a command that failed may leave a read in flight; exiting matters more).
 pub async fn close_all() {
-    let pools = std::mem::take(&mut *OPEN.lock().unwrap_or_else(PoisonError::into_inner));
+    close_since(0).await
+}
+
+/// How many pools are registered now: [`close_since`] closes those registered after.
+pub fn mark() -> usize {
+    OPEN.lock().unwrap_or_else(PoisonError::into_inner).len()
+}
+
+/// Closes the pools registered since `mark` (a long-running worker done with one job's shards),
+/// leaving the earlier ones (its catalog) open.
+pub async fn close_since(mark: usize) {
+    let pools: Vec<Open> = {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = mark.min(open.len());
+        open.drain(at..).collect()
+    };
     let closing = futures_util::future::join_all(pools.iter().map(|p| async move {
         match p {
             Open::Pg(p) => p.close().await,

@@ -235,7 +235,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         create_tables: opts.create_tables,
         allow_existing: opts.allow_existing,
     };
-    let (ctx, rep) = preflight_all(&plan, &checks).await;
+    let (mut ctx, rep) = preflight_all(&plan, &checks).await;
     if !rep.problems.is_empty() {
         return Err(Stop::Refused(format!(
             "preflight found {} problem(s); nothing was written:\n  - {}",
@@ -314,7 +314,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         switch,
         handoff: false,
     };
-    let r = run.execute(ctx).await;
+    let r = run.execute(&mut ctx).await;
     catalog.close().await;
     r.map(|()| job)
 }
@@ -435,7 +435,7 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         switch,
         handoff: false,
     };
-    let r = run.execute(ctx).await;
+    let r = run.execute(&mut ctx).await;
     catalog.close().await;
     r
 }

@@ -146,12 +146,19 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
     result
 }
 
-/// The states a request has been carried out in.
-fn carried_out(action: Action, state: JobState) -> bool {
+/// Whether the job's state (and its moves' flips) show `action` carried out.
+fn carried_out(action: Action, state: JobState, flipped: &[(String, bool)], mv: Option<&str>) -> bool {
     match action {
         Action::Complete => state == JobState::Completed,
         Action::Cancel => state == JobState::Cancelled,
-        Action::Rollback => state == JobState::RolledBack,
+        // The job is rolled back at the first flip back; the request is done once every move
+        // asked for is back.
+        Action::Rollback => {
+            state == JobState::RolledBack
+                && flipped
+                    .iter()
+                    .all(|(id, f)| !f || mv.is_some_and(|m| m != id))
+        }
         Action::Sync => false,
     }
 }
@@ -197,7 +204,14 @@ async fn ask(
             .await?
             .with_context(|| format!("job {id} is gone from the catalog"))?;
         let state = JobState::parse(&row.state);
-        if state.is_some_and(|s| carried_out(action, s)) {
+        let flipped: Vec<(String, bool)> = catalog
+            .moves(id)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, m.flipped))
+            .collect();
+        let mv = opts.move_id.as_deref();
+        if state.is_some_and(|s| carried_out(action, s, &flipped, mv)) {
             eprintln!(
                 "reshard: job {id} is {} ({:.1}s)",
                 row.state,
@@ -220,11 +234,18 @@ async fn ask(
             }
         }
         let pending = catalog.job_request(id).await?.as_deref() == Some(word.as_str());
-        if pending && catalog.live_holder(id).await?.is_none() {
-            // The process went away before taking the request: nothing was started, so this
-            // command carries it out itself.
+        if !pending {
+            // Settled without reaching the state asked for: refused (the event says why).
+            return Err(Stop::Refused(format!(
+                "job {id}: {word} was not carried out: {last_event}"
+            ))
+            .into());
+        }
+        if catalog.live_holder(id).await?.is_none() {
+            // No process serves the job now (the one asked went away, perhaps midway; every
+            // action continues where it stopped): this command carries it out itself.
+            eprintln!("reshard: job {id}: no process serves the job now; carrying out {word} here");
             catalog.clear_request(id, &word).await?;
-            eprintln!("reshard: job {id}: {holder} is gone; carrying out {word} here");
             return Box::pin(act(action, opts.clone(), opts_fence(opts)?)).await;
         }
     }

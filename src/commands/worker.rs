@@ -53,6 +53,8 @@ async fn work(opts: WorkerOptions, ttl: std::time::Duration, idle: std::time::Du
         stop,
         idle,
         parallel: opts.parallel.max(1),
+        loaded: Default::default(),
+        pools_mark: crate::backend::closing::mark(),
     });
     let r = worker.run().await;
     catalog.close().await;

@@ -49,6 +49,18 @@ pub struct Worker {
     pub idle: Duration,
     /// Copy tasks this worker runs at once.
     pub parallel: usize,
+    /// The job being worked on, loaded once: its plan (as stored) and its shards connected.
+    /// Connecting anew for every task would open pools faster than they close.
+    pub loaded: tokio::sync::RwLock<Option<Cached>>,
+    /// [`crate::backend::closing::mark`] once the catalog is open: the pools a job's shards
+    /// open come after it.
+    pub pools_mark: usize,
+}
+
+pub struct Cached {
+    pub job: String,
+    pub plan_json: String,
+    pub loaded: finish::Loaded,
 }
 
 impl Worker {
@@ -183,20 +195,66 @@ impl Worker {
         }
     }
 
-    async fn setup(&self, job: &str) -> Result<()> {
+    /// Loads and connects the job unless the cache holds it with the same stored plan (when
+    /// the job or its plan changed, the old connections are closed and the plan is checked
+    /// again).
+    async fn ensure_loaded(&self, job: &str) -> Result<()> {
+        let row = self
+            .catalog
+            .job(job)
+            .await?
+            .with_context(|| format!("job {job}: not in the catalog"))?;
+        let fresh = |c: &Option<Cached>| {
+            c.as_ref()
+                .is_some_and(|c| c.job == job && c.plan_json == row.plan_json)
+        };
+        if fresh(&*self.loaded.read().await) {
+            return Ok(());
+        }
+        let mut cache = self.loaded.write().await;
+        if fresh(&cache) {
+            return Ok(());
+        }
+        *cache = None;
+        crate::backend::closing::close_since(self.pools_mark).await;
         let loaded = finish::load(&self.catalog, job, None, false).await?;
+        *cache = Some(Cached {
+            job: job.to_string(),
+            plan_json: row.plan_json,
+            loaded,
+        });
+        Ok(())
+    }
+
+    /// The loaded job, for work that runs alone (no copy holds the cache meanwhile).
+    async fn load(
+        &self,
+        job: &str,
+    ) -> Result<tokio::sync::RwLockWriteGuard<'_, Option<Cached>>> {
+        self.ensure_loaded(job).await?;
+        Ok(self.loaded.write().await)
+    }
+
+    async fn setup(&self, job: &str) -> Result<()> {
+        let mut cache = self.load(job).await?;
+        let Some(c) = cache.as_mut() else {
+            return Ok(());
+        };
         eprintln!("reshard worker: job {job}: setting up (capture, guards, copy tasks)");
-        self.run_for(job, loaded.options)
-            .execute_until(loaded.ctx, crate::execute::Until::Setup)
+        self.run_for(job, c.loaded.options.clone())
+            .execute_until(&mut c.loaded.ctx, crate::execute::Until::Setup)
             .await
     }
 
     async fn forward(&self, job: &str) -> Result<()> {
-        let loaded = finish::load(&self.catalog, job, None, false).await?;
+        let mut cache = self.load(job).await?;
+        let Some(c) = cache.as_mut() else {
+            return Ok(());
+        };
         eprintln!("reshard worker: job {job}: every move is copied; catching up and cutting over");
-        let mut run = self.run_for(job, loaded.options.clone());
-        run.switch = Run::switch_gate(&self.catalog, job, &loaded.options).await?;
-        run.execute(loaded.ctx).await
+        let mut run = self.run_for(job, c.loaded.options.clone());
+        run.switch = Run::switch_gate(&self.catalog, job, &c.loaded.options).await?;
+        run.execute(&mut c.loaded.ctx).await
     }
 
     /// Copies the move of a claimed task, renewing its lease, and ends the task.
@@ -243,7 +301,12 @@ impl Worker {
     }
 
     async fn copy_move(&self, job: &str, mv: &str, stop: &StopFlag) -> Result<Outcome> {
-        let loaded = finish::load(&self.catalog, job, None, false).await?;
+        self.ensure_loaded(job).await?;
+        let cache = self.loaded.read().await;
+        let loaded = match cache.as_ref() {
+            Some(c) if c.job == job => &c.loaded,
+            _ => return Ok(Outcome::Stopped),
+        };
         let m = loaded
             .plan
             .moves
@@ -284,11 +347,15 @@ impl Worker {
 
     /// Reverse sync in dual write under the job's lease, then the request that ends it.
     async fn serve(&self, job: &str) -> Result<()> {
-        let loaded = finish::load(&self.catalog, job, None, false).await?;
+        let cache = self.load(job).await?;
+        let Some(c) = cache.as_ref() else {
+            return Ok(());
+        };
+        let loaded = &c.loaded;
         let stop = self.or_stop();
         let lease = Lease::acquire(&self.catalog, job, Some(stop.clone())).await?;
         eprintln!("reshard worker: job {job}: in dual write; reverse sync running");
-        let spec = spec_of(&loaded, None);
+        let spec = spec_of(loaded, None);
         let result = async {
             let mut online = Online::new(&loaded.ctx, &self.catalog, job).await?;
             online.load_logs().await?;
@@ -307,12 +374,22 @@ impl Worker {
     /// Carries out `asked` (a request, or a complete/cancel cut short) under the job's lease.
     async fn carry(&self, job: &str, asked: Asked) -> Result<()> {
         let cat = &self.catalog;
-        let loaded = finish::load(cat, job, None, asked.action == Action::Cancel).await?;
+        // A cancel after --create-tables may find some created tables gone already.
+        let own;
+        let cache;
+        let loaded = if asked.action == Action::Cancel {
+            own = finish::load(cat, job, None, true).await?;
+            &own
+        } else {
+            cache = self.load(job).await?;
+            match cache.as_ref() {
+                Some(c) => &c.loaded,
+                None => return Ok(()),
+            }
+        };
         let stop = self.or_stop();
         let lease = Lease::acquire(cat, job, Some(stop)).await?;
-        let word = asked.to_request();
-        cat.clear_request(job, &word).await?;
-        let spec = spec_of(&loaded, asked.move_id.clone());
+        let spec = spec_of(loaded, asked.move_id.clone());
         let result = async {
             let mut online = Online::new(&loaded.ctx, cat, job).await?;
             online.load_logs().await?;
@@ -343,6 +420,7 @@ impl Worker {
         match decide(request, &job, state, flips) {
             Decision::Run => {}
             Decision::Done(msg) | Decision::Refused(msg) => {
+                cat.clear_request(&job, &word).await?;
                 cat.event(&job, None, "request_refused", &format!("{word}: {msg}"))
                     .await?;
                 return Ok(());
@@ -351,11 +429,12 @@ impl Worker {
                 if mark_rolled_back {
                     cat.set_job_state(&job, JobState::RolledBack, None).await?;
                 }
-                return Ok(());
+                return finish::settle(cat, &job, asked, &Ok(())).await;
             }
         }
         cat.event(&job, None, "request_taken", &format!("{word}, by {}", self.me))
             .await?;
+        crate::failpoint::hit("request_taken");
         let r = finish::carry_out(online, asked.action, spec).await;
         if let Err(e) = &r {
             let msg = format!("{e:#}");
@@ -363,6 +442,7 @@ impl Worker {
                 .await
                 .ok();
         }
+        finish::settle(cat, &job, asked, &r).await?;
         r
     }
 
