@@ -126,7 +126,8 @@ pub fn unserved_warning(
         format!(
             "no reshard process is serving job {job}: writes at the new owners wait in their \
              change logs instead of flowing back to the old owners (a rollback applies them \
-             first, under its fence). Start reverse sync with: reshard sync {job}"
+             first, under its fence). Start a worker: reshard worker (or reverse sync alone: \
+             reshard sync {job})"
         )
     })
 }

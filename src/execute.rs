@@ -363,9 +363,9 @@ impl Run<'_> {
                 eprintln!(
                     "reshard: job {job}: every move has flipped; the new owners are \
                      authoritative (dual write).\n  Their writes flow back to the old owners \
-                     while `reshard sync {job}` runs; until then they wait\n  in change logs \
-                     (`reshard status` shows them, and a rollback applies them first).\n  \
-                     Next: reshard complete {job} (or reshard rollback {job})"
+                     while a `reshard worker` (or `reshard sync {job}`) runs;\n  until then they \
+                     wait in change logs (`reshard status` shows them, and a rollback applies\n  \
+                     them first). Next: reshard complete {job} (or reshard rollback {job})"
                 );
                 Ok(())
             }

@@ -1,8 +1,11 @@
 //! Crash injection, for tests only: `RESHARD_FAILPOINT=NAME:N` aborts the process (no cleanup,
 //! like kill -9) the Nth time execution passes the point NAME. Points in the copy of a batch:
 //! `before_upsert` (rows read, nothing written), `after_upsert` (rows written at the
-//! destination, cursor not recorded), `after_cursor` (cursor recorded). Unset, it costs one
-//! relaxed atomic load per call.
+//! destination, cursor not recorded), `after_cursor` (cursor recorded). Points of `reshard
+//! worker` (src/worker): `tasks_added` (setup done, copy tasks recorded), `task_claimed` (a copy
+//! task leased, nothing copied), `task_copied` (the move copied, the task not yet done),
+//! `reverse_synced` (a reverse-sync pass applied), `request_taken` (a request begun, nothing of
+//! it done). Unset, it costs one relaxed atomic load per call.
 //!
 //! [`triggered`] is the same switch for points that misbehave on purpose instead of aborting,
 //! so that a test can prove a check fails: `demo_damage` (`reshard demo` moves one row to a

@@ -216,7 +216,9 @@ pub async fn serve(online: &Online<'_>, stop: &StopFlag) -> Result<Option<Asked>
     while !stop.requested() {
         if polled.elapsed() >= REQUEST_POLL {
             polled = Instant::now();
-            let asked = cat.job_request(job).await?.as_deref().and_then(Asked::parse);
+            let request =
+                crate::retry::retry("catalog: reading requests", || cat.job_request(job)).await?;
+            let asked = request.as_deref().and_then(Asked::parse);
             if asked.is_some() {
                 return Ok(asked);
             }
@@ -247,9 +249,17 @@ pub async fn serve_and_carry_out(
     let word = asked.to_request();
     online
         .catalog
-        .event(online.job, None, "request_taken", &format!("{word}, by {me}"))
+        .event(
+            online.job,
+            None,
+            "request_taken",
+            &format!("{word}, by {me}"),
+        )
         .await?;
-    eprintln!("reshard: job {}: {word} requested; carrying it out", online.job);
+    eprintln!(
+        "reshard: job {}: {word} requested; carrying it out",
+        online.job
+    );
     let spec = Spec {
         move_id: asked.move_id.clone(),
         ..spec.clone()
@@ -257,9 +267,10 @@ pub async fn serve_and_carry_out(
     let r = carry_out(online, asked.action, &spec).await;
     if let Err(e) = &r {
         let msg = format!("{e:#}");
-        let failed = online
-            .catalog
-            .set_job_state(online.job, crate::job::JobState::Failed, Some(&msg));
+        let failed =
+            online
+                .catalog
+                .set_job_state(online.job, crate::job::JobState::Failed, Some(&msg));
         failed.await.ok();
     }
     settle(online.catalog, online.job, &asked, &r).await?;

@@ -103,7 +103,13 @@ pub struct TaskLease {
 }
 
 impl TaskLease {
-    pub fn hold(catalog: &Arc<Catalog>, job: &str, id: &str, owner: &str, on_lost: StopFlag) -> Self {
+    pub fn hold(
+        catalog: &Arc<Catalog>,
+        job: &str,
+        id: &str,
+        owner: &str,
+        on_lost: StopFlag,
+    ) -> Self {
         let heartbeat = {
             let (cat, job, id, owner) = (
                 catalog.clone(),
@@ -139,7 +145,8 @@ impl TaskLease {
     pub async fn end(self, done: bool) -> Result<()> {
         self.heartbeat.abort();
         crate::retry::retry("catalog: ending a task", || {
-            self.catalog.end_task(&self.job, &self.id, &self.owner, done)
+            self.catalog
+                .end_task(&self.job, &self.id, &self.owner, done)
         })
         .await
     }

@@ -124,11 +124,7 @@ async fn until(c: &Cluster, job: &str, what: &str, ready: impl Fn(&Value) -> boo
         if ready(&v) {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "never {what}: {v}\n{}",
-            logs(c)
-        );
+        assert!(Instant::now() < deadline, "never {what}: {v}\n{}", logs(c));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -291,7 +287,10 @@ async fn three_workers_through_kills(kind: Kind) {
     let killed = Instant::now();
     kill9(&mut workers, server);
     let took = takeover(c, &job, "lease_acquired", server, killed).await;
-    eprintln!("{}: reverse sync taken over {took:?} after the kill -9", kind.name());
+    eprintln!(
+        "{}: reverse sync taken over {took:?} after the kill -9",
+        kind.name()
+    );
     assert!(
         took <= Duration::from_millis(TTL_MS + TTL_MS / 3 + 2000),
         "takeover took {took:?}"
@@ -316,13 +315,26 @@ async fn three_workers_through_kills(kind: Kind) {
 
     // Complete is asked of the serving worker, and waits for it.
     let out = run(c, &["complete", &job]).await;
-    assert!(out.status.success(), "complete: {}\n{}", stderr(&out), logs(c));
-    assert!(stderr(&out).contains("requested of"), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "complete: {}\n{}",
+        stderr(&out),
+        logs(c)
+    );
+    assert!(
+        stderr(&out).contains("requested of"),
+        "complete was not asked of a worker: {}\n{}",
+        stderr(&out),
+        logs(c)
+    );
     assert_eq!(status(c, &job).await["state"], "completed");
     writer::assert_no_loss(&router, &before, &tally, true).await;
 
     // The survivors stop cleanly on a signal.
-    for (pid, mut ch) in workers.into_iter().filter(|(p, _)| *p != victim && *p != server) {
+    for (pid, mut ch) in workers
+        .into_iter()
+        .filter(|(p, _)| *p != victim && *p != server)
+    {
         signal(pid, "-INT");
         let st = ch.0.wait().unwrap();
         assert!(st.success(), "worker {pid} stopped with {st}");
@@ -345,7 +357,12 @@ async fn rollback_asked_of_a_worker(kind: Kind) {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let out = run(c, &["rollback", &job]).await;
-    assert!(out.status.success(), "rollback: {}\n{}", stderr(&out), logs(c));
+    assert!(
+        out.status.success(),
+        "rollback: {}\n{}",
+        stderr(&out),
+        logs(c)
+    );
     assert_eq!(status(c, &job).await["state"], "rolled_back");
     // Rolled back: the writer keeps writing to the old owners, and nothing it wrote to the new
     // ones in dual write was lost.

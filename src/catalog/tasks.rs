@@ -69,6 +69,9 @@ type TaskTuple = (
     i64,
 );
 
+/// (state or id, request or move, lease owner, lease expiry) as the claim reads them.
+type FourCols = (String, Option<String>, Option<String>, Option<i64>);
+
 impl Catalog {
     pub async fn tasks(&self, job: &str) -> Result<Vec<TaskRow>> {
         let res: Result<Vec<TaskTuple>> = with_pool!(self, p => async {
@@ -78,7 +81,8 @@ impl Catalog {
             )
             .bind(job).fetch_all(p).await?)
         }.await);
-        let rows = res.with_context(|| format!("catalog {}: reading job {job}'s tasks", self.label))?;
+        let rows =
+            res.with_context(|| format!("catalog {}: reading job {job}'s tasks", self.label))?;
         Ok(rows
             .into_iter()
             .map(
@@ -145,7 +149,7 @@ impl Catalog {
             } else {
                 "SELECT state, request, lease_owner, lease_expires_ms FROM jobs WHERE id = $1"
             };
-            let row: Option<(String, Option<String>, Option<String>, Option<i64>)> =
+            let row: Option<FourCols> =
                 sqlx::query_as(q).bind(job).fetch_optional(&mut *tx).await?;
             let Some((state, request, holder, until)) = row else {
                 return Ok(None);
@@ -165,7 +169,7 @@ impl Catalog {
                 "SELECT id, move_id, owner, lease_expires_ms FROM tasks \
                  WHERE job_id = $1 AND kind = $2 AND state = 'ready' ORDER BY id"
             };
-            let free: Vec<(String, Option<String>, Option<String>, Option<i64>)> =
+            let free: Vec<FourCols> =
                 sqlx::query_as(q).bind(job).bind(kind).fetch_all(&mut *tx).await?;
             let Some((id, move_id, was, _)) = free
                 .into_iter()
@@ -198,7 +202,13 @@ impl Catalog {
     }
 
     /// Extends our lease on a task; false when it is no longer ours.
-    pub async fn renew_task(&self, job: &str, id: &str, owner: &str, ttl: Duration) -> Result<bool> {
+    pub async fn renew_task(
+        &self,
+        job: &str,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let until = now_ms() + ttl.as_millis() as i64;
         let n = with_pool!(self, p => {
             sqlx::query(
@@ -247,7 +257,11 @@ pub(crate) const TASK_HOLDERS: &str = "SELECT owner, lease_expires_ms FROM tasks
      WHERE job_id = $1 AND state = 'ready' AND owner IS NOT NULL";
 
 /// The live processes among [`TASK_HOLDERS`]' rows, other than `me`, once each.
-pub(crate) fn live_task_holders(rows: &[(Option<String>, Option<i64>)], me: &str, now: i64) -> Vec<String> {
+pub(crate) fn live_task_holders(
+    rows: &[(Option<String>, Option<i64>)],
+    me: &str,
+    now: i64,
+) -> Vec<String> {
     let mut out: Vec<String> = rows
         .iter()
         .filter_map(|(o, u)| live(o.as_deref(), *u, now))

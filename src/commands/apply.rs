@@ -392,7 +392,9 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
     }
     if opts.no_wait {
         // A worker re-checks the stored plan before it touches a shard.
-        catalog.clear_request(&job.id, crate::catalog::PAUSE).await?;
+        catalog
+            .clear_request(&job.id, crate::catalog::PAUSE)
+            .await?;
         catalog
             .set_job_state(&job.id, JobState::Running, None)
             .await?;

@@ -147,7 +147,12 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
 }
 
 /// Whether the job's state (and its moves' flips) show `action` carried out.
-fn carried_out(action: Action, state: JobState, flipped: &[(String, bool)], mv: Option<&str>) -> bool {
+fn carried_out(
+    action: Action,
+    state: JobState,
+    flipped: &[(String, bool)],
+    mv: Option<&str>,
+) -> bool {
     match action {
         Action::Complete => state == JobState::Completed,
         Action::Cancel => state == JobState::Cancelled,

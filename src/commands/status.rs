@@ -74,6 +74,8 @@ async fn status(opts: StatusOptions) -> Result<()> {
     let job = super::pick_job(&cat, opts.job.as_deref()).await?;
     let moves = cat.moves(&job.id).await?;
     let routing_version = cat.routing().await?.map(|r| r.version);
+    // A catalog no worker has migrated yet has no task table: no tasks.
+    let tasks = cat.tasks(&job.id).await.unwrap_or_default();
     cat.close().await;
     let logs = Logs::read(&job).await;
     let now = crate::catalog::now_ms();
@@ -87,6 +89,17 @@ async fn status(opts: StatusOptions) -> Result<()> {
                 |(owner, left)| json!({"owner": owner, "expires_in_ms": left}),
             );
             v["next"] = json!(next_step(&job, &moves));
+            v["tasks"] = json!(tasks
+                .iter()
+                .map(|t| json!({
+                    "id": t.id,
+                    "move": t.move_id,
+                    "state": t.state,
+                    "owner": t.live_holder(now),
+                    "expires_in_ms": t.live_holder(now).and(t.lease_expires_ms).map(|u| u - now),
+                    "attempts": t.attempts,
+                }))
+                .collect::<Vec<_>>());
             v["change_logs"] = logs.json();
             v["warnings"] = json!(logs.warnings);
             for (m, mv) in moves
@@ -100,7 +113,7 @@ async fn status(opts: StatusOptions) -> Result<()> {
             }
             emit(&(serde_json::to_string_pretty(&v)? + "\n"))
         }
-        Format::Text => emit(&text(&job, &moves, &logs, routing_version, now)),
+        Format::Text => emit(&text(&job, &moves, &tasks, &logs, routing_version, now)),
     }
 }
 
@@ -216,6 +229,7 @@ impl Logs {
 fn text(
     job: &JobRow,
     moves: &[MoveRow],
+    tasks: &[crate::catalog::TaskRow],
     logs: &Logs,
     routing_version: Option<i64>,
     now: i64,
@@ -245,8 +259,30 @@ fn text(
             Some("no process holds its lease".to_string()),
         ),
     };
-    let served = served.map_or(String::new(), |s| format!("; {s}"));
+    let copying: Vec<String> = tasks
+        .iter()
+        .filter(|t| !t.done())
+        .filter_map(|t| {
+            let owner = t.live_holder(now)?;
+            let left = t.lease_expires_ms.map_or(0, |u| (u - now).max(0) / 1000);
+            Some(format!(
+                "{} by {owner} ({left}s left)",
+                t.move_id.as_deref().unwrap_or(&t.id)
+            ))
+        })
+        .collect();
+    let served = match served {
+        Some(_) if !copying.is_empty() => {
+            format!("; {} move(s) being copied by workers", copying.len())
+        }
+        Some(s) => format!("; {s}"),
+        None => String::new(),
+    };
     let _ = writeln!(out, "created {}, {took}{served}", job.created_at);
+    if !copying.is_empty() {
+        let line = format!("copying: {}", copying.join(", "));
+        let _ = writeln!(out, "{}", super::wrap(&line, 100, "  "));
+    }
     if let Some(e) = &job.last_error {
         let _ = writeln!(
             out,

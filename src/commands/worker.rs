@@ -35,7 +35,11 @@ pub fn run(opts: WorkerOptions) -> i32 {
     super::block_on(work(opts, ttl, idle))
 }
 
-async fn work(opts: WorkerOptions, ttl: std::time::Duration, idle: std::time::Duration) -> Result<()> {
+async fn work(
+    opts: WorkerOptions,
+    ttl: std::time::Duration,
+    idle: std::time::Duration,
+) -> Result<()> {
     crate::lease::set_ttl(ttl);
     let catalog = Arc::new(super::open_existing(&opts.catalog).await?);
     let stop = crate::signals::install().context("installing signal handlers")?;

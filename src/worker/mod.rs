@@ -130,7 +130,10 @@ impl Worker {
                 };
                 copies.spawn(self.clone().copy(job, claim));
             }
-            Work::Setup => self.setup(&job).await?,
+            Work::Setup => {
+                self.setup(&job).await?;
+                crate::failpoint::hit("tasks_added");
+            }
             Work::Forward => self.forward(&job).await?,
             Work::Serve => self.serve(&job).await?,
             Work::Carry(asked) => self.carry(&job, asked).await?,
@@ -227,10 +230,7 @@ impl Worker {
     }
 
     /// The loaded job, for work that runs alone (no copy holds the cache meanwhile).
-    async fn load(
-        &self,
-        job: &str,
-    ) -> Result<tokio::sync::RwLockWriteGuard<'_, Option<Cached>>> {
+    async fn load(&self, job: &str) -> Result<tokio::sync::RwLockWriteGuard<'_, Option<Cached>>> {
         self.ensure_loaded(job).await?;
         Ok(self.loaded.write().await)
     }
@@ -265,6 +265,7 @@ impl Worker {
             Some(w) => eprintln!("reshard worker: job {job}: copying {mv} (taken over from {w})"),
             None => eprintln!("reshard worker: job {job}: copying {mv}"),
         }
+        crate::failpoint::hit("task_claimed");
         let stop = StopFlag::default();
         let lease = TaskLease::hold(cat, job, &claim.id, &self.me, stop.clone());
         let watch = tokio::spawn(watch_copy(
@@ -275,6 +276,9 @@ impl Worker {
         ));
         let result = self.copy_move(job, &mv, &stop).await;
         watch.abort();
+        if matches!(result, Ok(Outcome::Copied)) {
+            crate::failpoint::hit("task_copied");
+        }
         match result {
             Ok(Outcome::Copied) => lease.end(true).await,
             Ok(Outcome::Stopped) => lease.end(false).await,
@@ -401,7 +405,12 @@ impl Worker {
         result
     }
 
-    async fn carry_leased(&self, online: &mut Online<'_>, asked: &Asked, spec: &Spec) -> Result<()> {
+    async fn carry_leased(
+        &self,
+        online: &mut Online<'_>,
+        asked: &Asked,
+        spec: &Spec,
+    ) -> Result<()> {
         let (cat, job) = (&self.catalog, online.job.to_string());
         let word = asked.to_request();
         let row = cat
@@ -432,8 +441,13 @@ impl Worker {
                 return finish::settle(cat, &job, asked, &Ok(())).await;
             }
         }
-        cat.event(&job, None, "request_taken", &format!("{word}, by {}", self.me))
-            .await?;
+        cat.event(
+            &job,
+            None,
+            "request_taken",
+            &format!("{word}, by {}", self.me),
+        )
+        .await?;
         crate::failpoint::hit("request_taken");
         let r = finish::carry_out(online, asked.action, spec).await;
         if let Err(e) = &r {
