@@ -124,7 +124,17 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         created: loaded.options.create.clone(),
         ..spec
     };
-    let lease = Lease::acquire(&catalog, &id, None).await?;
+    let lease = match Lease::acquire(&catalog, &id, None).await {
+        Ok(l) => l,
+        Err(e) if action != Action::Sync && matches!(e.downcast_ref(), Some(Stop::Refused(_))) => {
+            // A worker took the job's lease since it was looked at: ask it instead.
+            match catalog.live_holder(&id).await? {
+                Some(holder) => return Box::pin(ask(&catalog, &id, action, &opts, &holder)).await,
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let result = async {
         let mut online = Online::new(&loaded.ctx, &catalog, &id).await?;
         online.load_logs().await?;
