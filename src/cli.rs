@@ -425,6 +425,10 @@ pub struct WorkerArgs {
     /// Copy tasks (moves) this worker copies at once
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub parallel: usize,
+    /// Serve Prometheus (OpenMetrics) text at http://ADDR/metrics: rows and bytes copied, the
+    /// backlog per move and direction, fence durations, copy tasks by state, errors by kind
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -660,6 +664,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             lease_ttl: a.lease_ttl,
             idle: a.idle,
             parallel: a.parallel,
+            metrics: a.metrics,
         }),
         Command::Log(a) => log::run(log::LogOptions {
             job: a.job,

@@ -71,19 +71,20 @@ impl Drop for Worker {
 }
 
 fn worker(c: &Cluster, name: &str) -> Worker {
+    worker_with(c, name, &[])
+}
+
+fn worker_with(c: &Cluster, name: &str, extra: &[&str]) -> Worker {
     let log = std::fs::File::create(c.dir.path().join(format!("{name}.log"))).unwrap();
-    c.cmd(&[
-        "worker",
-        "--lease-ttl",
-        &format!("{TTL_MS}ms"),
-        "--idle",
-        "200ms",
-    ])
-    .stdout(Stdio::null())
-    .stderr(log)
-    .spawn()
-    .map(Worker)
-    .expect("start a worker")
+    let ttl = format!("{TTL_MS}ms");
+    let mut args = vec!["worker", "--lease-ttl", &ttl, "--idle", "200ms"];
+    args.extend_from_slice(extra);
+    c.cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(Worker)
+        .expect("start a worker")
 }
 
 fn logs(c: &Cluster) -> String {
@@ -372,4 +373,140 @@ async fn rollback_asked_of_a_worker(kind: Kind) {
     w.stop_and_check(true).await;
 }
 
-per_backend_async!(three_workers_through_kills, rollback_asked_of_a_worker);
+/// `GET path` of the worker's metrics endpoint: (status line, body).
+async fn http_get(addr: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "metrics at {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample `name{labels}` in Prometheus text.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// `--metrics`: the figures are the catalog's, as `status` shows them.
+async fn metrics_match_status(kind: Kind) {
+    let Some(j) = ring_add(kind, "wmt", 300) else {
+        return;
+    };
+    let c = &j.c;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
+    let job = job_id(&out).unwrap();
+    let _w = worker_with(c, "wm", &["--metrics", &addr]);
+    let v = until(c, &job, "in dual write", |v| {
+        v["state"] == "dual_write" && v["lease"].is_object()
+    })
+    .await;
+    let (status_line, body) = http_get(&addr, "/metrics").await;
+    assert!(status_line.contains("200"), "{status_line}\n{body}");
+    for m in v["moves"].as_array().unwrap() {
+        let id = m["id"].as_str().unwrap();
+        let series = format!("reshard_rows_copied_total{{job=\"{job}\",move=\"{id}\"}}");
+        assert_eq!(
+            sample(&body, &series),
+            m["rows_copied"].as_f64(),
+            "{series}\n{body}"
+        );
+        let series =
+            format!("reshard_backlog_entries{{job=\"{job}\",move=\"{id}\",direction=\"reverse\"}}");
+        assert!(sample(&body, &series).is_some(), "{series}\n{body}");
+    }
+    let done = format!("reshard_tasks{{job=\"{job}\",state=\"done\"}}");
+    assert_eq!(sample(&body, &done), Some(3.0), "{body}");
+    assert_eq!(
+        sample(&body, "reshard_fence_seconds_count"),
+        Some(3.0),
+        "{body}"
+    );
+    let state = format!("reshard_job_state{{job=\"{job}\",state=\"dual_write\"}}");
+    assert_eq!(sample(&body, &state), Some(1.0), "{body}");
+    let (status_line, _) = http_get(&addr, "/other").await;
+    assert!(status_line.contains("404"), "{status_line}");
+    let out = run(c, &["worker", "--metrics", "nowhere"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--metrics"), "{}", stderr(&out));
+}
+
+per_backend_async!(
+    three_workers_through_kills,
+    rollback_asked_of_a_worker,
+    metrics_match_status
+);
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A measurement, not a check (ignored): one worker's resident memory, sampled every 5 s while it
+/// copies a ring-add job of 20,000 users under the writer, cuts over and serves reverse sync, for
+/// RESHARD_RSS_SECS seconds (default 180) on RESHARD_RSS_KIND shards (sqlite, postgres or mysql).
+/// `cargo test --test worker worker_rss -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn worker_rss() {
+    let kind = match std::env::var("RESHARD_RSS_KIND").as_deref() {
+        Ok("postgres") => Kind::Postgres,
+        Ok("mysql") => Kind::Mysql,
+        _ => Kind::Sqlite,
+    };
+    let secs: u64 = std::env::var("RESHARD_RSS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    let Some(j) = ring_add(kind, "rss", 20_000) else {
+        return;
+    };
+    let c = &j.c;
+    let w = Writer::start(c, &j.from, writer::config(0)).await;
+    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
+    let job = job_id(&out).unwrap();
+    let wk = worker(c, "rss");
+    let pid = wk.0.id();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        let v = status(c, &job).await;
+        eprintln!(
+            "t={:>4}s state={} copied={} rss={} KiB",
+            started.elapsed().as_secs(),
+            v["state"],
+            copied(&v),
+            rss_kib(pid)
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let out = run(c, &["complete", &job]).await;
+    assert!(out.status.success(), "complete: {}", stderr(&out));
+    w.stop_and_check(true).await;
+}

@@ -272,3 +272,45 @@ pub(crate) fn live_task_holders(
     out.dedup();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_live_until_its_lease_expires() {
+        let me = crate::catalog::worker_id();
+        assert_eq!(live(Some(&me), Some(2000), 1000), Some(me.as_str()));
+        assert_eq!(
+            live(Some(&me), Some(1000), 1000),
+            None,
+            "expired at the instant"
+        );
+        assert_eq!(live(None, Some(2000), 1000), None);
+        assert_eq!(live(Some(&me), None, 1000), None);
+    }
+
+    #[test]
+    fn a_dead_process_on_this_host_holds_nothing() {
+        // pid 0 is never a process one can be; its /proc entry does not exist.
+        let dead = format!("{}:0:00000000", crate::catalog::this_host());
+        assert_eq!(live(Some(&dead), Some(i64::MAX), 0), None);
+        // A holder on another host is trusted until its lease expires.
+        let remote = "elsewhere-host:1:00000000".to_string();
+        assert_eq!(live(Some(&remote), Some(10), 0), Some(remote.as_str()));
+    }
+
+    #[test]
+    fn holders_other_than_me_once_each() {
+        let me = crate::catalog::worker_id();
+        let other = "elsewhere-host:7:0000abcd".to_string();
+        let rows = vec![
+            (Some(me.clone()), Some(100)),
+            (Some(other.clone()), Some(100)),
+            (Some(other.clone()), Some(100)),
+            (Some("elsewhere-host:8:0".to_string()), Some(5)),
+            (None, None),
+        ];
+        assert_eq!(live_task_holders(&rows, &me, 10), vec![other]);
+    }
+}

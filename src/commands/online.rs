@@ -275,6 +275,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rollback_is_carried_out_once_every_move_asked_for_is_back() {
+        let moves = |f: [bool; 2]| vec![("m1".to_string(), f[0]), ("m2".to_string(), f[1])];
+        let rb = JobState::RolledBack;
+        // Rolled back at the first flip back, with m2 still flipped: not yet.
+        assert!(!carried_out(
+            Action::Rollback,
+            rb,
+            &moves([false, true]),
+            None
+        ));
+        assert!(carried_out(
+            Action::Rollback,
+            rb,
+            &moves([false, false]),
+            None
+        ));
+        assert!(carried_out(
+            Action::Rollback,
+            rb,
+            &moves([false, true]),
+            Some("m1")
+        ));
+        assert!(!carried_out(
+            Action::Rollback,
+            rb,
+            &moves([true, false]),
+            Some("m1")
+        ));
+        assert!(!carried_out(
+            Action::Rollback,
+            JobState::DualWrite,
+            &moves([false, false]),
+            None
+        ));
+        assert!(carried_out(
+            Action::Complete,
+            JobState::Completed,
+            &[],
+            None
+        ));
+        assert!(!carried_out(
+            Action::Complete,
+            JobState::Completing,
+            &[],
+            None
+        ));
+        assert!(carried_out(Action::Cancel, JobState::Cancelled, &[], None));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration("f", "2s").unwrap(),

@@ -1,10 +1,14 @@
 //! `reshard worker`: validates its flags, opens the catalog and runs [`crate::worker::Worker`]
 //! until a signal.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
+use crate::error::InputError;
+use crate::worker::metrics::{self, Local};
 use crate::worker::Worker;
 
 #[derive(Debug, Clone)]
@@ -13,33 +17,46 @@ pub struct WorkerOptions {
     pub lease_ttl: String,
     pub idle: String,
     pub parallel: usize,
+    /// `--metrics ADDR`: serve Prometheus text there.
+    pub metrics: Option<String>,
+}
+
+/// The flags, checked before any I/O.
+struct Checked {
+    ttl: Duration,
+    idle: Duration,
+    metrics: Option<SocketAddr>,
+}
+
+fn check(opts: &WorkerOptions) -> Result<Checked, InputError> {
+    let ttl = super::online::parse_duration("--lease-ttl", &opts.lease_ttl)?;
+    let idle = super::online::parse_duration("--idle", &opts.idle)?;
+    if opts.parallel == 0 || opts.parallel > 64 {
+        return Err(InputError::one(format!(
+            "--parallel: {} is not between 1 and 64",
+            opts.parallel
+        )));
+    }
+    let metrics = match opts.metrics.as_deref() {
+        None => None,
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            InputError::one(format!(
+                "--metrics: {a:?} is not an address such as 127.0.0.1:9187"
+            ))
+        })?),
+    };
+    Ok(Checked { ttl, idle, metrics })
 }
 
 pub fn run(opts: WorkerOptions) -> i32 {
-    let parsed = super::online::parse_duration("--lease-ttl", &opts.lease_ttl).and_then(|ttl| {
-        super::online::parse_duration("--idle", &opts.idle).map(|idle| (ttl, idle))
-    });
-    if opts.parallel == 0 || opts.parallel > 64 {
-        return super::report(
-            crate::error::InputError::one(format!(
-                "--parallel: {} is not between 1 and 64",
-                opts.parallel
-            ))
-            .into(),
-        );
+    match check(&opts) {
+        Ok(checked) => super::block_on(work(opts, checked)),
+        Err(e) => super::report(e.into()),
     }
-    let (ttl, idle) = match parsed {
-        Ok(v) => v,
-        Err(e) => return super::report(e.into()),
-    };
-    super::block_on(work(opts, ttl, idle))
 }
 
-async fn work(
-    opts: WorkerOptions,
-    ttl: std::time::Duration,
-    idle: std::time::Duration,
-) -> Result<()> {
+async fn work(opts: WorkerOptions, checked: Checked) -> Result<()> {
+    let Checked { ttl, idle, metrics } = checked;
     crate::lease::set_ttl(ttl);
     let catalog = Arc::new(super::open_existing(&opts.catalog).await?);
     let stop = crate::signals::install().context("installing signal handlers")?;
@@ -50,15 +67,20 @@ async fn work(
         ttl.as_millis(),
         (ttl / 3).as_millis()
     );
+    let local = Arc::new(Local::default());
+    if let Some(addr) = metrics {
+        metrics::serve(addr, catalog.clone(), local.clone(), me.clone()).await?;
+    }
     let worker = Arc::new(Worker {
         catalog: catalog.clone(),
         catalog_url: opts.catalog.clone(),
         me,
         stop,
         idle,
-        parallel: opts.parallel.max(1),
+        parallel: opts.parallel,
         loaded: Default::default(),
         pools_mark: crate::backend::closing::mark(),
+        local,
     });
     let r = worker.run().await;
     catalog.close().await;

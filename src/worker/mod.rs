@@ -14,6 +14,7 @@
 //! A SQLite catalog serves the workers of one machine; workers on several machines share a
 //! PostgreSQL catalog.
 
+pub mod metrics;
 pub mod next;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Worker {
     /// [`crate::backend::closing::mark`] once the catalog is open: the pools a job's shards
     /// open come after it.
     pub pools_mark: usize,
+    /// What this worker counts for `--metrics`.
+    pub local: Arc<metrics::Local>,
 }
 
 pub struct Cached {
@@ -73,6 +76,7 @@ impl Worker {
         while !self.stop.requested() {
             while let Some(done) = copies.try_join_next() {
                 if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+                    self.local.error("copy");
                     eprintln!("reshard worker: {e:#}");
                 }
             }
@@ -80,9 +84,13 @@ impl Worker {
                 Ok(Some(why)) => (why, true),
                 Ok(None) => (String::new(), false),
                 Err(e) if matches!(e.downcast_ref::<Stop>(), Some(Stop::Refused(_))) => {
+                    self.local.error("refused");
                     (format!("{e:#}"), true)
                 }
-                Err(e) => (format!("error: {e:#}"), true),
+                Err(e) => {
+                    self.local.error("round");
+                    (format!("error: {e:#}"), true)
+                }
             };
             if !what.is_empty() && what != said {
                 eprintln!("reshard worker: {what}");
