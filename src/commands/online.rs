@@ -214,6 +214,9 @@ async fn ask(
     let mut last_event = String::new();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        // Read before the state: a request is settled only after its outcome is recorded, so a
+        // request gone with the state short of the goal was refused, not carried out since.
+        let pending = catalog.job_request(id).await?.as_deref() == Some(word.as_str());
         let row = catalog
             .job(id)
             .await?
@@ -248,7 +251,6 @@ async fn ask(
                 last_event = line;
             }
         }
-        let pending = catalog.job_request(id).await?.as_deref() == Some(word.as_str());
         if !pending {
             // Settled without reaching the state asked for: refused (the event says why).
             return Err(Stop::Refused(format!(
