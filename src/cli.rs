@@ -60,8 +60,7 @@ pub enum Command {
     Switch(SwitchArgs),
     /// Show a job's history: every state change, request, flip and fence, with times
     Log(LogArgs),
-    /// Carry out the catalog's unfinished job together with other workers, on this machine or
-    /// others: copies in parallel, cutovers, reverse sync, and the operator's requests
+    /// Run the catalog's job with other workers: parallel copies, cutovers, reverse sync, requests
     Worker(WorkerArgs),
 }
 

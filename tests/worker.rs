@@ -229,6 +229,13 @@ async fn three_workers_through_kills(kind: Kind) {
     let v = until(c, &job, "copying", |v| copied(v) > 200).await;
     let holders = copy_holders(c, &job).await;
     assert!(!holders.is_empty(), "copy tasks are held: {v}");
+    // status names who copies what, and the tasks in JSON.
+    let text = common::cluster::stdout(&run(c, &["status", &job]).await);
+    assert!(
+        text.contains("being copied by workers") && text.contains("copying: m"),
+        "{text}"
+    );
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(3), "{v}");
     let victim = pid_of(&holders[0]);
     let before_kill = copied(&status(c, &job).await);
     if kind == Kind::Sqlite {
