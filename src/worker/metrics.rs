@@ -103,104 +103,52 @@ fn response(status: &str, kind: &str, body: &str) -> String {
     )
 }
 
+/// The metric families of one scrape.
+#[derive(Default)]
+struct Scrape {
+    rows: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    rows_total: Family<Labels, Gauge>,
+    backlog_entries: Family<Labels, Gauge>,
+    backlog_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    tasks: Family<Labels, Gauge>,
+    state: Family<Labels, Gauge>,
+    held: Gauge,
+}
+
 /// The registry for one scrape, filled from the catalog.
 pub async fn scrape(catalog: &Catalog, local: &Local, me: &str) -> Result<String> {
-    let mut reg = Registry::with_prefix("reshard");
-    let rows = Family::<Labels, Counter>::default();
-    let bytes = Family::<Labels, Counter>::default();
-    let rows_total = Family::<Labels, Gauge>::default();
-    let backlog_entries = Family::<Labels, Gauge>::default();
-    let backlog_age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    let tasks = Family::<Labels, Gauge>::default();
-    let state = Family::<Labels, Gauge>::default();
+    let m = Scrape::default();
     let fences = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]);
-    let held = Gauge::<i64>::default();
     if let Some(job) = catalog.unfinished_job_id().await? {
-        let row = catalog
-            .job(&job)
-            .await?
-            .with_context(|| format!("job {job}: not in the catalog"))?;
-        state
-            .get_or_create(&labels(&[("job", &job), ("state", &row.state)]))
-            .set(1);
-        let moves = catalog.moves(&job).await?;
-        for m in &moves {
-            let l = labels(&[("job", &job), ("move", &m.id)]);
-            rows.get_or_create(&l).inc_by(m.rows_copied);
-            bytes.get_or_create(&l).inc_by(m.bytes_copied);
-            rows_total.get_or_create(&l).set(m.rows_total as i64);
-            if let (true, Some(ms)) = (m.flipped, m.fence_ms) {
-                fences.observe(ms as f64 / 1000.0);
-            }
-        }
-        let now = crate::catalog::now_ms();
-        for t in catalog.tasks(&job).await? {
-            let s = if t.done() {
-                "done"
-            } else if t.live_holder(now).is_some() {
-                "held"
-            } else {
-                "free"
-            };
-            tasks
-                .get_or_create(&labels(&[("job", &job), ("state", s)]))
-                .inc();
-            if !t.done() && t.live_holder(now) == Some(me) {
-                held.inc();
-            }
-        }
-        if let Ok(plan) = Plan::parse(&row.plan_json, "job plan") {
-            let logs: Vec<_> = backlog::read(&plan)
-                .await
-                .into_iter()
-                .filter_map(|s| match s {
-                    ShardLogs::Read(l) => Some(l),
-                    ShardLogs::Unreachable { .. } => None,
-                })
-                .flatten()
-                .collect();
-            // A move waits on the log it consumes: its source's before the flip (forward), its
-            // destination's after (reverse); the log is the shard's, shared by its moves.
-            for m in &moves {
-                let (shard, direction) = if m.flipped {
-                    (&m.destination, "reverse")
-                } else {
-                    (&m.source, "forward")
-                };
-                let mine: Vec<_> = logs.iter().filter(|l| &l.shard == shard).collect();
-                let l = labels(&[("job", &job), ("move", &m.id), ("direction", direction)]);
-                let n: u64 = mine.iter().map(|l| l.entries).sum();
-                backlog_entries.get_or_create(&l).set(n as i64);
-                let age = mine.iter().filter_map(|l| l.oldest_ms).max().unwrap_or(0);
-                backlog_age.get_or_create(&l).set(age as f64 / 1000.0);
-            }
-        }
+        m.fill(catalog, &job, me, &fences).await?;
     }
-    reg.register("rows_copied", "Rows copied per move", rows);
-    reg.register("bytes_copied", "Bytes copied per move", bytes);
+    let mut reg = Registry::with_prefix("reshard");
+    reg.register("rows_copied", "Rows copied per move", m.rows);
+    reg.register("bytes_copied", "Bytes copied per move", m.bytes);
     reg.register(
         "rows",
         "Rows to copy per move (estimated at job start)",
-        rows_total,
+        m.rows_total,
     );
     reg.register(
         "backlog_entries",
         "Change-log entries a move waits on, by direction (forward before its flip, reverse after)",
-        backlog_entries,
+        m.backlog_entries,
     );
     reg.register(
         "backlog_oldest_seconds",
         "Age of the oldest change-log entry a move waits on, by the shard's clock",
-        backlog_age,
+        m.backlog_age,
     );
     reg.register(
         "fence_seconds",
         "How long each flipped move's keys were fenced",
         fences,
     );
-    reg.register("tasks", "Copy tasks by state (free, held, done)", tasks);
-    reg.register("worker_tasks_held", "Copy tasks this worker holds", held);
-    reg.register("job_state", "The unfinished job's state (1)", state);
+    reg.register("tasks", "Copy tasks by state (free, held, done)", m.tasks);
+    reg.register("worker_tasks_held", "Copy tasks this worker holds", m.held);
+    reg.register("job_state", "The unfinished job's state (1)", m.state);
     reg.register(
         "worker_errors",
         "Errors of this worker's rounds, by kind",
@@ -209,4 +157,74 @@ pub async fn scrape(catalog: &Catalog, local: &Local, me: &str) -> Result<String
     let mut out = String::new();
     encode(&mut out, &reg).context("encoding metrics")?;
     Ok(out)
+}
+
+impl Scrape {
+    async fn fill(&self, catalog: &Catalog, job: &str, me: &str, fences: &Histogram) -> Result<()> {
+        let row = catalog
+            .job(job)
+            .await?
+            .with_context(|| format!("job {job}: not in the catalog"))?;
+        self.state
+            .get_or_create(&labels(&[("job", job), ("state", &row.state)]))
+            .set(1);
+        let moves = catalog.moves(job).await?;
+        for m in &moves {
+            let l = labels(&[("job", job), ("move", &m.id)]);
+            self.rows.get_or_create(&l).inc_by(m.rows_copied);
+            self.bytes.get_or_create(&l).inc_by(m.bytes_copied);
+            self.rows_total.get_or_create(&l).set(m.rows_total as i64);
+            if let (true, Some(ms)) = (m.flipped, m.fence_ms) {
+                fences.observe(ms as f64 / 1000.0);
+            }
+        }
+        let now = crate::catalog::now_ms();
+        for t in catalog.tasks(job).await? {
+            let s = match t.live_holder(now) {
+                _ if t.done() => "done",
+                Some(h) => {
+                    if h == me {
+                        self.held.inc();
+                    }
+                    "held"
+                }
+                None => "free",
+            };
+            self.tasks
+                .get_or_create(&labels(&[("job", job), ("state", s)]))
+                .inc();
+        }
+        if let Ok(plan) = Plan::parse(&row.plan_json, "job plan") {
+            self.backlog(job, &plan, &moves).await;
+        }
+        Ok(())
+    }
+
+    /// A move waits on the log it consumes: its source's before the flip (forward), its
+    /// destination's after (reverse); the log is the shard's, shared by its moves. A shard that
+    /// does not answer is left out.
+    async fn backlog(&self, job: &str, plan: &Plan, moves: &[crate::catalog::MoveRow]) {
+        let logs: Vec<_> = backlog::read(plan)
+            .await
+            .into_iter()
+            .filter_map(|s| match s {
+                ShardLogs::Read(l) => Some(l),
+                ShardLogs::Unreachable { .. } => None,
+            })
+            .flatten()
+            .collect();
+        for m in moves {
+            let (shard, direction) = if m.flipped {
+                (&m.destination, "reverse")
+            } else {
+                (&m.source, "forward")
+            };
+            let mine: Vec<_> = logs.iter().filter(|l| &l.shard == shard).collect();
+            let l = labels(&[("job", job), ("move", &m.id), ("direction", direction)]);
+            let n: u64 = mine.iter().map(|l| l.entries).sum();
+            self.backlog_entries.get_or_create(&l).set(n as i64);
+            let age = mine.iter().filter_map(|l| l.oldest_ms).max().unwrap_or(0);
+            self.backlog_age.get_or_create(&l).set(age as f64 / 1000.0);
+        }
+    }
 }
