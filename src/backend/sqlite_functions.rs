@@ -81,10 +81,28 @@ pub async fn register_sqlite_functions(conn: &mut SqliteConnection) -> Result<()
     Ok(())
 }
 
-/// Pool options whose every new connection gets the functions before first use.
+/// Pool options whose every new connection gets the functions before first use, and whose
+/// connections go back to the pool only outside any transaction.
 pub fn pool_options() -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .after_connect(|conn, _| Box::pin(async move { register_sqlite_functions(conn).await }))
+        .after_release(|conn, _| Box::pin(async move { outside_transaction(conn).await }))
+}
+
+/// Whether a released connection is fit to pool again. sqlx counts transactions itself and
+/// does not look at SQLite's own state on release, so a connection left inside a transaction
+/// (a BEGIN run as plain SQL, a rollback that failed, sqlx#3932) would be handed out again: it
+/// then holds the write lock, and every BEGIN IMMEDIATE elsewhere waits out its busy timeout,
+/// or it refuses every later `begin_with`. Such a connection is closed instead. Taking the
+/// handle first lets a rollback queued by a dropped transaction run before the check.
+pub async fn outside_transaction(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: `handle` is this connection's locked live handle; sqlite3_get_autocommit only
+    // reads a flag of it.
+    let autocommit = unsafe { ffi::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) } != 0;
+    drop(handle);
+    Ok(autocommit && !conn.is_in_transaction())
 }
 
 unsafe extern "C" fn md5_hex(
@@ -155,6 +173,53 @@ mod tests {
 
     async fn memory() -> SqliteConnection {
         SqliteConnection::connect("sqlite::memory:").await.unwrap()
+    }
+
+    /// Regression: a pooled SQLite connection released inside a transaction was handed out
+    /// again, holding the write lock, so other writers' BEGIN IMMEDIATE timed out.
+    #[tokio::test]
+    async fn regression_pooled_connection_left_in_a_transaction_is_not_reused() {
+        let dir = std::env::temp_dir().join(format!("rs-release-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite:{}?mode=rwc", dir.join("t.db").display());
+        let opts = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .busy_timeout(std::time::Duration::from_millis(200));
+        let pool = pool_options()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        {
+            // A transaction sqlx does not know of, on a connection that goes back to the pool.
+            let mut c = pool.acquire().await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+                .execute(&mut *c)
+                .await
+                .unwrap();
+        }
+        for _ in 0..4 {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT INTO t VALUES (2)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            n, 4,
+            "the abandoned transaction's row was rolled back, the others kept"
+        );
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -164,6 +164,11 @@ impl Catalog {
             };
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .after_release(|c, _| {
+                    Box::pin(async move {
+                        crate::backend::sqlite_functions::outside_transaction(c).await
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .with_context(ctx)?;
