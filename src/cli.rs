@@ -136,7 +136,9 @@ pub struct PauseArgs {
 #[command(
     after_help = "The request is recorded in the catalog; the process running the job (which \
     keeps catching up\nuntil then) sees it within a second and cuts every move over as `apply` \
-    would. With no process\nrunning the job, `reshard resume JOB` carries the switch out.\n\
+    would. With no process\nrunning the job, `reshard resume JOB` carries the switch out. \
+    With --move, only the moves named\nflip; the others keep catching up until a later \
+    switch names them (or names none: every move).\n\
     Exit codes: 0 switched (or recorded); 2 refused (not a manual job, or nothing to switch) or \
     bad input; 1 failed."
 )]
@@ -145,6 +147,13 @@ pub struct SwitchArgs {
     pub job: String,
     #[command(flatten)]
     pub catalog: CatalogArg,
+    /// Let only this move flip (repeat for more; a later switch adds to it). Default: every
+    /// move
+    #[arg(long = "move", value_name = "MOVE")]
+    pub moves: Vec<String>,
+    /// Change nothing: show what each fence would do and its predicted drain time
+    #[arg(long, conflicts_with = "no_wait")]
+    pub dry_run: bool,
     /// Return once the request is recorded, without waiting for the flips
     #[arg(long)]
     pub no_wait: bool,
@@ -674,6 +683,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Switch(a) => switch::run(switch::SwitchOptions {
             job: a.job,
             catalog: a.catalog.catalog,
+            moves: a.moves,
+            dry_run: a.dry_run,
             wait: !a.no_wait,
         }),
     }

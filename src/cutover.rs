@@ -100,7 +100,7 @@ impl Online<'_> {
         &mut self,
         max_fence: Duration,
         stop: &StopFlag,
-        switch: &std::sync::atomic::AtomicBool,
+        switch: &crate::switch_gate::SwitchGate,
     ) -> Result<bool> {
         let rows = self.catalog.moves(self.job).await?;
         for m in &self.moves {
@@ -121,6 +121,7 @@ impl Online<'_> {
         let mut passed = vec![false; self.moves.len()];
         let mut failures = vec![0u32; self.moves.len()];
         let shards: Vec<String> = self.shards().into_iter().map(|(s, _)| s).collect();
+        let mut rate_noted: HashMap<String, Instant> = HashMap::new();
         loop {
             if stop.requested() {
                 return Ok(false);
@@ -136,20 +137,24 @@ impl Online<'_> {
                     self.add_touched(t, &d, mi);
                 }
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
+                self.note_drain_rate(s, d.entries as u64, secs, &mut rate_noted)
+                    .await;
                 // The pass ended with a short read on every log; predict draining what
                 // arrived meanwhile at the same rate.
                 let rate = (d.entries as f64 / secs).max(self.log_batch as f64);
                 let predicted = d.entries as f64 / rate;
                 ready.insert(s.clone(), predicted < max_fence.as_secs_f64() / 2.0);
             }
-            let Some(mi) = (0..self.moves.len()).find(|&i| !self.flipped[i]) else {
+            if self.flipped.iter().all(|f| *f) {
                 return Ok(true);
-            };
-            if !switch.load(std::sync::atomic::Ordering::Acquire) {
+            }
+            let next = (0..self.moves.len())
+                .find(|&i| !self.flipped[i] && switch.allows(&self.moves[i].id));
+            let Some(mi) = next else {
                 // Caught up; the backlog stays small until the operator switches.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
-            }
+            };
             if !ready.get(&self.moves[mi].source).copied().unwrap_or(false) {
                 continue;
             }
@@ -192,6 +197,28 @@ impl Online<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Records the rate one catch-up pass applied `shard`'s logs at, for `switch --dry-run`:
+    /// only from passes with enough entries to time (an idle pass says nothing of the rate),
+    /// and at most every few seconds per shard, to keep catalog writes off the hot loop.
+    async fn note_drain_rate(
+        &self,
+        shard: &str,
+        entries: u64,
+        secs: f64,
+        noted: &mut HashMap<String, Instant>,
+    ) {
+        const MIN_ENTRIES: u64 = 20;
+        const EVERY: Duration = Duration::from_secs(5);
+        if entries < MIN_ENTRIES || noted.get(shard).is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        noted.insert(shard.to_string(), Instant::now());
+        let rate = (entries as f64 / secs).round() as u64;
+        if let Err(e) = self.catalog.record_drain_rate(self.job, shard, rate).await {
+            eprintln!("reshard: warning: {e:#}");
         }
     }
 

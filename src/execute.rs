@@ -21,6 +21,7 @@ use crate::progress::{MoveInfo, Progress};
 use crate::retry::retry;
 use crate::shard_url::redact;
 use crate::signals::StopFlag;
+use crate::switch_gate::SwitchGate;
 
 /// What a job was started with; stored in the catalog so that `resume` continues the same way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,9 +82,9 @@ pub struct Run<'a> {
     pub options: JobOptions,
     pub progress: ProgressMode,
     pub stop: StopFlag,
-    /// Whether moves may flip: always, unless the job switches manually and no `reshard
-    /// switch` has been asked yet (see [`Run::switch_gate`]).
-    pub switch: Arc<AtomicBool>,
+    /// Which moves may flip: all, unless the job switches manually; then those `reshard
+    /// switch` has let flip (see [`Run::switch_gate`]).
+    pub switch: Arc<SwitchGate>,
     /// A `reshard worker`'s run: stopped by a signal or a lost lease, it leaves the job
     /// running for another worker to continue, instead of interrupted.
     pub handoff: bool,
@@ -358,7 +359,7 @@ impl Run<'_> {
                 })
                 .await?;
                 // Carried out: a later re-cutover (after a rollback) waits for its own switch.
-                cat.clear_request(job, crate::catalog::SWITCH).await?;
+                cat.clear_switch(job).await?;
                 // Broken by hand so that it fits a 100-column terminal.
                 eprintln!(
                     "reshard: job {job}: every move has flipped; the new owners are \
@@ -423,7 +424,7 @@ async fn watch_requests(
     job: String,
     stop: StopFlag,
     paused: Arc<AtomicBool>,
-    switch: Arc<AtomicBool>,
+    switch: Arc<SwitchGate>,
 ) {
     loop {
         tokio::time::sleep(REQUEST_POLL).await;
@@ -435,9 +436,8 @@ async fn watch_requests(
                 stop.request();
                 return;
             }
-            Ok(Some(r)) if r == crate::catalog::SWITCH && !switch.load(Ordering::Acquire) => {
-                eprintln!("reshard: job {job}: switch requested; cutting over");
-                switch.store(true, Ordering::Release);
+            Ok(Some(r)) if switch.widen(&r) => {
+                eprintln!("reshard: job {job}: {r} requested; cutting over");
             }
             _ => {}
         }
@@ -451,9 +451,12 @@ impl Run<'_> {
         catalog: &Catalog,
         job: &str,
         options: &JobOptions,
-    ) -> Result<Arc<AtomicBool>> {
-        let asked = catalog.job_request(job).await?.as_deref() == Some(crate::catalog::SWITCH);
-        Ok(Arc::new(AtomicBool::new(!options.switch_manual || asked)))
+    ) -> Result<Arc<SwitchGate>> {
+        let request = catalog.job_request(job).await?;
+        Ok(Arc::new(SwitchGate::new(
+            options.switch_manual,
+            request.as_deref(),
+        )))
     }
 }
 

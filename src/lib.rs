@@ -35,6 +35,7 @@ pub mod router;
 pub mod shard_url;
 pub mod signals;
 pub mod sqlroute;
+pub mod switch_gate;
 pub mod triggers;
 pub mod verify;
 pub mod worker;

@@ -59,13 +59,7 @@ async fn nothing_flips_until_switch(kind: Kind) {
         .sum();
     assert!(waiting < 2000, "the backlog grows while holding: {waiting}");
 
-    let out = run(&s.c, &["switch", &job]).await;
-    assert!(out.status.success(), "switch: {}", stderr(&out));
-    assert!(
-        stderr(&out).contains("every move has flipped"),
-        "{}",
-        stderr(&out)
-    );
+    switch_one_move_then_the_rest(&s.c, &job, &v).await;
     let out = tokio::task::spawn_blocking(move || apply.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -80,6 +74,72 @@ async fn nothing_flips_until_switch(kind: Kind) {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("nothing left to switch"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `switch --dry-run` changes nothing and reports each move's drain; `--move` of a move the job
+/// does not have is bad input (exit 2); `--move M` flips M alone while the job keeps holding the
+/// others; a bare `switch` then flips the rest.
+async fn switch_one_move_then_the_rest(
+    c: &common::cluster::Cluster,
+    job: &str,
+    v: &serde_json::Value,
+) {
+    let ids: Vec<String> = moves(v)
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.len() >= 2, "the test needs two moves: {v}");
+    let out = run(c, &["switch", job, "--dry-run"]).await;
+    assert!(out.status.success(), "switch --dry-run: {}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(report.contains("dry run"), "{report}");
+    for id in &ids {
+        assert!(report.contains(id.as_str()), "{id} missing: {report}");
+    }
+    assert!(
+        report.lines().all(|l| l.chars().count() <= 80),
+        "the report is too wide: {report}"
+    );
+    let out = run(c, &["switch", job, "--move", "nosuch"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such move"), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = status(c, job).await;
+    assert!(
+        moves(&after).iter().all(|m| m["flipped"] == false),
+        "a dry run or a refused switch flipped a move: {after}"
+    );
+
+    let first = ids[0].as_str();
+    let out = run(c, &["switch", job, "--move", first]).await;
+    assert!(out.status.success(), "switch --move: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{first} flipped")),
+        "{}",
+        stderr(&out)
+    );
+    // Well past the time the next cutover would take: only the named move flipped.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = status(c, job).await;
+    assert_eq!(after["state"], "running", "{after}");
+    for m in moves(&after) {
+        assert_eq!(
+            m["flipped"] == true,
+            m["id"] == first,
+            "only {first} flips: {after}"
+        );
+    }
+    let out = run(c, &["switch", job, "--move", first]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("flipped already"), "{}", stderr(&out));
+
+    let out = run(c, &["switch", job]).await;
+    assert!(out.status.success(), "switch: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("every move has flipped"),
         "{}",
         stderr(&out)
     );

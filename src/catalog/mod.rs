@@ -796,7 +796,9 @@ mod tests;
 
 mod online;
 pub use online::CaptureCounts;
+mod drain;
 mod requests;
-pub use requests::{PauseOutcome, PAUSE, SWITCH};
+pub use drain::DrainRate;
+pub use requests::{is_switch, PauseOutcome, Switch, PAUSE, SWITCH};
 mod tasks;
 pub use tasks::{live as live_lease, Claim, TaskRow, COPY};

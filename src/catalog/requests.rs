@@ -23,8 +23,67 @@ pub enum PauseOutcome {
 
 /// The request that pauses a job.
 pub const PAUSE: &str = "pause";
-/// The request that lets a job started with `apply --switch manual` flip its moves.
+/// The request that lets a job started with `apply --switch manual` flip its moves: the word
+/// alone for every move, or followed by the ids of the moves it lets flip (`switch m1 m3`).
 pub const SWITCH: &str = "switch";
+
+/// Which moves a switch request lets flip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Switch {
+    All,
+    Moves(std::collections::BTreeSet<String>),
+}
+
+impl Switch {
+    /// The switch a recorded request asks for; None when the request is not a switch.
+    pub fn parse(request: &str) -> Option<Switch> {
+        let mut words = request.split_whitespace();
+        if words.next() != Some(SWITCH) {
+            return None;
+        }
+        let moves: std::collections::BTreeSet<String> = words.map(str::to_string).collect();
+        Some(if moves.is_empty() {
+            Switch::All
+        } else {
+            Switch::Moves(moves)
+        })
+    }
+
+    /// The request text, in the catalog's `request` column.
+    pub fn text(&self) -> String {
+        match self {
+            Switch::All => SWITCH.to_string(),
+            Switch::Moves(m) => {
+                let ids: Vec<&str> = m.iter().map(String::as_str).collect();
+                format!("{SWITCH} {}", ids.join(" "))
+            }
+        }
+    }
+
+    /// This switch and `more` together: a second `switch --move` adds to the first, and a
+    /// switch of every move covers any.
+    pub fn union(self, more: Switch) -> Switch {
+        match (self, more) {
+            (Switch::Moves(mut a), Switch::Moves(b)) => {
+                a.extend(b);
+                Switch::Moves(a)
+            }
+            _ => Switch::All,
+        }
+    }
+
+    pub fn allows(&self, move_id: &str) -> bool {
+        match self {
+            Switch::All => true,
+            Switch::Moves(m) => m.contains(move_id),
+        }
+    }
+}
+
+/// Whether a recorded request is a switch (which, unlike the others, never stops a run).
+pub fn is_switch(request: &str) -> bool {
+    Switch::parse(request).is_some()
+}
 
 impl Catalog {
     /// Asks that `job` pause, in one transaction with its events.
@@ -119,6 +178,60 @@ impl Catalog {
         res.with_context(|| format!("catalog {}: clearing job {job}'s request", self.label))
     }
 
+    /// Adds `switch` to the job's pending switch request (or records it), with its event, in
+    /// one transaction. Refused while another kind of request is pending: it must not be
+    /// overwritten. Returns the switch now recorded.
+    pub async fn record_switch(&self, job: &str, switch: Switch, detail: &str) -> Result<Switch> {
+        let at = now_text();
+        let pg = matches!(self.pool, Pool::Postgres(_));
+        let res: Result<Switch> = with_pool!(self, p => async {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let q = if pg {
+                "SELECT request FROM jobs WHERE id = $1 FOR UPDATE"
+            } else {
+                "SELECT request FROM jobs WHERE id = $1"
+            };
+            let pending: Option<Option<String>> =
+                sqlx::query_scalar(q).bind(job).fetch_optional(&mut *tx).await?;
+            let merged = match pending.flatten() {
+                None => switch,
+                Some(r) => match Switch::parse(&r) {
+                    Some(before) => before.union(switch),
+                    None => {
+                        return Err(crate::error::Stop::Refused(format!(
+                            "job {job} has a pending {r:?} request; switch once it is carried \
+                             out"
+                        ))
+                        .into())
+                    }
+                },
+            };
+            sqlx::query("UPDATE jobs SET request = $1, updated_at = $2 WHERE id = $3")
+                .bind(merged.text()).bind(&at).bind(job).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO events (job_id, move_id, at, kind, detail) \
+                 VALUES ($1, NULL, $2, 'request', $3)",
+            )
+            .bind(job).bind(&at).bind(detail).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(merged)
+        }.await);
+        res.with_context(|| format!("catalog {}: recording a switch on job {job}", self.label))
+    }
+
+    /// Forgets a pending switch request, of every move or of some.
+    pub async fn clear_switch(&self, job: &str) -> Result<()> {
+        let res: Result<()> = with_pool!(self, p => async {
+            sqlx::query(
+                "UPDATE jobs SET request = NULL WHERE id = $1 \
+                 AND (request = $2 OR request LIKE $3)",
+            )
+            .bind(job).bind(SWITCH).bind(format!("{SWITCH} %")).execute(p).await?;
+            Ok(())
+        }.await);
+        res.with_context(|| format!("catalog {}: clearing job {job}'s switch", self.label))
+    }
+
     /// Records `kind` as the job's pending request, with its event, in one transaction.
     pub async fn record_request(&self, job: &str, kind: &str, detail: &str) -> Result<()> {
         let at = now_text();
@@ -147,5 +260,36 @@ impl Catalog {
                 (Some(h), Some(u)) if u > now && !holder_is_dead(&h) => Some(h),
                 _ => None,
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moves(ids: &[&str]) -> Switch {
+        Switch::Moves(ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn a_switch_request_reads_back_as_written() {
+        for s in [Switch::All, moves(&["m1"]), moves(&["m3", "m1"])] {
+            assert_eq!(Switch::parse(&s.text()), Some(s.clone()));
+        }
+        assert_eq!(moves(&["m3", "m1"]).text(), "switch m1 m3");
+        assert_eq!(Switch::parse("switch"), Some(Switch::All));
+        for other in ["pause", "complete", "rollback m1", "switched", ""] {
+            assert_eq!(Switch::parse(other), None, "{other}");
+            assert!(!is_switch(other));
+        }
+    }
+
+    #[test]
+    fn switches_add_up_and_all_covers_any() {
+        assert_eq!(moves(&["m1"]).union(moves(&["m2"])), moves(&["m1", "m2"]));
+        assert_eq!(moves(&["m1"]).union(Switch::All), Switch::All);
+        assert_eq!(Switch::All.union(moves(&["m1"])), Switch::All);
+        let s = moves(&["m2"]);
+        assert!(s.allows("m2") && !s.allows("m1") && Switch::All.allows("m1"));
     }
 }

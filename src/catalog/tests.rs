@@ -231,3 +231,47 @@ async fn postgres_catalog_migrates_and_records() {
         .unwrap();
     result.unwrap();
 }
+
+#[tokio::test]
+async fn switches_merge_in_the_catalog_and_never_overwrite_another_request() {
+    let (_d, cat, _) = fresh().await;
+    let from = map(&["a", "b"]);
+    let tables = vec!["t".to_string()];
+    cat.create_job(new_job("j1", &from, &tables)).await.unwrap();
+    let one = |m: &str| Switch::Moves([m.to_string()].into_iter().collect());
+    let got = cat
+        .record_switch("j1", one("m1"), "switch m1")
+        .await
+        .unwrap();
+    assert_eq!(got.text(), "switch m1");
+    let got = cat
+        .record_switch("j1", one("m3"), "switch m3")
+        .await
+        .unwrap();
+    assert_eq!(got.text(), "switch m1 m3");
+    let req = cat.job_request("j1").await.unwrap();
+    assert_eq!(req.as_deref(), Some("switch m1 m3"));
+    let got = cat
+        .record_switch("j1", Switch::All, "switch")
+        .await
+        .unwrap();
+    assert_eq!(got, Switch::All);
+    cat.clear_switch("j1").await.unwrap();
+    assert_eq!(cat.job_request("j1").await.unwrap(), None);
+
+    cat.record_request("j1", "pause", "pause").await.unwrap();
+    let e = cat
+        .record_switch("j1", one("m1"), "switch m1")
+        .await
+        .unwrap_err();
+    assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
+    assert!(format!("{e:#}").contains("pending \"pause\""), "{e:#}");
+    let req = cat.job_request("j1").await.unwrap();
+    assert_eq!(req.as_deref(), Some("pause"), "the pause stays");
+    // Clearing a switch leaves another kind of request alone.
+    cat.clear_switch("j1").await.unwrap();
+    assert_eq!(
+        cat.job_request("j1").await.unwrap().as_deref(),
+        Some("pause")
+    );
+}

@@ -201,7 +201,7 @@ impl Worker {
             options,
             progress: ProgressMode::Plain,
             stop: self.stop.clone(),
-            switch: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            switch: Arc::new(crate::switch_gate::SwitchGate::open()),
             handoff: true,
         }
     }
@@ -503,7 +503,7 @@ async fn watch_copy(cat: Arc<Catalog>, job: String, worker: StopFlag, task: Stop
         if let (Ok(Some(row)), Ok(request)) = (cat.job(&job).await, cat.job_request(&job).await) {
             let stopping = request
                 .as_deref()
-                .is_some_and(|r| r != crate::catalog::SWITCH);
+                .is_some_and(|r| !crate::catalog::is_switch(r));
             if stopping || JobState::parse(&row.state) != Some(JobState::Running) {
                 task.request();
                 return;
