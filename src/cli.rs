@@ -343,7 +343,8 @@ pub struct ApplyArgs {
     /// Rows read per batch; progress is recorded after every batch
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub batch_size: usize,
-    /// Moves copied at the same time
+    /// Moves copied at the same time, and cut over at the same time (one per source shard;
+    /// 1 cuts over one move at a time)
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub parallel: usize,
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
@@ -392,7 +393,7 @@ pub struct ResumeArgs {
     pub catalog: CatalogArg,
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
-    /// Moves copied at the same time
+    /// Moves copied, and cut over, at the same time (default: the job's)
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
     /// Mark the job running and return at once, leaving it to `reshard worker` processes

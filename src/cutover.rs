@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result};
 
 use crate::backend::{PkValues, Value};
 use crate::capture::{Drained, Online};
+use crate::cutover_pick::{pick, Candidate, Pick};
 use crate::error::Stop;
 use crate::failpoint;
 use crate::job::MoveState;
@@ -99,6 +100,7 @@ impl Online<'_> {
     pub async fn run_forward(
         &mut self,
         max_fence: Duration,
+        parallel: usize,
         stop: &StopFlag,
         switch: &crate::switch_gate::SwitchGate,
     ) -> Result<bool> {
@@ -145,59 +147,117 @@ impl Online<'_> {
                 let predicted = d.entries as f64 / rate;
                 ready.insert(s.clone(), predicted < max_fence.as_secs_f64() / 2.0);
             }
-            if self.flipped.iter().all(|f| *f) {
-                return Ok(true);
-            }
-            let next = (0..self.moves.len())
-                .find(|&i| !self.flipped[i] && switch.allows(&self.moves[i].id));
-            let Some(mi) = next else {
-                // Caught up; the backlog stays small until the operator switches.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            if !ready.get(&self.moves[mi].source).copied().unwrap_or(false) {
-                continue;
-            }
-            // Outside the fence: a full checksum pass once per run, then the chunks touched
-            // since, so that the fence re-checks only what the last moments changed.
-            // Mismatches here are writes still in flight; their keys come back through the
-            // drain, and the fenced pass decides.
-            let scope = if passed[mi] {
-                verify::Scope::Touched(&touched[mi])
-            } else {
-                verify::Scope::Full
-            };
-            let fresh = !passed[mi] && self.pass_is_new(mi).await?;
-            let v = self.verifier();
-            crate::signals::or_hard_stop(verify::verify_move(&v, &self.moves[mi], scope)).await?;
-            if fresh || passed[mi] {
-                touched[mi].clear();
-            }
-            passed[mi] = true;
-            match self.cutover(mi, max_fence, &mut touched[mi]).await? {
-                Cutover::Flipped { fence_ms } => {
-                    eprintln!(
-                        "reshard: move {} flipped ({} -> {}), fence {fence_ms} ms",
-                        self.moves[mi].id, self.moves[mi].source, self.moves[mi].destination
-                    );
+            let candidates: Vec<Candidate> = (0..self.moves.len())
+                .map(|i| Candidate {
+                    source: &self.moves[i].source,
+                    flipped: self.flipped[i],
+                    allowed: switch.allows(&self.moves[i].id),
+                })
+                .collect();
+            let picked = match pick(&candidates, &ready, parallel) {
+                Pick::Done => return Ok(true),
+                Pick::Hold => {
+                    // Caught up; the backlog stays small until the operator switches.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-                Cutover::Aborted(why) => {
-                    failures[mi] += 1;
-                    eprintln!(
-                        "reshard: move {}: fence lowered ({why}); catching up again",
-                        self.moves[mi].id
-                    );
-                    if failures[mi] >= MAX_FENCE_ATTEMPTS {
-                        anyhow::bail!(
-                            "move {}: {} fence attempts failed (last: {why}); the job is \
-                             resumable",
-                            self.moves[mi].id,
-                            failures[mi]
-                        );
+                Pick::CatchUp => continue,
+                Pick::Cut(picked) => picked,
+            };
+            let this = &*self;
+            let attempts = touched
+                .iter_mut()
+                .enumerate()
+                .filter(|(mi, _)| picked.contains(mi))
+                .map(|(mi, t)| {
+                    let passed = passed[mi];
+                    async move { (mi, this.attempt(mi, max_fence, passed, t).await) }
+                });
+            let results = futures_util::future::join_all(attempts).await;
+            // Every attempt has settled (no fence left up by a sibling's error) before the
+            // first error, if any, ends the run.
+            let mut first_error = None;
+            for (mi, res) in results {
+                passed[mi] = true;
+                match res {
+                    Ok((outcome, drained)) => {
+                        if let Some(d) = &drained {
+                            // The fenced drain applied the other moves of this source too.
+                            for (mj, t) in touched.iter_mut().enumerate() {
+                                if mj != mi {
+                                    self.add_touched(t, d, mj);
+                                }
+                            }
+                        }
+                        if let Err(e) = self.settle(mi, outcome, &mut failures[mi]) {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
                     }
                 }
             }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
         }
+    }
+
+    /// Records the outcome of one cutover attempt of move `mi`: a flip, or a lowered fence that
+    /// counts against the move's attempts.
+    fn settle(&mut self, mi: usize, outcome: Cutover, failures: &mut u32) -> Result<()> {
+        let m = &self.moves[mi];
+        match outcome {
+            Cutover::Flipped { fence_ms } => {
+                self.flipped[mi] = true;
+                eprintln!(
+                    "reshard: move {} flipped ({} -> {}), fence {fence_ms} ms",
+                    m.id, m.source, m.destination
+                );
+            }
+            Cutover::Aborted(why) => {
+                *failures += 1;
+                eprintln!(
+                    "reshard: move {}: fence lowered ({why}); catching up again",
+                    m.id
+                );
+                if *failures >= MAX_FENCE_ATTEMPTS {
+                    anyhow::bail!(
+                        "move {}: {failures} fence attempts failed (last: {why}); the job is \
+                         resumable",
+                        m.id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies move `mi` outside the fence, then makes one fenced cutover attempt. Outside the
+    /// fence: a full checksum pass once per run (`passed` false), then the chunks touched
+    /// since, so that the fence re-checks only what the last moments changed. Mismatches here
+    /// are writes still in flight; their keys come back through the drain, and the fenced pass
+    /// decides. Returns what the fenced drain applied, for the other moves of the source.
+    async fn attempt(
+        &self,
+        mi: usize,
+        max_fence: Duration,
+        passed: bool,
+        touched: &mut verify::Touched,
+    ) -> Result<(Cutover, Option<Drained>)> {
+        let scope = if passed {
+            verify::Scope::Touched(touched)
+        } else {
+            verify::Scope::Full
+        };
+        let fresh = !passed && self.pass_is_new(mi).await?;
+        let v = self.verifier();
+        crate::signals::or_hard_stop(verify::verify_move(&v, &self.moves[mi], scope)).await?;
+        if fresh || passed {
+            touched.clear();
+        }
+        self.cutover(mi, max_fence, touched).await
     }
 
     /// Records the rate one catch-up pass applied `shard`'s logs at, for `switch --dry-run`:
@@ -225,11 +285,11 @@ impl Online<'_> {
     /// One fenced cutover attempt of move `mi`. `since`: keys touched since the move's chunk
     /// checksums were last recorded (grows with what the fenced drain applies).
     pub async fn cutover(
-        &mut self,
+        &self,
         mi: usize,
         max_fence: Duration,
         since: &mut verify::Touched,
-    ) -> Result<Cutover> {
+    ) -> Result<(Cutover, Option<Drained>)> {
         let m = self.moves[mi].clone();
         let pair = self.pairs[mi];
         let src = self.backend(Side::From, &m.source)?;
@@ -262,7 +322,7 @@ impl Online<'_> {
                 if crate::lockwait::blocked(&e).is_some() || crate::lockwait::is_aborted(&e) {
                     return Err(e);
                 }
-                return Ok(Cutover::Aborted(why));
+                return Ok((Cutover::Aborted(why), None));
             }
         };
         failpoint::hit("fence_raised");
@@ -282,7 +342,7 @@ impl Online<'_> {
         if let Some(why) = over("the drain") {
             self.abort(mi, &why).await?;
             self.trim(&m.source, &drained).await?;
-            return Ok(Cutover::Aborted(why));
+            return Ok((Cutover::Aborted(why), Some(drained)));
         }
         let v = self.verifier();
         let fenced = verify::verify_move(&v, &m, verify::Scope::Touched(since));
@@ -305,7 +365,7 @@ impl Online<'_> {
         if let Some(why) = over("the drain and verification") {
             self.abort(mi, &why).await?;
             self.trim(&m.source, &drained).await?;
-            return Ok(Cutover::Aborted(why));
+            return Ok((Cutover::Aborted(why), Some(drained)));
         }
         failpoint::hit("before_flip");
         let fence_ms = started.elapsed().as_millis() as u64;
@@ -313,12 +373,11 @@ impl Online<'_> {
             self.catalog.flip(self.job, &m.id, true, fence_ms)
         })
         .await?;
-        self.flipped[mi] = true;
         failpoint::hit("after_flip");
         // Up only after a rollback of this move; the destination now owns the keys.
         set_fence(dst.as_ref(), pair, &m.id, false).await?;
         self.trim(&m.source, &drained).await?;
-        Ok(Cutover::Flipped { fence_ms })
+        Ok((Cutover::Flipped { fence_ms }, Some(drained)))
     }
 
     async fn abort(&self, mi: usize, why: &str) -> Result<()> {

@@ -322,7 +322,12 @@ impl Run<'_> {
         }
         // Catch-up only now: no copy batch still in flight can overwrite a caught-up row.
         if !online
-            .run_forward(self.options.max_fence(), &self.stop, &self.switch)
+            .run_forward(
+                self.options.max_fence(),
+                self.options.parallel,
+                &self.stop,
+                &self.switch,
+            )
             .await?
         {
             return Ok(None);

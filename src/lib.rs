@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod copy;
 pub mod cutover;
+pub mod cutover_pick;
 pub mod decide;
 pub mod demo;
 pub mod error;
