@@ -150,6 +150,7 @@ impl Online<'_> {
             let candidates: Vec<Candidate> = (0..self.moves.len())
                 .map(|i| Candidate {
                     source: &self.moves[i].source,
+                    destination: &self.moves[i].destination,
                     flipped: self.flipped[i],
                     allowed: switch.allows(&self.moves[i].id),
                 })
@@ -546,9 +547,24 @@ impl Online<'_> {
             return lower(format!("raising the fence: {e:#}")).await;
         }
         failpoint::hit("rollback_fence_raised");
-        let drained = self.drain(&m.destination, true).await?;
-        let keys = drained.touched.get(&mi).cloned().unwrap_or_default();
-        let bad = self.compare_rows(mi, &keys).await?;
+        // Up until the flip back or lowered: an error here must not leave the new owner
+        // refusing the move's writers until some later run reconciles.
+        let fenced = async {
+            if failpoint::triggered("rollback_drain_fails") {
+                anyhow::bail!("failpoint rollback_drain_fails");
+            }
+            let drained = self.drain(&m.destination, true).await?;
+            let keys = drained.touched.get(&mi).cloned().unwrap_or_default();
+            let bad = self.compare_rows(mi, &keys).await?;
+            anyhow::Ok((drained, bad))
+        };
+        let (drained, bad) = match crate::signals::or_hard_stop(fenced).await {
+            Ok(r) => r,
+            Err(e) => {
+                lower(format!("drain or check failed: {e:#}")).await?;
+                return Err(e);
+            }
+        };
         if !bad.is_empty() {
             self.trim(&m.destination, &drained).await?;
             let why = describe_mismatches(&bad);

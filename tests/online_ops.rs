@@ -131,6 +131,44 @@ async fn rollback_fence_budget(kind: Kind) {
     );
 }
 
+/// A rollback whose fenced drain failed returned the error with the new owner's fence still up
+/// and the move `rolling_back`: the application's writes of the move's keys were refused until
+/// some later command reconciled the job.
+async fn regression_rollback_left_the_fence_up_when_its_drain_failed(kind: Kind) {
+    let Some(s) = setup(kind, "ord") else { return };
+    let job = applied(&s).await;
+    let out = {
+        let mut cmd = s.c.cmd(&["rollback", &job]);
+        cmd.env("RESHARD_FAILPOINT", "rollback_drain_fails:1");
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    };
+    assert!(
+        !out.status.success(),
+        "the failpoint must fail the rollback"
+    );
+    assert!(
+        stderr(&out).contains("failpoint rollback_drain_fails"),
+        "{}",
+        stderr(&out)
+    );
+    let fenced =
+        s.c.db("s2")
+            .query("SELECT move_id FROM _reshard_fence WHERE fenced = 1");
+    assert!(
+        fenced.is_empty(),
+        "the new owner still refuses writers: {fenced:?}"
+    );
+    let v = status(&s.c, &job).await;
+    for m in v["moves"].as_array().unwrap() {
+        assert_eq!(m["state"], "flipped", "{v}");
+    }
+    let out = run(&s.c, &["rollback", &job]).await;
+    assert!(out.status.success(), "rollback: {}", stderr(&out));
+    assert_eq!(status(&s.c, &job).await["state"], "rolled_back");
+}
+
 /// `sync` carries a write made at the new owner back to the old owner (so a rollback loses
 /// nothing), and stops cleanly on Ctrl-C.
 async fn reverse_sync(kind: Kind) {
@@ -244,7 +282,8 @@ per_backend_async!(
     partial_rollback,
     reverse_sync,
     apply_complete,
-    mismatch_refuses_flip
+    mismatch_refuses_flip,
+    regression_rollback_left_the_fence_up_when_its_drain_failed
 );
 
 /// A held row lock is what keeps the fence down; SQLite's guard reads no fence row under a lock.

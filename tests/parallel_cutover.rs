@@ -65,26 +65,26 @@ async fn events(c: &Cluster, job: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The moves' sources, from `status`.
-async fn sources(c: &Cluster, job: &str) -> BTreeMap<String, String> {
+/// The moves' (source, destination), from `status`.
+async fn ends(c: &Cluster, job: &str) -> BTreeMap<String, (String, String)> {
     let v = status(c, job).await;
     v["moves"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| {
-            (
-                m["id"].as_str().unwrap().to_string(),
-                m["source"].as_str().unwrap().to_string(),
-            )
+            let end = |k: &str| m[k].as_str().unwrap().to_string();
+            (end("id"), (end("source"), end("destination")))
         })
         .collect()
 }
 
-/// Every move's fence windows against every other move's of the same source: disjoint.
+/// Every move's fence windows against those of every other move of the same source, or whose
+/// source is its destination or the other way round: disjoint. Returns how many windows of
+/// other pairs overlapped.
 async fn assert_one_fence_per_source(c: &Cluster, job: &str) -> usize {
     let windows = fence_windows(&events(c, job).await);
-    let src = sources(c, job).await;
+    let src = ends(c, job).await;
     assert_eq!(src.len(), 9, "nine moves: {src:?}");
     assert_eq!(windows.len(), 9, "every move was fenced: {windows:?}");
     let mut overlapping = 0;
@@ -96,9 +96,10 @@ async fn assert_one_fence_per_source(c: &Cluster, job: &str) -> usize {
             for x in wa {
                 for y in wb {
                     if x.0 < y.1 && y.0 < x.1 {
-                        assert_ne!(
-                            src[a], src[b],
-                            "{a} {x:?} and {b} {y:?} of one source were fenced at once"
+                        let ((sa, da), (sb, db)) = (&src[a], &src[b]);
+                        assert!(
+                            sa != sb && sa != db && sb != da,
+                            "{a} {sa}->{da} {x:?} and {b} {sb}->{db} {y:?} were fenced at once"
                         );
                         overlapping += 1;
                     }

@@ -380,6 +380,54 @@ async fn rollback_asked_of_a_worker(kind: Kind) {
     w.stop_and_check(true).await;
 }
 
+/// A serving worker asked to roll back one move rolled back every flipped move: the spec it
+/// carried requests out with was built before the request and never named the move.
+async fn regression_worker_rolled_back_every_move_on_rollback_of_one(kind: Kind) {
+    let Some(j) = ring_add(kind, "wr1", 200) else {
+        return;
+    };
+    let c = &j.c;
+    let w = Writer::start(c, &j.from, writer::config(0)).await;
+    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
+    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
+    let job = job_id(&out).unwrap();
+    let _worker = worker(c, "w0");
+    let v = until(c, &job, "in dual write", |v| {
+        v["state"] == "dual_write" && v["lease"].is_object()
+    })
+    .await;
+    let ids: Vec<String> = v["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.len() >= 2, "{v}");
+    let out = run(c, &["rollback", &job, "--move", &ids[0]]).await;
+    assert!(
+        out.status.success(),
+        "rollback --move: {}\n{}",
+        stderr(&out),
+        logs(c)
+    );
+    let v = status(c, &job).await;
+    for m in v["moves"].as_array().unwrap() {
+        assert_eq!(
+            m["flipped"] == false,
+            m["id"] == ids[0].as_str(),
+            "only {} is rolled back: {v}",
+            ids[0]
+        );
+    }
+    // In part: the job leaves dual write (Catalog::flip), and the rest are rolled back next.
+    assert_eq!(v["state"], "rolled_back", "{v}");
+    let out = run(c, &["rollback", &job]).await;
+    assert!(out.status.success(), "rollback: {}", stderr(&out));
+    let out = run(c, &["cancel", &job]).await;
+    assert!(out.status.success(), "cancel: {}", stderr(&out));
+    w.stop_and_check(true).await;
+}
+
 /// `GET path` of the worker's metrics endpoint: (status line, body).
 async fn http_get(addr: &str, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -462,6 +510,7 @@ async fn metrics_match_status(kind: Kind) {
 per_backend_async!(
     three_workers_through_kills,
     rollback_asked_of_a_worker,
+    regression_worker_rolled_back_every_move_on_rollback_of_one,
     metrics_match_status
 );
 

@@ -73,6 +73,21 @@ async fn until_state(c: &Cluster, job: &str, want: &str) {
     }
 }
 
+/// Waits (bounded) until process `pid` holds the job's lease.
+async fn until_lease_of(c: &Cluster, job: &str, pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mine = format!(":{pid}:");
+    loop {
+        let v = status(c, job).await;
+        let owner = v["lease"]["owner"].as_str().unwrap_or("");
+        if v["state"] == "dual_write" && owner.contains(&mine) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} never served the job: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn killed_at_each_point(kind: Kind) {
     for point in [
         "tasks_added:1",
@@ -102,7 +117,9 @@ async fn killed_at_each_point(kind: Kind) {
         }
         let dying = worker(c, Some(point));
         if name == "request_taken" {
-            until_state(c, &job, "dual_write").await;
+            // The killed healthy worker's lease may look unexpired for a moment: wait for the
+            // dying worker's own, or `complete` finds no live holder and runs it itself.
+            until_lease_of(c, &job, dying.0.id()).await;
             let out = run(c, &["complete", &job, "--no-wait"]).await;
             assert!(out.status.success(), "complete --no-wait: {}", stderr(&out));
             assert!(stderr(&out).contains("requested of"), "{}", stderr(&out));

@@ -367,13 +367,14 @@ impl Worker {
         let stop = self.or_stop();
         let lease = Lease::acquire(&self.catalog, job, Some(stop.clone())).await?;
         eprintln!("reshard worker: job {job}: in dual write; reverse sync running");
-        let spec = spec_of(loaded, None);
         let result = async {
             let mut online = Online::new(&loaded.ctx, &self.catalog, job).await?;
             online.load_logs().await?;
             online.reconcile().await?;
             let asked = finish::serve(&online, &stop).await?;
             if let Some(asked) = asked {
+                // The spec names the request's move: `rollback MOVE` rolls back that one only.
+                let spec = spec_of(loaded, asked.move_id.clone());
                 self.carry_leased(&mut online, &asked, &spec).await?;
             }
             anyhow::Ok(())
