@@ -30,11 +30,18 @@ struct Job {
     plan: String,
     /// Holds the PostgreSQL catalog database while the test runs.
     _catalog: Option<TestDb>,
+    /// One such job at a time in this binary: each starts several processes that each hold
+    /// pools to every shard and the catalog, and two at once reached the shared PostgreSQL's
+    /// 100 connections ("too many clients").
+    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Four shards; users 1..=n on a 3-node ring, planned onto a 4-node ring: three moves, one
 /// from each old node to s3.
-fn ring_add(kind: Kind, tag: &str, users: i64) -> Option<Job> {
+async fn ring_add(kind: Kind, tag: &str, users: i64) -> Option<Job> {
+    let guard = ONE_AT_A_TIME.lock().await;
     let mut c = Cluster::create(kind, tag, 4)?;
     let catalog = if kind == Kind::Sqlite {
         None
@@ -56,6 +63,7 @@ fn ring_add(kind: Kind, tag: &str, users: i64) -> Option<Job> {
         from,
         plan,
         _catalog: catalog,
+        _one_at_a_time: guard,
     })
 }
 
@@ -200,7 +208,7 @@ async fn takeover(c: &Cluster, job: &str, kind: &str, pid: u32, since: Instant) 
 }
 
 async fn three_workers_through_kills(kind: Kind) {
-    let Some(j) = ring_add(kind, "wrk", 3000) else {
+    let Some(j) = ring_add(kind, "wrk", 3000).await else {
         return;
     };
     let c = &j.c;
@@ -350,7 +358,7 @@ async fn three_workers_through_kills(kind: Kind) {
 }
 
 async fn rollback_asked_of_a_worker(kind: Kind) {
-    let Some(j) = ring_add(kind, "wrb", 300) else {
+    let Some(j) = ring_add(kind, "wrb", 300).await else {
         return;
     };
     let c = &j.c;
@@ -383,7 +391,7 @@ async fn rollback_asked_of_a_worker(kind: Kind) {
 /// A serving worker asked to roll back one move rolled back every flipped move: the spec it
 /// carried requests out with was built before the request and never named the move.
 async fn regression_worker_rolled_back_every_move_on_rollback_of_one(kind: Kind) {
-    let Some(j) = ring_add(kind, "wr1", 200) else {
+    let Some(j) = ring_add(kind, "wr1", 200).await else {
         return;
     };
     let c = &j.c;
@@ -460,7 +468,7 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 
 /// `--metrics`: the figures are the catalog's, as `status` shows them.
 async fn metrics_match_status(kind: Kind) {
-    let Some(j) = ring_add(kind, "wmt", 300) else {
+    let Some(j) = ring_add(kind, "wmt", 300).await else {
         return;
     };
     let c = &j.c;
@@ -541,7 +549,7 @@ async fn worker_rss() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(180);
-    let Some(j) = ring_add(kind, "rss", 20_000) else {
+    let Some(j) = ring_add(kind, "rss", 20_000).await else {
         return;
     };
     let c = &j.c;
