@@ -4,41 +4,43 @@
 # same data. Usage: bench/cutover.sh [postgres|mysql] [N] [P]
 # Needs a release build (cargo build --release), the psql / mariadb clients and jq.
 #
-# Three shards → four (identity modulo) on N users: nine moves, three from each source. The
-# cutover phase is read from the job's events: from the first move entering `fencing` to the
-# last flip. It includes each move's verification outside the fence (a full checksum pass),
-# which is most of it. No writer runs, so the fences drain little.
+# F shards → F+1 (identity modulo, F = 3 by default) on N users: with 3, nine moves, three from
+# each source, every shard a source and a destination; with 2, two moves into the new shard. The
+# cutover phase is read from the job's events: from the first move entering `catching_up` to
+# the last flip. It includes each move's verification outside the fence (a full checksum pass),
+# which is most of it. No writer runs, so the fences drain little. KEEP=1 keeps the directory
+# with the events of both runs.
 set -euo pipefail
-kind=${1:-postgres}; n=${2:-300000}; par=${3:-4}
+kind=${1:-postgres}; n=${2:-300000}; par=${3:-4}; f=${4:-3}
 bin=${RESHARD_BIN:-${CARGO_TARGET_DIR:-target}/release/reshard}
 dir=$(mktemp -d); tag=rscut$$
 pg() { PGOPTIONS=--client-min-messages=warning psql -qX -h 127.0.0.1 -U postgres "$@"; }
 my() { mariadb -uroot -h127.0.0.1 "$@"; }
 cleanup() {
-  for s in 0 1 2 3; do
+  for ((s = 0; s <= f; s++)); do
     case $kind in
       postgres) pg -c "DROP DATABASE IF EXISTS ${tag}_$s" 2> /dev/null || true ;;
       mysql) my -e "DROP DATABASE IF EXISTS ${tag}_$s" 2> /dev/null || true ;;
     esac
   done
 }
-trap 'cleanup; rm -rf "$dir"' EXIT
+trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$dir"; [ -z "${KEEP:-}" ] || echo "kept $dir" >&2' EXIT
 
-setup() { # fresh shards: s0..s2 hold users by id % 3, s3 is empty
+setup() { # fresh shards: s0..s(F-1) hold users by id % F, sF is empty
   cleanup
-  for s in 0 1 2 3; do
+  for ((s = 0; s <= f; s++)); do
     case $kind in
       postgres)
         pg -c "CREATE DATABASE ${tag}_$s"
         pg -d "${tag}_$s" -c "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, score double precision)"
-        [ $s = 3 ] || pg -d "${tag}_$s" -c "INSERT INTO users SELECT g, 'user ' || g, g * 0.5
-          FROM generate_series(1, $n) g WHERE g % 3 = $s" ;;
+        [ $s = $f ] || pg -d "${tag}_$s" -c "INSERT INTO users SELECT g, 'user ' || g, g * 0.5
+          FROM generate_series(1, $n) g WHERE g % $f = $s" ;;
       mysql)
         my -e "CREATE DATABASE ${tag}_$s; USE ${tag}_$s;
           CREATE TABLE users (id bigint PRIMARY KEY, name varchar(64) NOT NULL, score double)"
-        [ $s = 3 ] || my "${tag}_$s" -e "INSERT INTO users SELECT seq, concat('user ', seq), seq * 0.5
-          FROM seq_1_to_$n WHERE seq % 3 = $s" ;;
-      *) echo "usage: $0 [postgres|mysql] [N] [P]" >&2; exit 2 ;;
+        [ $s = $f ] || my "${tag}_$s" -e "INSERT INTO users SELECT seq, concat('user ', seq), seq * 0.5
+          FROM seq_1_to_$n WHERE seq % $f = $s" ;;
+      *) echo "usage: $0 [postgres|mysql] [N] [P] [F]" >&2; exit 2 ;;
     esac
   done
 }
@@ -60,7 +62,7 @@ map() { # shard count -> map JSON
 
 run() { # parallel -> "cutover_s apply_s moves"
   setup
-  map 3 > "$dir/old.json"; map 4 > "$dir/new.json"
+  map "$f" > "$dir/old.json"; map $((f + 1)) > "$dir/new.json"
   local cat="sqlite://$dir/cat-$1.db" t0 t1 job
   "$bin" plan --from "$dir/old.json" --to "$dir/new.json" -o "$dir/plan.json" > /dev/null
   t0=$(date +%s.%N)
@@ -71,7 +73,7 @@ run() { # parallel -> "cutover_s apply_s moves"
   "$bin" log "$job" --catalog "$cat" --format json > "$dir/events-$1.json"
   jq -rs --arg w "$(echo "$t1 - $t0" | bc -l)" '
     def t: (.at | sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601) * 1000 + (.at | capture("\\.(?<f>[0-9]+)Z$").f | tonumber);
-    ([.[] | select(.kind == "move_state" and (.detail | endswith("-> fencing"))) | t] | min) as $a
+    ([.[] | select(.kind == "move_state" and (.detail | endswith("-> catching_up"))) | t] | min) as $a
     | ([.[] | select(.kind == "flip") | t] | max) as $b
     | ([.[] | select(.kind == "flip")] | length) as $m
     | "\(($b - $a) / 1000) \($w) \($m)"' "$dir/events-$1.json"
