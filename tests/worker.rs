@@ -357,20 +357,28 @@ async fn three_workers_through_kills(kind: Kind) {
     }
 }
 
+/// `apply --no-wait`, then one worker runs the job into dual write and serves it: the job id,
+/// the worker and the job's status then.
+async fn served_in_dual_write(j: &Job) -> (String, Worker, Value) {
+    let c = &j.c;
+    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
+    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
+    let job = job_id(&out).unwrap();
+    let w = worker(c, "w0");
+    let v = until(c, &job, "in dual write", |v| {
+        v["state"] == "dual_write" && v["lease"].is_object()
+    })
+    .await;
+    (job, w, v)
+}
+
 async fn rollback_asked_of_a_worker(kind: Kind) {
     let Some(j) = ring_add(kind, "wrb", 300).await else {
         return;
     };
     let c = &j.c;
     let w = Writer::start(c, &j.from, writer::config(0)).await;
-    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
-    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
-    let job = job_id(&out).unwrap();
-    let _worker = worker(c, "w0");
-    until(c, &job, "in dual write", |v| {
-        v["state"] == "dual_write" && v["lease"].is_object()
-    })
-    .await;
+    let (job, _worker, _) = served_in_dual_write(&j).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let out = run(c, &["rollback", &job]).await;
     assert!(
@@ -396,14 +404,7 @@ async fn regression_worker_rolled_back_every_move_on_rollback_of_one(kind: Kind)
     };
     let c = &j.c;
     let w = Writer::start(c, &j.from, writer::config(0)).await;
-    let out = run(c, &["apply", &j.plan, "--yes", "--no-wait"]).await;
-    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
-    let job = job_id(&out).unwrap();
-    let _worker = worker(c, "w0");
-    let v = until(c, &job, "in dual write", |v| {
-        v["state"] == "dual_write" && v["lease"].is_object()
-    })
-    .await;
+    let (job, _worker, v) = served_in_dual_write(&j).await;
     let ids: Vec<String> = v["moves"]
         .as_array()
         .unwrap()
