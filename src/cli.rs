@@ -263,7 +263,6 @@ pub struct PlanArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    group(clap::ArgGroup::new("routing").required(true).args(["map", "catalog"])),
     after_help = "Examples:\n  reshard route --map plans/ring-add/new.json 42 1001\n  \
     seq 1 1000000 | reshard route --map new.json > owners.tsv\n  \
     reshard route --catalog sqlite://reshard.db 42 1001          # live owner during a job\n  \
@@ -278,8 +277,10 @@ pub struct RouteArgs {
     #[arg(long, value_name = "MAP.json")]
     pub map: Option<PathBuf>,
     /// Route as the catalog does now: a job's flipped moves go to their new owner, everything
-    /// else to its old one (the routing applications follow with reshard::Router)
-    #[arg(long, value_name = "URL")]
+    /// else to its old one (the routing applications follow with reshard::Router). Without
+    /// --map or --catalog: RESHARD_CATALOG, else sqlite://reshard.db, as for every command.
+    /// --map wins over both
+    #[arg(long, env = "RESHARD_CATALOG", value_name = "URL")]
     pub catalog: Option<String>,
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
@@ -316,7 +317,7 @@ pub struct CatalogArg {
     #[arg(
         long,
         env = "RESHARD_CATALOG",
-        default_value = "sqlite://reshard.db",
+        default_value = crate::catalog::DEFAULT_CATALOG,
         value_name = "URL"
     )]
     pub catalog: String,
@@ -597,12 +598,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             source: match (a.map, a.catalog) {
                 (Some(map), _) => route::RouteSource::Map(map),
                 (None, Some(url)) => route::RouteSource::Catalog(url),
-                // clap's required group makes this unreachable; refuse rather than guess.
-                (None, None) => {
-                    return commands::report(
-                        crate::error::InputError::one("give --map or --catalog").into(),
-                    )
-                }
+                (None, None) => route::RouteSource::Catalog(crate::catalog::DEFAULT_CATALOG.into()),
             },
             keys: a.keys,
             format: a.format.into(),

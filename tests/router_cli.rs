@@ -181,13 +181,62 @@ fn route_catalog_refuses_a_missing_catalog_without_creating_it() {
     assert!(!path.exists());
 }
 
+/// `route` without --map finds its catalog as every command does: RESHARD_CATALOG, else
+/// sqlite://reshard.db in the working directory; --map wins over both.
+#[tokio::test]
+async fn regression_route_ignored_reshard_catalog_and_the_default_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let from = map(&["a", "b", "c"]);
+    reshard::workload::init_routing(&url, &from).await.unwrap();
+    let fp = from.compile();
+    let want: String = [7i64, -3]
+        .iter()
+        .map(|k| format!("{k}\t{}\t1\n", fp.owner(&Key::Int(*k)).unwrap()))
+        .collect();
+    let from_env = Command::new(BIN)
+        .args(["route", "7", "-3"])
+        .env("RESHARD_CATALOG", &url)
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(0), "{from_env:?}");
+    assert_eq!(String::from_utf8(from_env.stdout).unwrap(), want);
+    // The default catalog, in the working directory.
+    std::fs::rename(dir.path().join("catalog.db"), dir.path().join("reshard.db")).unwrap();
+    let from_default = Command::new(BIN)
+        .args(["route", "7", "-3"])
+        .env_remove("RESHARD_CATALOG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(from_default.status.code(), Some(0), "{from_default:?}");
+    assert_eq!(String::from_utf8(from_default.stdout).unwrap(), want);
+    // --map wins over RESHARD_CATALOG: two columns, no version.
+    let m = dir.path().join("m.json");
+    std::fs::write(&m, from.canonical_json()).unwrap();
+    let by_map = Command::new(BIN)
+        .args(["route", "--map", m.to_str().unwrap(), "7"])
+        .env("RESHARD_CATALOG", &url)
+        .output()
+        .unwrap();
+    assert_eq!(by_map.status.code(), Some(0), "{by_map:?}");
+    assert_eq!(
+        String::from_utf8(by_map.stdout).unwrap(),
+        format!("7\t{}\n", fp.owner(&Key::Int(7)).unwrap())
+    );
+}
+
 #[test]
-fn route_needs_exactly_one_of_map_and_catalog() {
-    let o = route(&["1"]);
-    assert_eq!(o.status.code(), Some(2));
-    let o = route(&["--map", "m.json", "--catalog", "sqlite://x.db", "1"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+fn route_without_a_catalog_refuses_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["route", "1"])
+        .env_remove("RESHARD_CATALOG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(!dir.path().join("reshard.db").exists());
 }
 
 #[test]
