@@ -44,10 +44,11 @@ fn dry_run_writes_nothing(kind: Kind) {
     assert!(out.status.success(), "{}", stderr(&out));
     let cat = std::fs::read(c.catalog_path()).unwrap();
     let shards = c.snapshot();
-    // The job is unfinished (dual write), so this dry run finds a problem and exits 1, writing
-    // nothing. The rows at s2 are that job's: they are not reported as existing rows.
+    // The job is unfinished (dual write), so this dry run finds a problem and exits 2, as
+    // `apply` does on it (regression: it exited 1, "failed, resumable"), writing nothing. The
+    // rows at s2 are that job's: they are not reported as existing rows.
     let out = c.run(&["apply", &plan, "--dry-run"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("is unfinished"), "{}", stdout(&out));
     assert!(!stdout(&out).contains("already holds"), "{}", stdout(&out));
     assert_eq!(std::fs::read(c.catalog_path()).unwrap(), cat);

@@ -95,7 +95,8 @@ pub fn run(opts: ApplyOptions) -> i32 {
     if opts.dry_run {
         match super::block_on_value(dry_run(&plan, &opts)) {
             Ok(true) => 0,
-            Ok(false) => 1,
+            // What `apply` itself exits on the same problems: refused, nothing written.
+            Ok(false) => 2,
             Err(e) => super::report(e),
         }
     } else {
