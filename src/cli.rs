@@ -169,7 +169,7 @@ pub struct JobArgs {
     pub job: String,
     #[command(flatten)]
     pub catalog: CatalogArg,
-    /// Longest time a move's keys stay fenced during a rollback (e.g. 2s, 500ms)
+    /// Longest time a move's keys stay fenced during a rollback (with a unit: 2s, 500ms, 1m)
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub max_fence: String,
     /// Only this move (rollback)
@@ -180,7 +180,7 @@ pub struct JobArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
-    /// logs and guards, or sets a fence (e.g. 1s, 500ms); see `reshard apply --help`.
+    /// logs and guards, or sets a fence (with a unit: 1s, 500ms); see `reshard apply --help`.
     /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
@@ -207,7 +207,7 @@ pub struct CompleteArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Longest wait for a table lock by each statement that removes triggers, logs and guards
-    /// (e.g. 1s, 500ms); see `reshard apply --help`. Default: the value the job was started
+    /// (with a unit: 1s, 500ms); see `reshard apply --help`. Default: the value the job was started
     /// with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
@@ -359,7 +359,7 @@ pub struct ApplyArgs {
     /// Proceed even when rows of the moving keys already exist at a destination
     #[arg(long)]
     pub allow_existing: bool,
-    /// Longest time a cutover may refuse writes to a move's keys (e.g. 2s, 500ms); past it
+    /// Longest time a cutover may refuse writes to a move's keys (with a unit: 2s, 500ms, 1m); past it
     /// the fence is lowered, catch-up resumes and the cutover is retried
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub max_fence: String,
@@ -401,7 +401,7 @@ pub struct ResumeArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Longest wait for a table lock by each statement that installs or removes triggers,
-    /// logs and guards, or sets a fence (e.g. 1s, 500ms); see `reshard apply --help`.
+    /// logs and guards, or sets a fence (with a unit: 1s, 500ms); see `reshard apply --help`.
     /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,

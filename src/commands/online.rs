@@ -35,19 +35,25 @@ pub struct JobOptions {
 /// `2s`, `500ms`, `1.5s` or a bare number of milliseconds.
 pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, InputError> {
     let t = s.trim();
+    // A unit is required: a bare `2` read as milliseconds turned `--max-fence 2` (meant as
+    // seconds) into a fence no cutover could meet.
     let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('s') {
         (n, 1000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
     } else {
-        (t, 1.0)
+        return Err(InputError::one(format!(
+            "{flag}: {s:?} has no unit: write {t}s or {t}ms (units: ms, s, m)"
+        )));
     };
     match num.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v * scale <= 3_600_000.0 => {
             Ok(Duration::from_millis((v * scale).round().max(1.0) as u64))
         }
         _ => Err(InputError::one(format!(
-            "{flag}: {s:?} is not a duration such as 2s or 500ms (at most 1 hour)"
+            "{flag}: {s:?} is not a duration such as 2s, 500ms or 1m (at most 1 hour)"
         ))),
     }
 }
@@ -337,14 +343,18 @@ mod tests {
             Duration::from_millis(150)
         );
         assert_eq!(
-            parse_duration("f", "80").unwrap(),
-            Duration::from_millis(80)
+            parse_duration("f", "2m").unwrap(),
+            Duration::from_millis(120_000)
         );
+        // regression: a bare number meant milliseconds.
+        let e = parse_duration("--max-fence", "2").unwrap_err().to_string();
+        assert!(e.contains("no unit") && e.contains("2s or 2ms"), "{e}");
         assert_eq!(
             parse_duration("f", "1.5s").unwrap(),
             Duration::from_millis(1500)
         );
-        assert!(parse_duration("f", "0").is_err());
+        assert!(parse_duration("f", "0s").is_err());
+        assert!(parse_duration("f", "61m").is_err());
         assert!(parse_duration("f", "abc").is_err());
         assert!(parse_duration("f", "-1s").is_err());
     }
