@@ -25,6 +25,20 @@ use crate::retry::retry;
 use crate::signals::StopFlag;
 use crate::verify;
 
+/// What the forward loop of one run keeps per move.
+struct Forward {
+    /// Keys each drain applied: the chunks whose recorded checksums they may have made stale.
+    /// Collected from the start of this run: a pass left unfinished by a crash resumes on chunks
+    /// recorded before any of this run's drains, and the crashed run did not drain while its
+    /// pass ran.
+    touched: Vec<verify::Touched>,
+    /// Whether this run has verified the move in full outside the fence.
+    passed: Vec<bool>,
+    failures: Vec<u32>,
+    /// When each shard's catch-up rate was last recorded.
+    rate_noted: HashMap<String, Instant>,
+}
+
 /// Failed fence attempts of one move, in one run, before the job stops (resumable).
 pub const MAX_FENCE_ATTEMPTS: u32 = 5;
 
@@ -115,38 +129,18 @@ impl Online<'_> {
                     .await?;
             }
         }
-        // Keys each drain applied, per move: the chunks whose recorded checksums they may have
-        // made stale. Collected from the start of this run: a pass left unfinished by a crash
-        // resumes on chunks recorded before any of this run's drains, and the crashed run did
-        // not drain while its pass ran.
-        let mut touched: Vec<verify::Touched> = vec![verify::Touched::new(); self.moves.len()];
-        let mut passed = vec![false; self.moves.len()];
-        let mut failures = vec![0u32; self.moves.len()];
+        let mut st = Forward {
+            touched: vec![verify::Touched::new(); self.moves.len()],
+            passed: vec![false; self.moves.len()],
+            failures: vec![0; self.moves.len()],
+            rate_noted: HashMap::new(),
+        };
         let shards: Vec<String> = self.shards().into_iter().map(|(s, _)| s).collect();
-        let mut rate_noted: HashMap<String, Instant> = HashMap::new();
         loop {
             if stop.requested() {
                 return Ok(false);
             }
-            // One catch-up pass over every shard, with its rate.
-            let mut ready: HashMap<String, bool> = HashMap::new();
-            for s in &shards {
-                let started = Instant::now();
-                // A second signal abandons a long catch-up (each entry is applied in a
-                // transaction of its own and consumed after it) or verification (read-only).
-                let d = crate::signals::or_hard_stop(self.drain(s, false)).await?;
-                for (mi, t) in touched.iter_mut().enumerate() {
-                    self.add_touched(t, &d, mi);
-                }
-                let secs = started.elapsed().as_secs_f64().max(1e-3);
-                self.note_drain_rate(s, d.entries as u64, secs, &mut rate_noted)
-                    .await;
-                // The pass ended with a short read on every log; predict draining what
-                // arrived meanwhile at the same rate.
-                let rate = (d.entries as f64 / secs).max(self.log_batch as f64);
-                let predicted = d.entries as f64 / rate;
-                ready.insert(s.clone(), predicted < max_fence.as_secs_f64() / 2.0);
-            }
+            let ready = self.catch_up_pass(&shards, &mut st, max_fence).await?;
             let candidates: Vec<Candidate> = (0..self.moves.len())
                 .map(|i| Candidate {
                     source: &self.moves[i].source,
@@ -155,54 +149,90 @@ impl Online<'_> {
                     allowed: switch.allows(&self.moves[i].id),
                 })
                 .collect();
-            let picked = match pick(&candidates, &ready, parallel) {
+            match pick(&candidates, &ready, parallel) {
                 Pick::Done => return Ok(true),
                 Pick::Hold => {
                     // Caught up; the backlog stays small until the operator switches.
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
                 }
-                Pick::CatchUp => continue,
-                Pick::Cut(picked) => picked,
-            };
-            let this = &*self;
-            let attempts = touched
-                .iter_mut()
-                .enumerate()
-                .filter(|(mi, _)| picked.contains(mi))
-                .map(|(mi, t)| {
-                    let passed = passed[mi];
-                    async move { (mi, this.attempt(mi, max_fence, passed, t).await) }
-                });
-            let results = futures_util::future::join_all(attempts).await;
-            // Every attempt has settled (no fence left up by a sibling's error) before the
-            // first error, if any, ends the run.
-            let mut first_error = None;
-            for (mi, res) in results {
-                passed[mi] = true;
-                match res {
-                    Ok((outcome, drained)) => {
-                        if let Some(d) = &drained {
-                            // The fenced drain applied the other moves of this source too.
-                            for (mj, t) in touched.iter_mut().enumerate() {
-                                if mj != mi {
-                                    self.add_touched(t, d, mj);
-                                }
+                Pick::CatchUp => {}
+                Pick::Cut(picked) => self.round(&picked, &mut st, max_fence).await?,
+            }
+        }
+    }
+
+    /// One catch-up pass over every shard; per shard, whether its backlog would drain well
+    /// within the fence.
+    async fn catch_up_pass(
+        &self,
+        shards: &[String],
+        st: &mut Forward,
+        max_fence: Duration,
+    ) -> Result<HashMap<String, bool>> {
+        let mut ready = HashMap::new();
+        for s in shards {
+            let started = Instant::now();
+            // A second signal abandons a long catch-up (each entry is applied in a
+            // transaction of its own and consumed after it) or verification (read-only).
+            let d = crate::signals::or_hard_stop(self.drain(s, false)).await?;
+            for (mi, t) in st.touched.iter_mut().enumerate() {
+                self.add_touched(t, &d, mi);
+            }
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            self.note_drain_rate(s, d.entries as u64, secs, &mut st.rate_noted)
+                .await;
+            // The pass ended with a short read on every log; predict draining what
+            // arrived meanwhile at the same rate.
+            let rate = (d.entries as f64 / secs).max(self.log_batch as f64);
+            let predicted = d.entries as f64 / rate;
+            ready.insert(s.clone(), predicted < max_fence.as_secs_f64() / 2.0);
+        }
+        Ok(ready)
+    }
+
+    /// The cutover attempts of the `picked` moves, side by side. Every attempt settles (no
+    /// fence left up by a sibling's error) before the first error, if any, ends the run.
+    async fn round(
+        &mut self,
+        picked: &[usize],
+        st: &mut Forward,
+        max_fence: Duration,
+    ) -> Result<()> {
+        let this = &*self;
+        let passed = &st.passed;
+        let attempts = st
+            .touched
+            .iter_mut()
+            .enumerate()
+            .filter(|(mi, _)| picked.contains(mi))
+            .map(|(mi, t)| {
+                let passed = passed[mi];
+                async move { (mi, this.attempt(mi, max_fence, passed, t).await) }
+            });
+        let results = futures_util::future::join_all(attempts).await;
+        let mut first_error = None;
+        for (mi, res) in results {
+            st.passed[mi] = true;
+            match res {
+                Ok((outcome, drained)) => {
+                    if let Some(d) = &drained {
+                        // The fenced drain applied the other moves of this source too.
+                        for (mj, t) in st.touched.iter_mut().enumerate() {
+                            if mj != mi {
+                                self.add_touched(t, d, mj);
                             }
                         }
-                        if let Err(e) = self.settle(mi, outcome, &mut failures[mi]) {
-                            first_error.get_or_insert(e);
-                        }
                     }
-                    Err(e) => {
+                    if let Err(e) = self.settle(mi, outcome, &mut st.failures[mi]) {
                         first_error.get_or_insert(e);
                     }
                 }
-            }
-            if let Some(e) = first_error {
-                return Err(e);
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Records the outcome of one cutover attempt of move `mi`: a flip, or a lowered fence that
@@ -293,38 +323,10 @@ impl Online<'_> {
     ) -> Result<(Cutover, Option<Drained>)> {
         let m = self.moves[mi].clone();
         let pair = self.pairs[mi];
-        let src = self.backend(Side::From, &m.source)?;
         let dst = self.backend(Side::To, &m.destination)?;
-        self.catalog
-            .set_move_state(self.job, &m.id, MoveState::Fencing, None)
-            .await?;
-        self.catalog.count_fence_attempt(self.job, &m.id).await?;
-        // Bounded like every fence statement: an application transaction holding the fence
-        // row (one that wrote the move's keys, left idle) is named, waited out between attempts
-        // and, past the bound, fails the job as resumable. The fence is up from the attempt
-        // that succeeds.
-        let raised = crate::lockwait::bounded(
-            &format!("shard {}: raising the fence of {}", m.source, m.id),
-            || {
-                let (src, id) = (&src, &m.id);
-                async move {
-                    let t = Instant::now();
-                    src.raise_fence(pair, id, max_fence).await.map(|()| t)
-                }
-            },
-        )
-        .await;
-        let started = match raised {
+        let started = match self.raise(mi, max_fence).await? {
             Ok(t) => t,
-            Err(e) => {
-                // The UPDATE did not commit; lowering is a no-op kept for certainty.
-                let why = format!("raising the fence: {e:#}");
-                self.abort(mi, &why).await?;
-                if crate::lockwait::blocked(&e).is_some() || crate::lockwait::is_aborted(&e) {
-                    return Err(e);
-                }
-                return Ok((Cutover::Aborted(why), None));
-            }
+            Err(why) => return Ok((Cutover::Aborted(why), None)),
         };
         failpoint::hit("fence_raised");
         let drained = match crate::signals::or_hard_stop(self.drain(&m.source, true)).await {
@@ -379,6 +381,46 @@ impl Online<'_> {
         set_fence(dst.as_ref(), pair, &m.id, false).await?;
         self.trim(&m.source, &drained).await?;
         Ok((Cutover::Flipped { fence_ms }, Some(drained)))
+    }
+
+    /// Raises move `mi`'s fence on its source, state `fencing` first: when the fence went up,
+    /// or why not (the fence is down and the reason recorded). A lock wait past its bound or an
+    /// abandoned wait is an error.
+    async fn raise(&self, mi: usize, max_fence: Duration) -> Result<Result<Instant, String>> {
+        let m = &self.moves[mi];
+        let pair = self.pairs[mi];
+        let src = self.backend(Side::From, &m.source)?;
+        self.catalog
+            .set_move_state(self.job, &m.id, MoveState::Fencing, None)
+            .await?;
+        self.catalog.count_fence_attempt(self.job, &m.id).await?;
+        // Bounded like every fence statement: an application transaction holding the fence
+        // row (one that wrote the move's keys, left idle) is named, waited out between attempts
+        // and, past the bound, fails the job as resumable. The fence is up from the attempt
+        // that succeeds.
+        let raised = crate::lockwait::bounded(
+            &format!("shard {}: raising the fence of {}", m.source, m.id),
+            || {
+                let (src, id) = (&src, &m.id);
+                async move {
+                    let t = Instant::now();
+                    src.raise_fence(pair, id, max_fence).await.map(|()| t)
+                }
+            },
+        )
+        .await;
+        match raised {
+            Ok(t) => Ok(Ok(t)),
+            Err(e) => {
+                // The UPDATE did not commit; lowering is a no-op kept for certainty.
+                let why = format!("raising the fence: {e:#}");
+                self.abort(mi, &why).await?;
+                if crate::lockwait::blocked(&e).is_some() || crate::lockwait::is_aborted(&e) {
+                    return Err(e);
+                }
+                Ok(Err(why))
+            }
+        }
     }
 
     async fn abort(&self, mi: usize, why: &str) -> Result<()> {

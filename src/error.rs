@@ -70,6 +70,26 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     EXIT_FAILED
 }
 
+/// An error and its causes on one line, as `{:#}` prints them, but without a cause that its
+/// parent's text already ends with: sqlx's errors print their source themselves, so `{:#}` said
+/// `Connection refused (os error 111): Connection refused (os error 111)`.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +104,40 @@ mod tests {
         let e = anyhow::Error::new(Stop::Mismatch("t".into())).context("verify");
         assert_eq!(exit_code(&e), 3);
         assert_eq!(exit_code(&anyhow::anyhow!("io")), 1);
+    }
+
+    #[test]
+    fn regression_error_causes_printed_twice() {
+        #[derive(Debug)]
+        struct Io;
+        impl std::fmt::Display for Io {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Connection refused (os error 111)")
+            }
+        }
+        impl std::error::Error for Io {}
+        #[derive(Debug)]
+        struct Wrapped(Io);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "error communicating with database: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Wrapped(Io)).context("catalog postgres://h/c");
+        assert_eq!(
+            describe(&e),
+            "catalog postgres://h/c: error communicating with database: Connection refused (os \
+             error 111)"
+        );
+        // Distinct causes all stay.
+        let e = anyhow::anyhow!("disk full")
+            .context("writing")
+            .context("copying m1");
+        assert_eq!(describe(&e), "copying m1: writing: disk full");
     }
 }

@@ -186,7 +186,9 @@ fn route_catalog_refuses_a_missing_catalog_without_creating_it() {
 #[tokio::test]
 async fn regression_route_ignored_reshard_catalog_and_the_default_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let elsewhere = tempfile::tempdir().unwrap();
+    // Named as the default catalog, so that one file serves both ways of finding it.
+    let url = format!("sqlite://{}", dir.path().join("reshard.db").display());
     let from = map(&["a", "b", "c"]);
     reshard::workload::init_routing(&url, &from).await.unwrap();
     let fp = from.compile();
@@ -197,12 +199,12 @@ async fn regression_route_ignored_reshard_catalog_and_the_default_catalog() {
     let from_env = Command::new(BIN)
         .args(["route", "7", "-3"])
         .env("RESHARD_CATALOG", &url)
+        .current_dir(elsewhere.path())
         .output()
         .unwrap();
     assert_eq!(from_env.status.code(), Some(0), "{from_env:?}");
     assert_eq!(String::from_utf8(from_env.stdout).unwrap(), want);
     // The default catalog, in the working directory.
-    std::fs::rename(dir.path().join("catalog.db"), dir.path().join("reshard.db")).unwrap();
     let from_default = Command::new(BIN)
         .args(["route", "7", "-3"])
         .env_remove("RESHARD_CATALOG")
@@ -247,4 +249,8 @@ fn route_catalog_never_prints_a_password() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("sekrit"), "{err}");
     assert!(err.contains("REDACTED"), "{err}");
+    // regression: the cause after a 10 s wait was only "pool timed out", and sqlx's own
+    // source was printed twice.
+    assert!(!err.contains("pool timed out"), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection as _;
 
 use crate::error::Stop;
 use crate::job::{JobState, MoveState};
@@ -25,6 +26,9 @@ use crate::shard_url::redact;
 mod rows;
 pub use rows::{CursorRow, EventRow, JobRow, MoveRow, RoutingState};
 pub use verify::{ChunkRow, VerifyProgress};
+
+/// How long opening a PostgreSQL catalog, or taking a connection from its pool, may wait.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const DEFAULT_CATALOG: &str = "sqlite://reshard.db";
 
@@ -193,9 +197,18 @@ impl Catalog {
             let opts = PgConnectOptions::from_str(url)
                 .with_context(ctx)?
                 .application_name("reshard-catalog");
+            // sqlx's pool retries a refused connection until its acquire timeout and then says
+            // only "pool timed out": one direct attempt first names the cause at once.
+            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
+                Ok(Ok(c)) => c.close().await.with_context(ctx)?,
+                Ok(Err(e)) => return Err(anyhow::Error::new(e).context(ctx())),
+                Err(_) => {
+                    anyhow::bail!("{}: no answer within {}s", ctx(), CONNECT_TIMEOUT.as_secs())
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(4)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(CONNECT_TIMEOUT)
                 .connect_with(opts)
                 .await
                 .with_context(ctx)?;
