@@ -123,8 +123,8 @@ pub struct DemoArgs {
     not copying or cutting over) or bad input; 1 failed."
 )]
 pub struct PauseArgs {
-    /// The job
-    pub job: String,
+    /// The job (default: the catalog's unfinished job; there is at most one)
+    pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
     /// Return once the request is recorded, without waiting for the job to stop
@@ -143,8 +143,8 @@ pub struct PauseArgs {
     bad input; 1 failed."
 )]
 pub struct SwitchArgs {
-    /// The job
-    pub job: String,
+    /// The job (default: the catalog's unfinished job; there is at most one)
+    pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
     /// Let only this move flip (repeat for more; a later switch adds to it). Default: every
@@ -165,8 +165,8 @@ pub struct SwitchArgs {
     or rollback/cancel."
 )]
 pub struct JobArgs {
-    /// The job
-    pub job: String,
+    /// The job (default: the catalog's unfinished job; there is at most one)
+    pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
     /// Longest time a move's keys stay fenced during a rollback (with a unit: 2s, 500ms, 1m)
@@ -194,8 +194,8 @@ pub struct JobArgs {
     nothing deleted. See docs/online.md."
 )]
 pub struct CompleteArgs {
-    /// The job
-    pub job: String,
+    /// The job (default: the catalog's unfinished job; there is at most one)
+    pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
     /// Delete the old copies without verifying them first: if the new owner lost rows (a
@@ -487,8 +487,8 @@ pub struct JobsArgs {
     Exit codes: 0 match; 3 mismatch (or audit problems); 2 bad input; 1 failed."
 )]
 pub struct VerifyArgs {
-    /// The job whose moves to verify
-    pub job: String,
+    /// The job whose moves to verify (default: the most recent job)
+    pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
     /// Verify only this move (repeatable)

@@ -169,6 +169,38 @@ async fn regression_rollback_left_the_fence_up_when_its_drain_failed(kind: Kind)
     assert_eq!(status(&s.c, &job).await["state"], "rolled_back");
 }
 
+/// JOB may be left out of every command that acts on a job: it means the catalog's unfinished
+/// job (`verify`: the most recent one); with none unfinished, the command refuses and says how
+/// to name one.
+async fn job_is_optional_and_means_the_unfinished_one(kind: Kind) {
+    let Some(s) = setup(kind, "ojo") else { return };
+    let job = applied(&s).await;
+    let out = run(&s.c, &["switch"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("job {job}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&s.c, &["verify"]).await;
+    assert!(out.status.success(), "verify: {}", stderr(&out));
+    let out = run(&s.c, &["rollback"]).await;
+    assert!(out.status.success(), "rollback: {}", stderr(&out));
+    assert_eq!(status(&s.c, &job).await["state"], "rolled_back");
+    let out = run(&s.c, &["cancel"]).await;
+    assert!(out.status.success(), "cancel: {}", stderr(&out));
+    assert_eq!(status(&s.c, &job).await["state"], "cancelled");
+    for cmd in ["pause", "complete", "switch"] {
+        let out = run(&s.c, &[cmd]).await;
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("no unfinished job to {cmd}")),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+    }
+}
+
 /// `sync` carries a write made at the new owner back to the old owner (so a rollback loses
 /// nothing), and stops cleanly on Ctrl-C.
 async fn reverse_sync(kind: Kind) {
@@ -283,7 +315,8 @@ per_backend_async!(
     reverse_sync,
     apply_complete,
     mismatch_refuses_flip,
-    regression_rollback_left_the_fence_up_when_its_drain_failed
+    regression_rollback_left_the_fence_up_when_its_drain_failed,
+    job_is_optional_and_means_the_unfinished_one
 );
 
 /// A held row lock is what keeps the fence down; SQLite's guard reads no fence row under a lock.

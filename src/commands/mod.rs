@@ -105,6 +105,25 @@ pub async fn pick_job(
     })
 }
 
+/// The job a command that acts on one runs on: the one named, else the catalog's unfinished
+/// job (there is at most one). `command` names the command in the refusal.
+pub async fn job_or_unfinished(
+    cat: &crate::catalog::Catalog,
+    job: Option<&str>,
+    command: &str,
+) -> anyhow::Result<String> {
+    if let Some(id) = job {
+        return Ok(id.to_string());
+    }
+    cat.unfinished_job_id().await?.ok_or_else(|| {
+        crate::error::InputError::one(format!(
+            "JOB: no unfinished job to {command}; name one: reshard {command} JOB (reshard \
+             jobs lists them)"
+        ))
+        .into()
+    })
+}
+
 /// Breaks `text` at spaces so that no line passes `width` columns (a word longer than that
 /// keeps its own line); continuation lines start with `indent`.
 pub(crate) fn wrap(text: &str, width: usize, indent: &str) -> String {

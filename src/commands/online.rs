@@ -19,7 +19,8 @@ pub use crate::finish::Action;
 
 #[derive(Debug, Clone)]
 pub struct JobOptions {
-    pub job: String,
+    /// None: the catalog's unfinished job.
+    pub job: Option<String>,
     pub catalog: String,
     pub max_fence: String,
     pub move_id: Option<String>,
@@ -68,10 +69,11 @@ pub fn run(action: Action, opts: JobOptions) -> i32 {
 
 async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()> {
     let catalog = Arc::new(super::open_existing(&opts.catalog).await?);
+    let id = super::job_or_unfinished(&catalog, opts.job.as_deref(), action.request_word()).await?;
     let job = catalog
-        .job(&opts.job)
+        .job(&id)
         .await?
-        .ok_or_else(|| InputError::one(format!("job {}: not in the catalog", opts.job)))?;
+        .ok_or_else(|| InputError::one(format!("job {id}: not in the catalog")))?;
     let state = JobState::parse(&job.state)
         .with_context(|| format!("job {}: unknown state {:?}", job.id, job.state))?;
     let moves = catalog.moves(&job.id).await?;

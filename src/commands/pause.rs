@@ -11,7 +11,8 @@ use crate::job::JobState;
 
 #[derive(Debug, Clone)]
 pub struct PauseOptions {
-    pub job: String,
+    /// None: the catalog's unfinished job.
+    pub job: Option<String>,
     pub catalog: String,
     /// Wait until the job is paused (or has ended otherwise).
     pub wait: bool,
@@ -26,9 +27,9 @@ pub fn run(opts: PauseOptions) -> i32 {
 }
 
 async fn pause(opts: PauseOptions) -> Result<()> {
-    let job = &opts.job;
     let cat = super::open_existing(&opts.catalog).await?;
     let result = async {
+        let job = &super::job_or_unfinished(&cat, opts.job.as_deref(), "pause").await?;
         match cat.request_pause(job).await? {
             PauseOutcome::Refused(why) => Err(Stop::Refused(why).into()),
             PauseOutcome::Already => {

@@ -16,7 +16,8 @@ use crate::job::JobState;
 
 #[derive(Debug, Clone)]
 pub struct SwitchOptions {
-    pub job: String,
+    /// None: the catalog's unfinished job.
+    pub job: Option<String>,
     pub catalog: String,
     /// The moves to let flip; empty for every move.
     pub moves: Vec<String>,
@@ -44,7 +45,7 @@ async fn switch(opts: SwitchOptions) -> Result<()> {
 }
 
 async fn switch_in(cat: &Catalog, opts: &SwitchOptions) -> Result<()> {
-    let id = &opts.job;
+    let id = &super::job_or_unfinished(cat, opts.job.as_deref(), "switch").await?;
     let job = cat
         .job(id)
         .await?

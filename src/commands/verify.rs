@@ -14,7 +14,8 @@ use crate::verify::{self, audit, Options, Scope, Verifier};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    pub job: String,
+    /// None: the most recent job.
+    pub job: Option<String>,
     pub catalog: String,
     pub moves: Vec<String>,
     pub repair: bool,
@@ -85,10 +86,7 @@ async fn verify_job(opts: VerifyOptions, expect: BTreeMap<String, u64>) -> Resul
         .into());
     }
     let catalog = Catalog::open_rw(&opts.catalog).await?;
-    let job = catalog
-        .job(&opts.job)
-        .await?
-        .ok_or_else(|| InputError::one(format!("job {}: not in the catalog", opts.job)))?;
+    let job = super::pick_job(&catalog, opts.job.as_deref()).await?;
     let plan = Plan::parse(&job.plan_json, &format!("job {} plan", job.id))?;
     let unknown: Vec<String> = opts
         .moves
