@@ -229,7 +229,9 @@ impl From<CompleteArgs> for commands::online::JobOptions {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
+    /// Aligned text for people
     Text,
+    /// JSON for tooling
     Json,
 }
 
@@ -306,8 +308,11 @@ pub enum SwitchArg {
 pub enum ProgressArg {
     /// Bars on a terminal, plain lines otherwise
     Auto,
+    /// Progress bars, redrawn in place
     Bars,
+    /// A line per move every two seconds and one per step, for logs
     Plain,
+    /// One JSON object per line, for tooling
     Json,
 }
 
@@ -338,8 +343,8 @@ pub struct ApplyArgs {
     /// Preflight and estimate only; writes nothing anywhere. Exit 0 when apply would start
     #[arg(long)]
     pub dry_run: bool,
-    /// What --dry-run prints
-    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    /// What --dry-run prints (only with --dry-run: apply itself reports through --progress)
+    #[arg(long, value_enum, default_value_t = FormatArg::Text, requires = "dry_run")]
     pub format: FormatArg,
     /// Rows read per batch; progress is recorded after every batch
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -348,6 +353,7 @@ pub struct ApplyArgs {
     /// 1 cuts over one move at a time)
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub parallel: usize,
+    /// How progress is shown, always on stderr (stdout keeps the results)
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
     /// Do not ask for confirmation
@@ -392,6 +398,7 @@ pub struct ResumeArgs {
     pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
+    /// How progress is shown, always on stderr (stdout keeps the results)
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
     /// Moves copied, and cut over, at the same time (default: the job's)
@@ -518,6 +525,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max_listed: usize,
     /// How to show rows compared so far (on stderr): bars on a terminal, else a line every 2 s
+    /// How progress is shown, always on stderr (stdout keeps the results)
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
 }

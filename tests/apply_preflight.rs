@@ -198,3 +198,21 @@ per_backend!(
     rows_already_at_destination,
     no_yes_without_terminal
 );
+
+/// `apply --format` says what `--dry-run` prints; given without `--dry-run` it was silently
+/// ignored. It is refused now, naming the missing flag, before anything is read.
+#[test]
+fn regression_apply_format_ignored_without_dry_run() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reshard"))
+        .args(["apply", "no-such-plan.json", "--format", "json"])
+        .env_remove("RESHARD_CATALOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--dry-run"), "{err}");
+    assert!(
+        !err.contains("no-such-plan"),
+        "refused before the plan is read: {err}"
+    );
+}
