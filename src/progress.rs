@@ -162,8 +162,13 @@ impl Progress {
                 }
             }
             Display::Plain => eprintln!(
-                "reshard: {} {} -> {}: {state} ({} of {} rows)",
-                m.id, m.source, m.destination, m.rows_copied, m.rows_total
+                "reshard: {} {} {} -> {}: {state} ({} of {} rows)",
+                stamp(),
+                m.id,
+                m.source,
+                m.destination,
+                m.rows_copied,
+                m.rows_total
             ),
             Display::Json => {
                 let mut e = json!({
@@ -228,7 +233,8 @@ impl Progress {
                 emit(e)
             }
             _ => eprintln!(
-                "reshard: {}: {copied} of {total} rows {}, {:.0} rows/s, ETA {}",
+                "reshard: {} {}: {copied} of {total} rows {}, {:.0} rows/s, ETA {}",
+                stamp(),
                 self.job,
                 match self.work {
                     Work::Copy => "copied",
@@ -271,4 +277,10 @@ fn label(m: &MoveInfo) -> String {
 fn emit(v: serde_json::Value) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{v}");
+}
+
+/// The UTC time of day a plain progress line is printed at, so that a log of them says when
+/// each step happened.
+fn stamp() -> String {
+    chrono::Utc::now().format("%H:%M:%SZ").to_string()
 }

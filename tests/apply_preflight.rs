@@ -42,6 +42,23 @@ fn dry_run_writes_nothing(kind: Kind) {
     // With an existing catalog: byte-identical afterwards.
     let out = c.run(&["apply", &plan, "--yes", "--progress", "plain"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Plain progress lines say when (UTC time of day): `reshard: 14:59:48Z m1 s0 -> s2: ...`.
+    let err = stderr(&out);
+    let states: Vec<&str> = err.lines().filter(|l| l.contains(" -> s2: ")).collect();
+    assert!(!states.is_empty(), "{err}");
+    for l in states {
+        let t = l.strip_prefix("reshard: ").unwrap_or("");
+        let stamped = t.len() > 9
+            && t.as_bytes()[8] == b'Z'
+            && t[..8].chars().enumerate().all(|(i, ch)| {
+                if i == 2 || i == 5 {
+                    ch == ':'
+                } else {
+                    ch.is_ascii_digit()
+                }
+            });
+        assert!(stamped, "not timestamped: {l}");
+    }
     let cat = std::fs::read(c.catalog_path()).unwrap();
     let shards = c.snapshot();
     // The job is unfinished (dual write), so this dry run finds a problem and exits 2, as
