@@ -176,7 +176,7 @@ impl<'a> Online<'a> {
         self.remove_guards(shard, b).await?;
         let why = "dropped the guards and fence rows found before this job's install (a finished \
                    job's, or this install's own, cut short)";
-        eprintln!("reshard: shard {shard}: {why}");
+        crate::progress::say(format!("reshard: shard {shard}: {why}"));
         self.catalog
             .event(
                 self.job,

@@ -242,17 +242,17 @@ impl Online<'_> {
         match outcome {
             Cutover::Flipped { fence_ms } => {
                 self.flipped[mi] = true;
-                eprintln!(
+                crate::progress::say(format!(
                     "reshard: move {} flipped ({} -> {}), fence {fence_ms} ms",
                     m.id, m.source, m.destination
-                );
+                ));
             }
             Cutover::Aborted(why) => {
                 *failures += 1;
-                eprintln!(
+                crate::progress::say(format!(
                     "reshard: move {}: fence lowered ({why}); catching up again",
                     m.id
-                );
+                ));
                 if *failures >= MAX_FENCE_ATTEMPTS {
                     anyhow::bail!(
                         "move {}: {failures} fence attempts failed (last: {why}); the job is \
@@ -309,7 +309,7 @@ impl Online<'_> {
         noted.insert(shard.to_string(), Instant::now());
         let rate = (entries as f64 / secs).round() as u64;
         if let Err(e) = self.catalog.record_drain_rate(self.job, shard, rate).await {
-            eprintln!("reshard: warning: {e:#}");
+            crate::progress::say(format!("reshard: warning: {e:#}"));
         }
     }
 

@@ -66,10 +66,10 @@ impl JobOptions {
         let d = given.or(stored).unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
         crate::lockwait::set_timeout(d);
         if given.is_none() && stored.is_some() {
-            eprintln!(
+            crate::progress::say(format!(
                 "reshard: job {job}: lock timeout {} ms, as the job was started with",
                 d.as_millis()
-            );
+            ));
         }
         d
     }
@@ -171,7 +171,7 @@ impl Run<'_> {
                 dst.create_table(&src_schema)
                     .await
                     .with_context(|| format!("shard {shard}: creating table {table}"))?;
-                eprintln!("reshard: created table {table} at {shard}");
+                crate::progress::say(format!("reshard: created table {table} at {shard}"));
             }
             if let Some(s) = crate::retry::describe(dst.as_ref(), table).await? {
                 ctx.set_schema(Side::To, shard, table, s);
@@ -250,7 +250,7 @@ impl Run<'_> {
                     })
                     .await
                     {
-                        eprintln!("reshard: {e2:#}");
+                        crate::progress::say(format!("reshard: {e2:#}"));
                     }
                 }
                 r.with_context(|| format!("move {} ({} -> {})", m.id, m.source, m.destination))
@@ -340,7 +340,9 @@ impl Run<'_> {
             })
             .await?;
             let v = online.complete(true).await?;
-            eprintln!("reshard: job {job} completed; routing version {v} is the new map");
+            crate::progress::say(format!(
+                "reshard: job {job} completed; routing version {v} is the new map"
+            ));
             return Ok(Some(JobState::Completed));
         }
         Ok(Some(JobState::DualWrite))
@@ -366,13 +368,13 @@ impl Run<'_> {
                 // Carried out: a later re-cutover (after a rollback) waits for its own switch.
                 cat.clear_switch(job).await?;
                 // Broken by hand so that it fits a 100-column terminal.
-                eprintln!(
+                crate::progress::say(format!(
                     "reshard: job {job}: every move has flipped; the new owners are \
                      authoritative (dual write).\n  Their writes flow back to the old owners \
                      while a `reshard worker` (or `reshard sync {job}`) runs;\n  until then they \
                      wait in change logs (`reshard status` shows them, and a rollback applies\n  \
                      them first). Next: reshard complete {job} (or reshard rollback {job})"
-                );
+                ));
                 Ok(())
             }
             Ok(None) if paused => {
@@ -380,14 +382,16 @@ impl Run<'_> {
                     cat.set_job_state(job, JobState::Paused, None)
                 })
                 .await?;
-                eprintln!(
+                crate::progress::say(format!(
                     "reshard: job {job} paused; continue with: {}",
                     resume_command(job, self.catalog_url)
-                );
+                ));
                 Ok(())
             }
             Ok(None) if self.handoff => {
-                eprintln!("reshard: job {job}: stopped here; another worker continues it");
+                crate::progress::say(format!(
+                    "reshard: job {job}: stopped here; another worker continues it"
+                ));
                 Ok(())
             }
             Ok(None) => {
@@ -407,7 +411,7 @@ impl Run<'_> {
                 })
                 .await
                 {
-                    eprintln!("reshard: {e2:#}");
+                    crate::progress::say(format!("reshard: {e2:#}"));
                 }
                 Err(e.context(format!(
                     "job {job} failed; fix the cause, then: {}",
@@ -436,13 +440,15 @@ async fn watch_requests(
         // A catalog hiccup is retried at the next poll; the run itself does not depend on it.
         match catalog.job_request(&job).await {
             Ok(Some(r)) if r == crate::catalog::PAUSE => {
-                eprintln!("reshard: job {job}: pause requested; stopping at the next safe point");
+                crate::progress::say(format!(
+                    "reshard: job {job}: pause requested; stopping at the next safe point"
+                ));
                 paused.store(true, Ordering::Release);
                 stop.request();
                 return;
             }
             Ok(Some(r)) if switch.widen(&r) => {
-                eprintln!("reshard: job {job}: {r} requested; cutting over");
+                crate::progress::say(format!("reshard: job {job}: {r} requested; cutting over"));
             }
             _ => {}
         }

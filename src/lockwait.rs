@@ -189,7 +189,10 @@ where
         }
         let wait = backoff(n);
         n += 1;
-        eprintln!("reshard: {b}; retry {n}/{max} in {} ms", wait.as_millis());
+        crate::progress::say(format!(
+            "reshard: {b}; retry {n}/{max} in {} ms",
+            wait.as_millis()
+        ));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = crate::signals::hard_stopped() => return Err(anyhow::Error::new(Aborted)),

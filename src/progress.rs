@@ -3,6 +3,7 @@
 //! that stdout stays clean for results.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,7 +126,10 @@ impl Progress {
                     total,
                 }
             }
-            ProgressMode::Json => Display::Json,
+            ProgressMode::Json => {
+                JSON_LINES.store(true, Ordering::Relaxed);
+                Display::Json
+            }
             _ => Display::Plain,
         };
         Progress {
@@ -272,6 +276,28 @@ impl Progress {
 
 fn label(m: &MoveInfo) -> String {
     format!("{} {}->{}", m.id, m.source, m.destination)
+}
+
+/// Set once a display emits JSON lines (`--progress json`): [`say`] then writes JSON too.
+static JSON_LINES: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`say`] write JSON lines from now on (`--progress json`), before any display exists.
+pub fn json_lines(on: bool) {
+    if on {
+        JSON_LINES.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A message for the operator on stderr: the text as is, or under `--progress json` a line
+/// `{"event": "message", "text": ...}` (without the `reshard: ` prefix), so that such a stream
+/// holds nothing but JSON lines.
+pub fn say(text: String) {
+    if JSON_LINES.load(Ordering::Relaxed) {
+        let t = text.strip_prefix("reshard: ").unwrap_or(&text);
+        emit(json!({"event": "message", "text": t}));
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 fn emit(v: serde_json::Value) {

@@ -127,10 +127,10 @@ where
         .sleep(tokio::time::sleep)
         .when(when)
         .notify(|e, d| {
-            eprintln!(
+            crate::progress::say(format!(
                 "reshard: {what}: transient error, retrying in {} ms: {e:#}",
                 d.as_millis()
-            )
+            ))
         })
         .await
 }

@@ -70,6 +70,13 @@ fn full_apply(kind: Kind, name: &str) {
         "json",
     ]);
     assert!(out.status.success(), "{kind:?} {name}: {}", stderr(&out));
+    // regression: flips, fences and notes were plain text amid the JSON lines.
+    for l in stderr(&out).lines() {
+        assert!(
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"].is_string()),
+            "{kind:?} {name}: not a JSON event line under --progress json: {l}"
+        );
+    }
     let job = job_id(&out).expect("job id printed");
     c.assert_copied(&before, &from, &to);
 

@@ -66,6 +66,7 @@ fn validate(batch_size: usize, parallel: Option<usize>) -> Result<(), InputError
 }
 
 pub fn run(opts: ApplyOptions) -> i32 {
+    crate::progress::json_lines(opts.progress == ProgressMode::Json && !opts.dry_run);
     // All input is checked before any I/O.
     let plan = match Plan::load(&opts.plan) {
         Ok(p) => p,
@@ -295,15 +296,18 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         .await?;
     println!("job {job}");
     if opts.no_wait {
-        eprintln!(
+        crate::progress::say(format!(
             "reshard: created job {job} ({} moves); `reshard worker --catalog ...` processes \
              carry it out, `reshard status {job}` follows them",
             plan.moves.len()
-        );
+        ));
         catalog.close().await;
         return Ok(job);
     }
-    eprintln!("reshard: started job {job} ({} moves)", plan.moves.len());
+    crate::progress::say(format!(
+        "reshard: started job {job} ({} moves)",
+        plan.moves.len()
+    ));
     let switch = Run::switch_gate(&catalog, &job, &options).await?;
     let run = Run {
         catalog: catalog.clone(),
@@ -321,6 +325,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
 }
 
 pub fn resume(opts: ResumeOptions) -> i32 {
+    crate::progress::json_lines(opts.progress == ProgressMode::Json);
     if let Err(e) = validate(1, opts.parallel) {
         return super::report(e.into());
     }
@@ -373,15 +378,18 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
     };
     let state = JobState::parse(&job.state);
     if state == Some(JobState::Copied) {
-        eprintln!("reshard: job {} has already copied every move", job.id);
+        crate::progress::say(format!(
+            "reshard: job {} has already copied every move",
+            job.id
+        ));
         return Ok(());
     }
     if state == Some(JobState::DualWrite) {
-        eprintln!(
+        crate::progress::say(format!(
             "reshard: job {0} has flipped every move and is in dual write; next: \
              reshard complete {0}, reshard rollback {0}, or reshard sync {0}",
             job.id
-        );
+        ));
         return Ok(());
     }
     if !state.is_some_and(|s| s.resumable()) {
@@ -399,10 +407,10 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         catalog
             .set_job_state(&job.id, JobState::Running, None)
             .await?;
-        eprintln!(
+        crate::progress::say(format!(
             "reshard: job {} is running again; `reshard worker` processes carry it on",
             job.id
-        );
+        ));
         catalog.close().await;
         return Ok(());
     }
@@ -426,7 +434,7 @@ async fn resume_job(opts: ResumeOptions) -> Result<()> {
         ));
     }
     let stop = crate::signals::install().context("installing signal handlers")?;
-    eprintln!("reshard: resuming job {}", job.id);
+    crate::progress::say(format!("reshard: resuming job {}", job.id));
     let switch = Run::switch_gate(&catalog, &job.id, &options).await?;
     let run = Run {
         catalog: catalog.clone(),

@@ -31,7 +31,7 @@ pub enum ProgressMode {
 
 /// Prints an error the way every command does and returns its documented exit code.
 pub fn report(err: anyhow::Error) -> i32 {
-    eprintln!("reshard: {}", crate::error::describe(&err));
+    crate::progress::say(format!("reshard: {}", crate::error::describe(&err)));
     exit_code(&err)
 }
 
