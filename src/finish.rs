@@ -121,24 +121,28 @@ pub async fn carry_out(online: &mut Online<'_>, action: Action, spec: &Spec) -> 
     match action {
         Action::Complete => {
             if !spec.verify {
-                eprintln!(
+                crate::progress::say(format!(
                     "reshard: job {id}: deleting old copies WITHOUT verifying them \
                      (--skip-verify-risking-data-loss)"
-                );
+                ));
             }
             let v = online.complete(spec.verify).await?;
-            eprintln!("reshard: job {id} completed; routing version {v} is the plan's new map");
+            crate::progress::say(format!(
+                "reshard: job {id} completed; routing version {v} is the plan's new map"
+            ));
         }
         Action::Cancel => {
             online.cancel(&spec.created).await?;
-            eprintln!("reshard: job {id} cancelled; the shards are as they were");
+            crate::progress::say(format!(
+                "reshard: job {id} cancelled; the shards are as they were"
+            ));
         }
         Action::Sync => {
             let stop = crate::signals::install().context("installing signal handlers")?;
-            eprintln!(
+            crate::progress::say(format!(
                 "reshard: job {id}: reverse sync running; Ctrl-C stops it. A complete, rollback \
                  or cancel asked meanwhile is carried out here"
-            );
+            ));
             let me = crate::catalog::worker_id();
             Box::pin(serve_and_carry_out(online, &stop, &me, spec)).await?;
         }
@@ -166,10 +170,10 @@ async fn rollback(online: &mut Online<'_>, spec: &Spec) -> Result<()> {
                 .await?;
             match online.rollback(mi, spec.max_fence).await? {
                 Cutover::Flipped { fence_ms } => {
-                    eprintln!(
+                    crate::progress::say(format!(
                         "reshard: move {} flipped back, fence {fence_ms} ms",
                         online.moves[mi].id
-                    );
+                    ));
                     break;
                 }
                 Cutover::Aborted(why) => {
@@ -194,10 +198,10 @@ async fn rollback(online: &mut Online<'_>, spec: &Spec) -> Result<()> {
     } else {
         (String::new(), "")
     };
-    eprintln!(
+    crate::progress::say(format!(
         "reshard: job {id} rolled back{part}; next: reshard cancel {id} (undo{rest}) or \
          reshard resume {id} (cut over again)"
-    );
+    ));
     Ok(())
 }
 
@@ -256,10 +260,10 @@ pub async fn serve_and_carry_out(
             &format!("{word}, by {me}"),
         )
         .await?;
-    eprintln!(
+    crate::progress::say(format!(
         "reshard: job {}: {word} requested; carrying it out",
         online.job
-    );
+    ));
     let spec = Spec {
         move_id: asked.move_id.clone(),
         ..spec.clone()

@@ -57,14 +57,18 @@ impl Lease {
                     match cat.renew_lease(&job, &owner, ttl()).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            eprintln!("reshard: lost the lease on job {job}; stopping");
+                            crate::progress::say(format!(
+                                "reshard: lost the lease on job {job}; stopping"
+                            ));
                             if let Some(stop) = &on_lost {
                                 stop.request();
                             }
                             return;
                         }
                         // A catalog hiccup: try again at the next beat, well before expiry.
-                        Err(e) => eprintln!("reshard: renewing the lease: {e:#}"),
+                        Err(e) => {
+                            crate::progress::say(format!("reshard: renewing the lease: {e:#}"))
+                        }
                     }
                 }
             })
@@ -80,7 +84,7 @@ impl Lease {
     pub async fn release(self) {
         self.heartbeat.abort();
         if let Err(e) = self.catalog.release_lease(&self.job, &self.owner).await {
-            eprintln!("reshard: {e:#}");
+            crate::progress::say(format!("reshard: {e:#}"));
         }
     }
 }
@@ -123,11 +127,15 @@ impl TaskLease {
                     match cat.renew_task(&job, &id, &owner, ttl()).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            eprintln!("reshard: lost task {id} of job {job}; stopping it");
+                            crate::progress::say(format!(
+                                "reshard: lost task {id} of job {job}; stopping it"
+                            ));
                             on_lost.request();
                             return;
                         }
-                        Err(e) => eprintln!("reshard: renewing task {id}: {e:#}"),
+                        Err(e) => {
+                            crate::progress::say(format!("reshard: renewing task {id}: {e:#}"))
+                        }
                     }
                 }
             })

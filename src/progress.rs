@@ -291,9 +291,10 @@ pub fn json_lines(on: bool) {
 /// A message for the operator on stderr: the text as is, or under `--progress json` a line
 /// `{"event": "message", "text": ...}` (without the `reshard: ` prefix), so that such a stream
 /// holds nothing but JSON lines.
-pub fn say(text: String) {
+pub fn say(text: impl AsRef<str>) {
+    let text = text.as_ref();
     if JSON_LINES.load(Ordering::Relaxed) {
-        let t = text.strip_prefix("reshard: ").unwrap_or(&text);
+        let t = text.strip_prefix("reshard: ").unwrap_or(text);
         emit(json!({"event": "message", "text": t}));
     } else {
         eprintln!("{text}");

@@ -79,12 +79,12 @@ pub fn install() -> std::io::Result<StopFlag> {
                     _ = term.recv() => {}
                 }
                 if !f.requested() {
-                    eprintln!(
+                    crate::progress::say(
                         "reshard: stopping after the batch in flight (signal received; \
-                         another one stops at once)"
+                         another one stops at once)",
                     );
                 } else {
-                    eprintln!("reshard: stopping now (second signal)");
+                    crate::progress::say("reshard: stopping now (second signal)");
                     request_hard_stop();
                 }
                 f.request();
