@@ -6,6 +6,7 @@
 //! the old owners continuously, so that a rollback loses nothing and has little to apply. The
 //! requests are polled about twice a second between drains.
 
+use crate::error::Stop;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -144,7 +145,20 @@ pub async fn carry_out(online: &mut Online<'_>, action: Action, spec: &Spec) -> 
                  or cancel asked meanwhile is carried out here"
             ));
             let me = crate::catalog::worker_id();
-            Box::pin(serve_and_carry_out(online, &stop, &me, spec)).await?;
+            if Box::pin(serve_and_carry_out(online, &stop, &me, spec))
+                .await?
+                .is_none()
+            {
+                // Stopped by a signal: exit 130 like every interrupted command, since reverse
+                // sync no longer runs (the job stays in dual write; nothing is lost meanwhile).
+                return Err(Stop::Interrupted {
+                    resume: format!(
+                        "reshard sync {id} or a reshard worker (until then the new owners' \
+                         changes wait in their change logs)"
+                    ),
+                }
+                .into());
+            }
         }
         Action::Rollback => rollback(online, spec).await?,
     }

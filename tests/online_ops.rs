@@ -202,7 +202,7 @@ async fn job_is_optional_and_means_the_unfinished_one(kind: Kind) {
 }
 
 /// `sync` carries a write made at the new owner back to the old owner (so a rollback loses
-/// nothing), and stops cleanly on Ctrl-C.
+/// nothing), and stops on Ctrl-C with exit 130, the job still in dual write.
 async fn reverse_sync(kind: Kind) {
     let Some(s) = setup(kind, "osy") else { return };
     let job = applied(&s).await;
@@ -232,7 +232,8 @@ async fn reverse_sync(kind: Kind) {
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    assert!(st.success(), "sync after Ctrl-C: {st:?}");
+    // regression: it exited 0; an interrupted command exits 130 (the README's table).
+    assert_eq!(st.code(), Some(130), "sync after Ctrl-C: {st:?}");
     assert_eq!(status(&s.c, &job).await["state"], "dual_write");
 }
 
