@@ -33,7 +33,7 @@ pub struct JobOptions {
     pub no_wait: bool,
 }
 
-/// `2s`, `500ms`, `1.5s` or a bare number of milliseconds.
+/// `2s`, `500ms`, `1.5s` or `1m`; a unit is required.
 pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, InputError> {
     let t = s.trim();
     // A unit is required: a bare `2` read as milliseconds turned `--max-fence 2` (meant as
