@@ -52,9 +52,15 @@ pub fn ddl(kind: Kind, table: &str) -> String {
 impl Cluster {
     /// `n` empty shards named s0..s{n-1}, or None when the backend is unreachable (skipped).
     pub fn create(kind: Kind, tag: &str, n: usize) -> Option<Cluster> {
+        Self::create_on(kind, kind.server_url(), tag, n)
+    }
+
+    /// As [`Cluster::create`], with every shard on the server at `server`.
+    pub fn create_on(kind: Kind, server: Option<String>, tag: &str, n: usize) -> Option<Cluster> {
         let mut shards = BTreeMap::new();
         for i in 0..n {
-            shards.insert(format!("s{i}"), TestDb::create(kind, &format!("{tag}{i}"))?);
+            let db = TestDb::create_on(kind, server.clone(), &format!("{tag}{i}"))?;
+            shards.insert(format!("s{i}"), db);
         }
         Some(Cluster {
             kind,

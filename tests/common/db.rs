@@ -162,6 +162,12 @@ impl TestDb {
     /// A new empty database, or None (after one `skipped:` line) when the server is unreachable
     /// and `RESHARD_REQUIRE_BACKENDS` is not `1`.
     pub fn create(kind: Kind, tag: &str) -> Option<TestDb> {
+        Self::create_on(kind, kind.server_url(), tag)
+    }
+
+    /// As [`TestDb::create`], on the server at `server` (ignored for SQLite), such as a
+    /// test's own [`super::private::PrivateMariadb`].
+    pub fn create_on(kind: Kind, server: Option<String>, tag: &str) -> Option<TestDb> {
         let name = unique_name(tag);
         match kind {
             Kind::Sqlite => {
@@ -184,7 +190,7 @@ impl TestDb {
                 })
             }
             Kind::Postgres | Kind::Mysql => {
-                let server = kind.server_url().expect("server url");
+                let server = server.expect("server url");
                 let q = match kind {
                     Kind::Postgres => format!("CREATE DATABASE \"{name}\""),
                     _ => format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"),

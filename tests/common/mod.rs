@@ -26,4 +26,5 @@ pub mod cluster;
 pub mod conn;
 pub mod db;
 pub mod online;
+pub mod private;
 pub mod writer;
