@@ -438,8 +438,16 @@ async fn watch_requests(
     loop {
         tokio::time::sleep(REQUEST_POLL).await;
         // A catalog hiccup is retried at the next poll; the run itself does not depend on it.
-        match catalog.job_request(&job).await {
-            Ok(Some(r)) if r == crate::catalog::PAUSE => {
+        if let Ok(Some(asked)) = catalog.job_switch(&job).await {
+            let text = asked.text();
+            if switch.widen(asked) {
+                crate::progress::say(format!(
+                    "reshard: job {job}: {text} requested; cutting over"
+                ));
+            }
+        }
+        if let Ok(Some(r)) = catalog.job_request(&job).await {
+            if r == crate::catalog::PAUSE {
                 crate::progress::say(format!(
                     "reshard: job {job}: pause requested; stopping at the next safe point"
                 ));
@@ -447,10 +455,6 @@ async fn watch_requests(
                 stop.request();
                 return;
             }
-            Ok(Some(r)) if switch.widen(&r) => {
-                crate::progress::say(format!("reshard: job {job}: {r} requested; cutting over"));
-            }
-            _ => {}
         }
     }
 }
@@ -463,11 +467,8 @@ impl Run<'_> {
         job: &str,
         options: &JobOptions,
     ) -> Result<Arc<SwitchGate>> {
-        let request = catalog.job_request(job).await?;
-        Ok(Arc::new(SwitchGate::new(
-            options.switch_manual,
-            request.as_deref(),
-        )))
+        let switch = catalog.job_switch(job).await?;
+        Ok(Arc::new(SwitchGate::new(options.switch_manual, switch)))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Which moves of a running job may flip now: every move of a job that flips by itself; of a
 //! job started with `apply --switch manual`, those its switch request names
-//! (src/catalog/requests.rs), none before the first. The run reads the request once when it
+//! (`jobs.switch_request`, src/catalog/requests.rs), none before the first. The run reads the request once when it
 //! starts and then each time it polls the job's row, so a later `switch --move` widens it.
 
 use std::sync::Mutex;
@@ -17,11 +17,11 @@ impl SwitchGate {
     }
 
     /// The gate of a run of a job that switches manually or not, with its pending request.
-    pub fn new(manual: bool, request: Option<&str>) -> SwitchGate {
+    pub fn new(manual: bool, switch: Option<Switch>) -> SwitchGate {
         if !manual {
             return SwitchGate::open();
         }
-        SwitchGate(Mutex::new(request.and_then(Switch::parse)))
+        SwitchGate(Mutex::new(switch))
     }
 
     fn get(&self) -> std::sync::MutexGuard<'_, Option<Switch>> {
@@ -33,11 +33,8 @@ impl SwitchGate {
         self.get().as_ref().is_some_and(|s| s.allows(move_id))
     }
 
-    /// Widens the gate to what `request` asks, when it is a switch; true when that changed it.
-    pub fn widen(&self, request: &str) -> bool {
-        let Some(asked) = Switch::parse(request) else {
-            return false;
-        };
+    /// Widens the gate to what `asked` lets flip; true when that changed it.
+    pub fn widen(&self, asked: Switch) -> bool {
         let mut g = self.get();
         let next = match g.clone() {
             Some(before) => before.union(asked),
@@ -53,20 +50,23 @@ impl SwitchGate {
 mod tests {
     use super::*;
 
+    fn sw(text: &str) -> Switch {
+        Switch::parse(text).expect("a switch")
+    }
+
     #[test]
     fn a_manual_job_flips_only_what_was_switched() {
         let g = SwitchGate::new(true, None);
         assert!(!g.allows("m1"));
-        assert!(!g.widen("pause"));
-        assert!(g.widen("switch m1"));
+        assert!(g.widen(sw("switch m1")));
         assert!(g.allows("m1") && !g.allows("m2"));
         assert!(
-            !g.widen("switch m1"),
+            !g.widen(sw("switch m1")),
             "the same request again changes nothing"
         );
-        assert!(g.widen("switch m2"));
+        assert!(g.widen(sw("switch m2")));
         assert!(g.allows("m1") && g.allows("m2") && !g.allows("m3"));
-        assert!(g.widen("switch"));
+        assert!(g.widen(sw("switch")));
         assert!(g.allows("m3"));
     }
 
@@ -74,9 +74,8 @@ mod tests {
     fn an_automatic_job_and_a_recorded_switch_open_the_gate() {
         assert!(SwitchGate::new(false, None).allows("m1"));
         assert!(SwitchGate::open().allows("m9"));
-        assert!(SwitchGate::new(true, Some("switch")).allows("m9"));
-        let g = SwitchGate::new(true, Some("switch m2"));
+        assert!(SwitchGate::new(true, Switch::parse("switch")).allows("m9"));
+        let g = SwitchGate::new(true, Switch::parse("switch m2"));
         assert!(g.allows("m2") && !g.allows("m1"));
-        assert!(!SwitchGate::new(true, Some("pause")).allows("m1"));
     }
 }

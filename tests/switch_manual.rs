@@ -154,7 +154,47 @@ async fn switch_refused_for_an_automatic_job(kind: Kind) {
     assert!(stderr(&out).contains("--switch manual"), "{}", stderr(&out));
 }
 
+/// Regression: a switch and a pause shared one request column, so a `pause` recorded after a
+/// `switch` erased it, and the resumed job held every move for a switch already given.
+async fn regression_pause_erased_a_switch_given_before_it(kind: Kind) {
+    let Some(s) = setup(kind, "swp") else { return };
+    let args = ["apply", &s.plan, "--yes", "--switch", "manual", "--no-wait"];
+    let out = run(&s.c, &args).await;
+    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
+    let job = common::cluster::job_id(&out).expect("job id");
+    let out = run(&s.c, &["switch", &job]).await;
+    assert!(out.status.success(), "switch: {}", stderr(&out));
+    let out = run(&s.c, &["pause", &job]).await;
+    assert!(out.status.success(), "pause: {}", stderr(&out));
+    assert_eq!(status(&s.c, &job).await["state"], "paused");
+    let mut resume =
+        s.c.cmd(&["resume", &job, "--progress", "plain"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Held for a switch, resume would catch up for ever: bounded here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while resume.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            resume.kill().unwrap();
+            let out = resume.wait_with_output().unwrap();
+            panic!(
+                "resume still holding after 90 s: the switch was lost\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = resume.wait_with_output().unwrap();
+    assert!(out.status.success(), "resume: {}", stderr(&out));
+    let v = status(&s.c, &job).await;
+    assert_eq!(v["state"], "dual_write", "{v}");
+    assert!(moves(&v).iter().all(|m| m["flipped"] == true), "{v}");
+}
+
 per_backend_async!(
     nothing_flips_until_switch,
-    switch_refused_for_an_automatic_job
+    switch_refused_for_an_automatic_job,
+    regression_pause_erased_a_switch_given_before_it
 );

@@ -812,6 +812,6 @@ pub use online::CaptureCounts;
 mod drain;
 mod requests;
 pub use drain::DrainRate;
-pub use requests::{is_switch, PauseOutcome, Switch, PAUSE, SWITCH};
+pub use requests::{PauseOutcome, Switch, PAUSE, SWITCH};
 mod tasks;
 pub use tasks::{live as live_lease, Claim, TaskRow, COPY};

@@ -80,11 +80,6 @@ impl Switch {
     }
 }
 
-/// Whether a recorded request is a switch (which, unlike the others, never stops a run).
-pub fn is_switch(request: &str) -> bool {
-    Switch::parse(request).is_some()
-}
-
 impl Catalog {
     /// Asks that `job` pause, in one transaction with its events.
     pub async fn request_pause(&self, job: &str) -> Result<PauseOutcome> {
@@ -178,35 +173,47 @@ impl Catalog {
         res.with_context(|| format!("catalog {}: clearing job {job}'s request", self.label))
     }
 
-    /// Adds `switch` to the job's pending switch request (or records it), with its event, in
-    /// one transaction. Refused while another kind of request is pending: it must not be
-    /// overwritten. Returns the switch now recorded.
+    /// The job's pending switch (`reshard switch`), if any: kept apart from the other
+    /// requests, which neither carry it out nor overwrite it.
+    pub async fn job_switch(&self, job: &str) -> Result<Option<Switch>> {
+        let res: Result<Option<Option<String>>> = with_pool!(self, p => async {
+            Ok(sqlx::query_scalar("SELECT switch_request FROM jobs WHERE id = $1")
+                .bind(job).fetch_optional(p).await?)
+        }.await);
+        Ok(res
+            .with_context(|| format!("catalog {}: reading job {job}'s switch", self.label))?
+            .flatten()
+            .as_deref()
+            .and_then(Switch::parse))
+    }
+
+    /// Adds `switch` to the job's pending switch (or records it), with its event, in one
+    /// transaction. A pending pause stays and the switch waits for the resume; refused while
+    /// a complete, rollback or cancel is pending. Returns the switch now recorded.
     pub async fn record_switch(&self, job: &str, switch: Switch, detail: &str) -> Result<Switch> {
         let at = now_text();
         let pg = matches!(self.pool, Pool::Postgres(_));
         let res: Result<Switch> = with_pool!(self, p => async {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let q = if pg {
-                "SELECT request FROM jobs WHERE id = $1 FOR UPDATE"
+                "SELECT request, switch_request FROM jobs WHERE id = $1 FOR UPDATE"
             } else {
-                "SELECT request FROM jobs WHERE id = $1"
+                "SELECT request, switch_request FROM jobs WHERE id = $1"
             };
-            let pending: Option<Option<String>> =
-                sqlx::query_scalar(q).bind(job).fetch_optional(&mut *tx).await?;
-            let merged = match pending.flatten() {
+            let row: Option<(Option<String>, Option<String>)> =
+                sqlx::query_as(q).bind(job).fetch_optional(&mut *tx).await?;
+            let (request, pending) = row.unwrap_or_default();
+            if let Some(r) = request.filter(|r| r != PAUSE) {
+                return Err(crate::error::Stop::Refused(format!(
+                    "job {job} has a pending {r:?} request; switch once it is carried out"
+                ))
+                .into());
+            }
+            let merged = match pending.as_deref().and_then(Switch::parse) {
+                Some(before) => before.union(switch),
                 None => switch,
-                Some(r) => match Switch::parse(&r) {
-                    Some(before) => before.union(switch),
-                    None => {
-                        return Err(crate::error::Stop::Refused(format!(
-                            "job {job} has a pending {r:?} request; switch once it is carried \
-                             out"
-                        ))
-                        .into())
-                    }
-                },
             };
-            sqlx::query("UPDATE jobs SET request = $1, updated_at = $2 WHERE id = $3")
+            sqlx::query("UPDATE jobs SET switch_request = $1, updated_at = $2 WHERE id = $3")
                 .bind(merged.text()).bind(&at).bind(job).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO events (job_id, move_id, at, kind, detail) \
@@ -219,14 +226,11 @@ impl Catalog {
         res.with_context(|| format!("catalog {}: recording a switch on job {job}", self.label))
     }
 
-    /// Forgets a pending switch request, of every move or of some.
+    /// Forgets a pending switch, of every move or of some.
     pub async fn clear_switch(&self, job: &str) -> Result<()> {
         let res: Result<()> = with_pool!(self, p => async {
-            sqlx::query(
-                "UPDATE jobs SET request = NULL WHERE id = $1 \
-                 AND (request = $2 OR request LIKE $3)",
-            )
-            .bind(job).bind(SWITCH).bind(format!("{SWITCH} %")).execute(p).await?;
+            sqlx::query("UPDATE jobs SET switch_request = NULL WHERE id = $1")
+                .bind(job).execute(p).await?;
             Ok(())
         }.await);
         res.with_context(|| format!("catalog {}: clearing job {job}'s switch", self.label))
@@ -280,7 +284,6 @@ mod tests {
         assert_eq!(Switch::parse("switch"), Some(Switch::All));
         for other in ["pause", "complete", "rollback m1", "switched", ""] {
             assert_eq!(Switch::parse(other), None, "{other}");
-            assert!(!is_switch(other));
         }
     }
 

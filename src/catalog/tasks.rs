@@ -154,7 +154,7 @@ impl Catalog {
             let Some((state, request, holder, until)) = row else {
                 return Ok(None);
             };
-            let stopping = request.as_deref().is_some_and(|r| !super::is_switch(r));
+            let stopping = request.is_some();
             if JobState::parse(&state) != Some(JobState::Running)
                 || stopping
                 || live(holder.as_deref(), until, now).is_some()

@@ -233,7 +233,7 @@ async fn postgres_catalog_migrates_and_records() {
 }
 
 #[tokio::test]
-async fn switches_merge_in_the_catalog_and_never_overwrite_another_request() {
+async fn switches_merge_in_the_catalog_and_other_requests_leave_them() {
     let (_d, cat, _) = fresh().await;
     let from = map(&["a", "b"]);
     let tables = vec!["t".to_string()];
@@ -249,29 +249,62 @@ async fn switches_merge_in_the_catalog_and_never_overwrite_another_request() {
         .await
         .unwrap();
     assert_eq!(got.text(), "switch m1 m3");
-    let req = cat.job_request("j1").await.unwrap();
-    assert_eq!(req.as_deref(), Some("switch m1 m3"));
+    assert_eq!(cat.job_switch("j1").await.unwrap(), Some(got));
+    assert_eq!(cat.job_request("j1").await.unwrap(), None);
     let got = cat
         .record_switch("j1", Switch::All, "switch")
         .await
         .unwrap();
     assert_eq!(got, Switch::All);
     cat.clear_switch("j1").await.unwrap();
-    assert_eq!(cat.job_request("j1").await.unwrap(), None);
+    assert_eq!(cat.job_switch("j1").await.unwrap(), None);
 
+    // A switch given while a pause is pending waits for the resume.
     cat.record_request("j1", "pause", "pause").await.unwrap();
+    let got = cat
+        .record_switch("j1", one("m1"), "switch m1")
+        .await
+        .unwrap();
+    assert_eq!(got.text(), "switch m1");
+    let req = cat.job_request("j1").await.unwrap();
+    assert_eq!(req.as_deref(), Some("pause"), "the pause stays");
+    cat.clear_switch("j1").await.unwrap();
+    assert_eq!(cat.job_switch("j1").await.unwrap(), None);
+    let req = cat.job_request("j1").await.unwrap();
+    assert_eq!(
+        req.as_deref(),
+        Some("pause"),
+        "clearing the switch leaves the pause"
+    );
+
+    // A rollback, complete or cancel is carried out first.
+    cat.record_request("j1", "rollback", "rollback")
+        .await
+        .unwrap();
     let e = cat
         .record_switch("j1", one("m1"), "switch m1")
         .await
         .unwrap_err();
     assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
-    assert!(format!("{e:#}").contains("pending \"pause\""), "{e:#}");
-    let req = cat.job_request("j1").await.unwrap();
-    assert_eq!(req.as_deref(), Some("pause"), "the pause stays");
-    // Clearing a switch leaves another kind of request alone.
-    cat.clear_switch("j1").await.unwrap();
-    assert_eq!(
-        cat.job_request("j1").await.unwrap().as_deref(),
-        Some("pause")
-    );
+    assert!(format!("{e:#}").contains("pending \"rollback\""), "{e:#}");
+}
+
+/// Regression: a switch shared the `request` column with every other request, so a `pause`
+/// (or `complete`, `rollback`, `cancel`) recorded after it overwrote it, and the resumed job
+/// waited for a switch the operator had already given.
+#[tokio::test]
+async fn regression_pause_overwrote_a_pending_switch() {
+    let (_d, cat, _) = fresh().await;
+    let from = map(&["a", "b"]);
+    let tables = vec!["t".to_string()];
+    cat.create_job(new_job("j1", &from, &tables)).await.unwrap();
+    cat.record_switch("j1", Switch::All, "switch")
+        .await
+        .unwrap();
+    cat.request_pause("j1").await.unwrap();
+    cat.record_request("j1", "complete", "complete")
+        .await
+        .unwrap();
+    cat.clear_request("j1", "complete").await.unwrap();
+    assert_eq!(cat.job_switch("j1").await.unwrap(), Some(Switch::All));
 }

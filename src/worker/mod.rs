@@ -502,9 +502,7 @@ async fn watch_copy(cat: Arc<Catalog>, job: String, worker: StopFlag, task: Stop
         }
         // A catalog hiccup is looked at again at the next poll.
         if let (Ok(Some(row)), Ok(request)) = (cat.job(&job).await, cat.job_request(&job).await) {
-            let stopping = request
-                .as_deref()
-                .is_some_and(|r| !crate::catalog::is_switch(r));
+            let stopping = request.is_some();
             if stopping || JobState::parse(&row.state) != Some(JobState::Running) {
                 task.request();
                 return;
