@@ -324,26 +324,26 @@ impl Online<'_> {
         let m = self.moves[mi].clone();
         let pair = self.pairs[mi];
         let dst = self.backend(Side::To, &m.destination)?;
-        let started = match self.raise(mi, max_fence).await? {
-            Ok(t) => t,
+        let fence = match self.raise(mi, max_fence).await? {
+            Ok(f) => f,
             Err(why) => return Ok((Cutover::Aborted(why), None)),
         };
         failpoint::hit("fence_raised");
         let drained = match crate::signals::or_hard_stop(self.drain(&m.source, true)).await {
             Ok(d) => d,
             Err(e) => {
-                self.abort(mi, &format!("drain failed: {e:#}")).await?;
+                self.lower(fence, &format!("drain failed: {e:#}")).await?;
                 return Err(e);
             }
         };
         self.add_touched(since, &drained, mi);
         let over = |what: &str| {
-            let ms = started.elapsed().as_millis();
+            let ms = fence.at.elapsed().as_millis();
             (ms > max_fence.as_millis())
                 .then(|| format!("{what} ran past --max-fence ({ms} ms > {max_fence:?})"))
         };
         if let Some(why) = over("the drain") {
-            self.abort(mi, &why).await?;
+            self.lower(fence, &why).await?;
             self.trim(&m.source, &drained).await?;
             return Ok((Cutover::Aborted(why), Some(drained)));
         }
@@ -352,7 +352,7 @@ impl Online<'_> {
         let report = match crate::signals::or_hard_stop(fenced).await {
             Ok(r) => r,
             Err(e) => {
-                self.abort(mi, &format!("verification failed: {e:#}"))
+                self.lower(fence, &format!("verification failed: {e:#}"))
                     .await?;
                 return Err(e);
             }
@@ -360,22 +360,18 @@ impl Online<'_> {
         since.clear();
         if !report.ok {
             let why = describe_report(&report);
-            self.abort(mi, &format!("verification mismatch: {why}"))
+            self.lower(fence, &format!("verification mismatch: {why}"))
                 .await?;
             self.trim(&m.source, &drained).await?;
             return Err(Stop::Mismatch(format!("move {}: {why}", m.id)).into());
         }
         if let Some(why) = over("the drain and verification") {
-            self.abort(mi, &why).await?;
+            self.lower(fence, &why).await?;
             self.trim(&m.source, &drained).await?;
             return Ok((Cutover::Aborted(why), Some(drained)));
         }
         failpoint::hit("before_flip");
-        let fence_ms = started.elapsed().as_millis() as u64;
-        retry("catalog: flipping", || {
-            self.catalog.flip(self.job, &m.id, true, fence_ms)
-        })
-        .await?;
+        let fence_ms = self.flip(fence).await?;
         failpoint::hit("after_flip");
         // Up only after a rollback of this move; the destination now owns the keys.
         set_fence(dst.as_ref(), pair, &m.id, false).await?;
@@ -386,7 +382,7 @@ impl Online<'_> {
     /// Raises move `mi`'s fence on its source, state `fencing` first: when the fence went up,
     /// or why not (the fence is down and the reason recorded). A lock wait past its bound or an
     /// abandoned wait is an error.
-    async fn raise(&self, mi: usize, max_fence: Duration) -> Result<Result<Instant, String>> {
+    async fn raise(&self, mi: usize, max_fence: Duration) -> Result<Result<Raised, String>> {
         let m = &self.moves[mi];
         let pair = self.pairs[mi];
         let src = self.backend(Side::From, &m.source)?;
@@ -403,18 +399,27 @@ impl Online<'_> {
             || {
                 let (src, id) = (&src, &m.id);
                 async move {
-                    let t = Instant::now();
-                    src.raise_fence(pair, id, max_fence).await.map(|()| t)
+                    let at = Instant::now();
+                    src.raise_fence(pair, id, max_fence)
+                        .await
+                        .map(|()| Raised { mi, at })
                 }
             },
         )
         .await;
         match raised {
-            Ok(t) => Ok(Ok(t)),
+            Ok(f) => Ok(Ok(f)),
             Err(e) => {
                 // The UPDATE did not commit; lowering is a no-op kept for certainty.
                 let why = format!("raising the fence: {e:#}");
-                self.abort(mi, &why).await?;
+                self.lower(
+                    Raised {
+                        mi,
+                        at: Instant::now(),
+                    },
+                    &why,
+                )
+                .await?;
                 if crate::lockwait::blocked(&e).is_some() || crate::lockwait::is_aborted(&e) {
                     return Err(e);
                 }
@@ -423,7 +428,23 @@ impl Online<'_> {
         }
     }
 
-    async fn abort(&self, mi: usize, why: &str) -> Result<()> {
+    /// The flip of a raised fence: one catalog transaction, after which the destination owns
+    /// the move's keys and the source's fence stays up against writers that still route there.
+    /// The fence time in milliseconds.
+    async fn flip(&self, fence: Raised) -> Result<u64> {
+        let id = &self.moves[fence.mi].id;
+        let fence_ms = fence.at.elapsed().as_millis() as u64;
+        retry("catalog: flipping", || {
+            self.catalog.flip(self.job, id, true, fence_ms)
+        })
+        .await?;
+        Ok(fence_ms)
+    }
+
+    /// Lowers a raised fence without a flip: the source keeps the move's keys, and the move
+    /// catches up again.
+    async fn lower(&self, fence: Raised, why: &str) -> Result<()> {
+        let mi = fence.mi;
         let m = &self.moves[mi];
         let src = self.backend(Side::From, &m.source)?;
         set_fence(src.as_ref(), self.pairs[mi], &m.id, false).await?;
@@ -671,6 +692,15 @@ fn describe_mismatches(bad: &Mismatches) -> String {
         shown.join("; "),
         if bad.len() > 5 { "; ..." } else { "" }
     )
+}
+
+/// Move `mi`'s fence, up on its source since `at`. Its only exits are `Online::flip` and
+/// `Online::lower`, which consume it; an error that drops it leaves the fence up, as a crash
+/// would, for the next run to reconcile (docs/online.md).
+#[must_use = "a raised fence is flipped or lowered"]
+struct Raised {
+    mi: usize,
+    at: Instant,
 }
 
 /// `Backend::set_fence`, retried: it sets the row outright (idempotent), and a connection
