@@ -444,6 +444,13 @@ impl<'a> Online<'a> {
             let mut after = None;
             loop {
                 let r = self.consume(shard, ti, after, defer).await?;
+                if !defer {
+                    // Catch-up and reverse sync count against the job's rate cap; a fenced
+                    // drain (deferred) never waits on a throttle.
+                    crate::throttle::for_job(self.job)
+                        .pace(r.entries as u64, None)
+                        .await;
+                }
                 out.entries += r.entries;
                 for (mi, pks) in r.touched {
                     out.touched

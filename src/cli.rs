@@ -62,6 +62,8 @@ pub enum Command {
     Log(LogArgs),
     /// Run the catalog's job with other workers: parallel copies, cutovers, reverse sync, requests
     Worker(WorkerArgs),
+    /// Change how fast a job may go while it runs (its rate cap), or show what it runs under
+    Throttle(ThrottleArgs),
 }
 
 /// `reshard demo --help`, wrapped by hand to fit 100 columns (clap here does not wrap).
@@ -390,6 +392,31 @@ pub struct ApplyArgs {
     /// their own
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     pub lock_timeout: String,
+    /// Rate cap: rows per second the job's copy reads at its sources plus change-log entries
+    /// its catch-up and reverse sync apply, over all its moves (default: no cap). Cutover
+    /// fences are never slowed. Recorded with the job; `reshard throttle JOB` changes it while
+    /// the job runs
+    #[arg(long, value_name = "N")]
+    pub max_rows_per_sec: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The cap is stored with the job, in the catalog: the process running the job \
+    reads it within a\nsecond, and later runs of the job keep it. With no option, shows the \
+    job's cap and whether it is\nbeing held back now.\n  reshard throttle --max-rows-per-sec 5000   \
+    # at most 5,000 rows/s from now on\n  reshard throttle --max-rows-per-sec 0      # no cap\n\
+    Exit codes: 0 done; 2 bad input, or no such job; 1 failed."
+)]
+pub struct ThrottleArgs {
+    /// The job (default: the catalog's unfinished job; there is at most one)
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub catalog: CatalogArg,
+    /// Rows per second the job's copy, catch-up and reverse sync may go through, over all its
+    /// moves; 0 lifts the cap
+    #[arg(long, value_name = "N")]
+    pub max_rows_per_sec: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -626,6 +653,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             max_fence: a.max_fence,
             complete: a.complete,
             switch_manual: a.switch == SwitchArg::Manual,
+            max_rows_per_sec: a.max_rows_per_sec,
             no_wait: a.no_wait,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
@@ -667,6 +695,11 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Rollback(a) => online::run(online::Action::Rollback, job(a.into(), lock_timeout)),
         Command::Cancel(a) => online::run(online::Action::Cancel, job(a.into(), lock_timeout)),
         Command::Sync(a) => online::run(online::Action::Sync, job(a.into(), lock_timeout)),
+        Command::Throttle(a) => throttle::run(throttle::ThrottleOptions {
+            job: a.job,
+            catalog: a.catalog.catalog,
+            max_rows_per_sec: a.max_rows_per_sec,
+        }),
         Command::Pause(a) => pause::run(pause::PauseOptions {
             job: a.job,
             catalog: a.catalog.catalog,

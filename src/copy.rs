@@ -112,9 +112,13 @@ impl CopyJob<'_> {
     ) -> Result<Outcome> {
         let filter = key_filter(&m.segments);
         let (si, di) = self.ctx.move_indices(m);
-        let read_page = |after: Option<PkValues>| {
-            let filter = &filter;
+        let throttle = crate::throttle::for_job(self.job);
+        // `paid`: the rows of the page before, charged to the job's rate cap before the next
+        // read (the cap paces what the sources are asked for).
+        let read_page = |after: Option<PkValues>, paid: u64| {
+            let (filter, throttle) = (&filter, &throttle);
             async move {
+                throttle.pace(paid, Some(self.stop)).await;
                 retry(&format!("{}: reading {}", m.source, schema.name), || {
                     src.read_batch(schema, key, after.as_ref(), filter, self.batch_size)
                 })
@@ -132,7 +136,7 @@ impl CopyJob<'_> {
             let started = Instant::now();
             let batch = match ahead.take() {
                 Some(b) => b,
-                None => read_page(after.clone()).await?,
+                None => read_page(after.clone(), 0).await?,
             };
             let read = batch.rows.len();
             let mut kept = Vec::new();
@@ -192,7 +196,7 @@ impl CopyJob<'_> {
             };
             let next = async {
                 match (done, &batch.last) {
-                    (false, Some(_)) => read_page(batch.last.clone()).await.map(Some),
+                    (false, Some(_)) => read_page(batch.last.clone(), read as u64).await.map(Some),
                     _ => Ok(None),
                 }
             };

@@ -46,6 +46,10 @@ pub struct JobOptions {
     /// asks (the request on the job's row).
     #[serde(default)]
     pub switch_manual: bool,
+    /// `--max-rows-per-sec`: the rate cap of the job's copy, catch-up and reverse sync
+    /// (src/throttle.rs); `reshard throttle` changes it while the job runs.
+    #[serde(default)]
+    pub max_rows_per_sec: Option<u64>,
 }
 
 fn default_max_fence_ms() -> u64 {
@@ -131,8 +135,10 @@ impl Run<'_> {
             paused.clone(),
             self.switch.clone(),
         ));
+        let throttle = crate::throttle::Watching::start(&self.catalog, self.job).await;
         let result = self.execute_leased(ctx, until).await;
         watch.abort();
+        throttle.end().await;
         let ended = match result {
             Ok(Some(JobState::Running)) if until == Until::Setup => Ok(()),
             result => self.finish(result, paused.load(Ordering::Acquire)).await,

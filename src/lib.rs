@@ -37,6 +37,7 @@ pub mod shard_url;
 pub mod signals;
 pub mod sqlroute;
 pub mod switch_gate;
+pub mod throttle;
 pub mod triggers;
 pub mod verify;
 pub mod worker;

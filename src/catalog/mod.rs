@@ -814,4 +814,5 @@ mod requests;
 pub use drain::DrainRate;
 pub use requests::{PauseOutcome, Switch, PAUSE, SWITCH};
 mod tasks;
+mod throttle;
 pub use tasks::{live as live_lease, Claim, TaskRow, COPY};

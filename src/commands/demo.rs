@@ -462,6 +462,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         switch_manual: false,
         complete: false,
         lock_timeout: crate::lockwait::DEFAULT_TIMEOUT,
+        max_rows_per_sec: None,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod route;
 pub mod status;
 pub mod switch;
+pub mod throttle;
 pub mod verify;
 pub mod worker;
 

@@ -143,6 +143,8 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         }
         Err(e) => return Err(e),
     };
+    // Its catch-up and reverse sync run under the job's rate cap, like a worker's.
+    let throttle = crate::throttle::Watching::start(&catalog, &id).await;
     let result = async {
         let mut online = Online::new(&loaded.ctx, &catalog, &id).await?;
         online.load_logs().await?;
@@ -150,6 +152,7 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         finish::carry_out(&mut online, action, &spec).await
     }
     .await;
+    throttle.end().await;
     if let Err(e) = &result {
         let msg = format!("{e:#}");
         if action != Action::Sync {

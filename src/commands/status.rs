@@ -76,6 +76,18 @@ async fn status(opts: StatusOptions) -> Result<()> {
     let routing_version = cat.routing().await?.map(|r| r.version);
     // A catalog no worker has migrated yet has no task table: no tasks.
     let tasks = cat.tasks(&job.id).await.unwrap_or_default();
+    let throttle = Throttle {
+        cap: serde_json::from_str::<serde_json::Value>(&job.options_json)
+            .ok()
+            .and_then(|o| o.get("max_rows_per_sec").and_then(|v| v.as_u64())),
+        // Recorded by the process running the job; stale once no process does.
+        now: cat
+            .job_throttled(&job.id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|_| is_served(&job, &tasks, crate::catalog::now_ms())),
+    };
     cat.close().await;
     let logs = Logs::read(&job).await;
     let now = crate::catalog::now_ms();
@@ -89,6 +101,7 @@ async fn status(opts: StatusOptions) -> Result<()> {
                 |(owner, left)| json!({"owner": owner, "expires_in_ms": left}),
             );
             v["next"] = json!(next_step(&job, &moves));
+            v["throttle"] = json!({"max_rows_per_sec": throttle.cap, "throttled": throttle.now});
             v["tasks"] = json!(tasks
                 .iter()
                 .map(|t| json!({
@@ -113,7 +126,15 @@ async fn status(opts: StatusOptions) -> Result<()> {
             }
             emit(&(serde_json::to_string_pretty(&v)? + "\n"))
         }
-        Format::Text => emit(&text(&job, &moves, &tasks, &logs, routing_version, now)),
+        Format::Text => emit(&text(
+            &job,
+            &moves,
+            &tasks,
+            &logs,
+            &throttle,
+            routing_version,
+            now,
+        )),
     }
 }
 
@@ -137,6 +158,20 @@ fn elapsed_ms(job: &JobRow, now: i64) -> Option<i64> {
     let start = t(&job.created_at)?;
     let end = job.finished_at.as_deref().and_then(t).unwrap_or(now);
     Some((end - start).max(0))
+}
+
+/// The job's rate cap and, while a process runs the job, why it is holding it back now.
+struct Throttle {
+    cap: Option<u64>,
+    now: Option<String>,
+}
+
+/// Whether a live process runs the job: its lease holder or a worker copying one of its moves.
+fn is_served(job: &JobRow, tasks: &[crate::catalog::TaskRow], now: i64) -> bool {
+    lease(job, now).is_some()
+        || tasks
+            .iter()
+            .any(|t| !t.done() && t.live_holder(now).is_some())
 }
 
 /// The process holding the job's lease and how long it has left, when it is live.
@@ -231,6 +266,7 @@ fn text(
     moves: &[MoveRow],
     tasks: &[crate::catalog::TaskRow],
     logs: &Logs,
+    throttle: &Throttle,
     routing_version: Option<i64>,
     now: i64,
 ) -> String {
@@ -282,6 +318,15 @@ fn text(
     if !copying.is_empty() {
         let line = format!("copying: {}", copying.join(", "));
         let _ = writeln!(out, "{}", super::wrap(&line, 100, "  "));
+    }
+    match (&throttle.now, throttle.cap) {
+        (Some(why), _) => {
+            let _ = writeln!(out, "throttled: {why}");
+        }
+        (None, Some(cap)) if job.finished_at.is_none() => {
+            let _ = writeln!(out, "rate cap {cap} rows/s (not holding the job back now)");
+        }
+        _ => {}
     }
     if let Some(e) = &job.last_error {
         let _ = writeln!(

@@ -114,6 +114,8 @@ struct Scrape {
     tasks: Family<Labels, Gauge>,
     state: Family<Labels, Gauge>,
     held: Gauge,
+    throttled: Family<Labels, Gauge>,
+    rate_cap: Family<Labels, Gauge>,
 }
 
 /// The registry for one scrape, filled from the catalog.
@@ -150,6 +152,16 @@ pub async fn scrape(catalog: &Catalog, local: &Local, me: &str) -> Result<String
     reg.register("worker_tasks_held", "Copy tasks this worker holds", m.held);
     reg.register("job_state", "The unfinished job's state (1)", m.state);
     reg.register(
+        "throttled",
+        "1 while a throttle holds the job back, labelled with why (as `status` shows it)",
+        m.throttled,
+    );
+    reg.register(
+        "rate_cap_rows_per_second",
+        "The job's rate cap (--max-rows-per-sec, `reshard throttle`); absent without one",
+        m.rate_cap,
+    );
+    reg.register(
         "worker_errors",
         "Errors of this worker's rounds, by kind",
         local.errors.clone(),
@@ -168,6 +180,21 @@ impl Scrape {
         self.state
             .get_or_create(&labels(&[("job", job), ("state", &row.state)]))
             .set(1);
+        let why = catalog.job_throttled(job).await?;
+        self.throttled
+            .get_or_create(&labels(&[
+                ("job", job),
+                ("reason", why.as_deref().unwrap_or("")),
+            ]))
+            .set(i64::from(why.is_some()));
+        let cap = serde_json::from_str::<serde_json::Value>(&row.options_json)
+            .ok()
+            .and_then(|o| o.get("max_rows_per_sec").and_then(|v| v.as_u64()));
+        if let Some(cap) = cap {
+            self.rate_cap
+                .get_or_create(&labels(&[("job", job)]))
+                .set(cap as i64);
+        }
         let moves = catalog.moves(job).await?;
         for m in &moves {
             let l = labels(&[("job", job), ("move", &m.id)]);

@@ -282,8 +282,10 @@ impl Worker {
             self.stop.clone(),
             stop.clone(),
         ));
+        let throttle = crate::throttle::Watching::start(cat, job).await;
         let result = self.copy_move(job, &mv, &stop).await;
         watch.abort();
+        throttle.end().await;
         if matches!(result, Ok(Outcome::Copied)) {
             crate::failpoint::hit("task_copied");
         }
@@ -367,6 +369,7 @@ impl Worker {
         let stop = self.or_stop();
         let lease = Lease::acquire(&self.catalog, job, Some(stop.clone())).await?;
         eprintln!("reshard worker: job {job}: in dual write; reverse sync running");
+        let throttle = crate::throttle::Watching::start(&self.catalog, job).await;
         let result = async {
             let mut online = Online::new(&loaded.ctx, &self.catalog, job).await?;
             online.load_logs().await?;
@@ -380,6 +383,7 @@ impl Worker {
             anyhow::Ok(())
         }
         .await;
+        throttle.end().await;
         lease.release().await;
         result
     }

@@ -1,0 +1,206 @@
+//! The rate cap (issue 15): `apply --max-rows-per-sec` paces the copy; `reshard throttle`
+//! changes the cap of a running job through the catalog; `status` and the events say when the
+//! job is held back and why.
+//!
+//! The bounds here are lower bounds set by the cap (a slow machine only makes the run longer)
+//! and, once the cap is lifted, a generous upper bound far under what the cap would take.
+
+#[macro_use]
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::db::Kind;
+use common::online::{run, status};
+
+const ROWS: i64 = 20_000;
+
+/// Two shards; `ROWS` rows on s0, every one of which moves to s1. The plan's path.
+fn setup(kind: Kind, tag: &str) -> Option<(Cluster, String)> {
+    let c = Cluster::create(kind, tag, 2)?;
+    for s in ["s0", "s1"] {
+        c.db(s)
+            .exec("CREATE TABLE t (id bigint PRIMARY KEY, v varchar(40))");
+    }
+    for chunk in (1..=ROWS).collect::<Vec<_>>().chunks(2000) {
+        let rows: Vec<String> = chunk.iter().map(|i| format!("({i}, 'row {i}')")).collect();
+        c.db("s0")
+            .exec(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
+    }
+    let urls = serde_json::json!({"s0": c.db("s0").url, "s1": c.db("s1").url});
+    let m = |split: i64| {
+        serde_json::json!({"shards": urls, "tables": [{"name": "t", "key": "id"}],
+               "partitioning": ranges(&["s0", "s1"], &[split])})
+    };
+    let plan = c.write_plan("plan", &m(ROWS + 1), &m(1));
+    let plan = plan.to_str().expect("utf-8 path").to_string();
+    Some((c, plan))
+}
+
+fn event_details(c: &Cluster, job: &str) -> Vec<String> {
+    let o = c.run(&["log", job, "--format", "json"]);
+    assert!(o.status.success(), "log: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// 20,000 rows at 2,000 rows/s (batches of 1,000): the 20th page cannot be read before 9.5 s.
+async fn rate_cap_paces_the_copy(kind: Kind) {
+    let Some((c, plan)) = setup(kind, "thr") else {
+        return;
+    };
+    let started = Instant::now();
+    let out = run(
+        &c,
+        &[
+            "apply",
+            &plan,
+            "--yes",
+            "--progress",
+            "plain",
+            "--batch-size",
+            "1000",
+            "--max-rows-per-sec",
+            "2000",
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    assert!(
+        took >= Duration::from_secs(9),
+        "20,000 rows at 2,000 rows/s in {took:?}"
+    );
+    let job = job_id(&out).expect("job id");
+    assert!(
+        stderr(&out).contains("throttled: rate cap 2,000 rows/s"),
+        "the progress lines say why: {}",
+        stderr(&out)
+    );
+    let events = event_details(&c, &job);
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "throttled throttled: rate cap 2,000 rows/s"),
+        "{events:?}"
+    );
+    let v = status(&c, &job).await;
+    assert_eq!(v["throttle"]["max_rows_per_sec"], 2000, "{v}");
+    assert_eq!(
+        v["throttle"]["throttled"],
+        serde_json::Value::Null,
+        "no process runs it: {v}"
+    );
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+}
+
+/// A job capped at 500 rows/s (40 s for its rows) is shown throttled; `reshard throttle
+/// --max-rows-per-sec 0` lifts the cap and the copy finishes at once.
+async fn throttle_changes_a_running_job(kind: Kind) {
+    let Some((c, plan)) = setup(kind, "thl") else {
+        return;
+    };
+    let mut apply = c
+        .cmd(&[
+            "apply",
+            &plan,
+            "--yes",
+            "--progress",
+            "plain",
+            "--batch-size",
+            "500",
+            "--max-rows-per-sec",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let out = run(&c, &["status", "--format", "json"]).await;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["throttle"]["throttled"] == "rate cap 500 rows/s" {
+            let text = stdout(&run(&c, &["status"]).await);
+            assert!(text.contains("throttled: rate cap 500 rows/s"), "{text}");
+            break v["job"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "never shown throttled: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let shown = run(&c, &["throttle", &job]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(
+        stdout(&shown).contains("at most 500 rows/s"),
+        "{}",
+        stdout(&shown)
+    );
+    let lifted_at = Instant::now();
+    let out = run(&c, &["throttle", &job, "--max-rows-per-sec", "0"]).await;
+    assert!(out.status.success(), "throttle: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no rate cap (was at most 500 rows/s)"),
+        "{}",
+        stderr(&out)
+    );
+    // What is left would take over 30 s at the cap.
+    while apply.try_wait().unwrap().is_none() {
+        assert!(
+            lifted_at.elapsed() < Duration::from_secs(25),
+            "the lifted cap still held the copy back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = apply.wait_with_output().unwrap();
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let events = event_details(&c, &job);
+    assert!(
+        events.iter().any(|e| e == "throttle_set no rate cap"),
+        "{events:?}"
+    );
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+}
+
+/// Bad input: a job that has finished has nothing to throttle (exit 2).
+async fn throttle_refuses_a_finished_job(kind: Kind) {
+    let Some((c, plan)) = setup(kind, "thf") else {
+        return;
+    };
+    let out = run(
+        &c,
+        &["apply", &plan, "--yes", "--complete", "--progress", "plain"],
+    )
+    .await;
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let job = job_id(&out).expect("job id");
+    let out = run(&c, &["throttle", &job, "--max-rows-per-sec", "100"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing left to throttle"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+per_backend_async!(
+    rate_cap_paces_the_copy,
+    throttle_changes_a_running_job,
+    throttle_refuses_a_finished_job
+);
