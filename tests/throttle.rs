@@ -199,8 +199,109 @@ async fn throttle_refuses_a_finished_job(kind: Kind) {
     );
 }
 
+/// A worker process, killed when the test ends however it ends.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two workers copying one move each share the job's cap: 30,000 rows at 3,000 rows/s take at
+/// least 9 s of copying together (each alone at the full cap would take under 5 s).
+async fn workers_share_the_cap(kind: Kind) {
+    let Some(c) = Cluster::create(kind, "thw", 4) else {
+        return;
+    };
+    const HALF: i64 = 15_000;
+    for s in ["s0", "s1", "s2", "s3"] {
+        c.db(s)
+            .exec("CREATE TABLE t (id bigint PRIMARY KEY, v varchar(40))");
+    }
+    for (shard, ids) in [("s0", 1..=HALF), ("s1", HALF + 1..=2 * HALF)] {
+        for chunk in ids.collect::<Vec<_>>().chunks(2000) {
+            let rows: Vec<String> = chunk.iter().map(|i| format!("({i}, 'row {i}')")).collect();
+            c.db(shard)
+                .exec(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
+        }
+    }
+    let url = |s: &str| c.db(s).url.clone();
+    let map = |shards: [&str; 2]| {
+        let urls: serde_json::Map<String, serde_json::Value> = shards
+            .iter()
+            .map(|s| (s.to_string(), url(s).into()))
+            .collect();
+        serde_json::json!({"shards": urls, "tables": [{"name": "t", "key": "id"}],
+               "partitioning": ranges(&shards, &[HALF + 1])})
+    };
+    let plan = c.write_plan("plan", &map(["s0", "s1"]), &map(["s2", "s3"]));
+    let out = run(
+        &c,
+        &[
+            "apply",
+            plan.to_str().unwrap(),
+            "--yes",
+            "--no-wait",
+            "--batch-size",
+            "1000",
+            "--max-rows-per-sec",
+            "3000",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "apply --no-wait: {}", stderr(&out));
+    let job = job_id(&out).expect("job id");
+    let _workers: Vec<Worker> = (0..2)
+        .map(|i| {
+            let log = std::fs::File::create(c.dir.path().join(format!("w{i}.log"))).unwrap();
+            c.cmd(&[
+                "worker",
+                "--lease-ttl",
+                "3s",
+                "--idle",
+                "100ms",
+                "--parallel",
+                "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map(Worker)
+            .expect("start a worker")
+        })
+        .collect();
+    let copied = |v: &serde_json::Value| v["rows_copied"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut first = None;
+    let took = loop {
+        let v = status(&c, &job).await;
+        if first.is_none() && copied(&v) > 0 {
+            first = Some(Instant::now());
+        }
+        if copied(&v) >= 2 * HALF as u64 {
+            break first.map(|t| t.elapsed()).unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "the copy did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        took >= Duration::from_secs(8),
+        "30,000 rows under a 3,000 rows/s cap shared by two workers in {took:?}"
+    );
+    let events = event_details(&c, &job);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("rate cap 3,000 rows/s (shared by 2 processes)")),
+        "{events:?}"
+    );
+}
+
 per_backend_async!(
     rate_cap_paces_the_copy,
     throttle_changes_a_running_job,
-    throttle_refuses_a_finished_job
+    throttle_refuses_a_finished_job,
+    workers_share_the_cap
 );
