@@ -62,7 +62,7 @@ pub enum Command {
     Log(LogArgs),
     /// Run the catalog's job with other workers: parallel copies, cutovers, reverse sync, requests
     Worker(WorkerArgs),
-    /// Change how fast a job may go while it runs (its rate cap), or show what it runs under
+    /// Change a running job's throttles (rate cap, load limit), or show what it runs under
     Throttle(ThrottleArgs),
 }
 
@@ -398,14 +398,21 @@ pub struct ApplyArgs {
     /// the job runs
     #[arg(long, value_name = "N")]
     pub max_rows_per_sec: Option<u64>,
+    /// Load limit: the job's copy, catch-up and reverse sync wait while a shard it reads or
+    /// writes has more active sessions than N (PostgreSQL: active backends of the shard's
+    /// database; MariaDB: Threads_running; SQLite: none). Cutover fences never wait.
+    /// Recorded with the job; `reshard throttle JOB` changes it
+    #[arg(long, value_name = "N")]
+    pub max_load: Option<u64>,
 }
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "The cap is stored with the job, in the catalog: the process running the job \
+    after_help = "The throttles are stored with the job, in the catalog: the process running the job \
     reads it within a\nsecond, and later runs of the job keep it. With no option, shows the \
-    job's cap and whether it is\nbeing held back now.\n  reshard throttle --max-rows-per-sec 5000   \
-    # at most 5,000 rows/s from now on\n  reshard throttle --max-rows-per-sec 0      # no cap\n\
+    job's throttles and whether\nthey hold it back now.\n  reshard throttle --max-rows-per-sec 5000   \
+    # at most 5,000 rows/s from now on\n  reshard throttle --max-rows-per-sec 0      # no cap\n  \
+    reshard throttle --max-load 30             # wait while a shard has over 30 active sessions\n\
     Exit codes: 0 done; 2 bad input, or no such job; 1 failed."
 )]
 pub struct ThrottleArgs {
@@ -417,6 +424,10 @@ pub struct ThrottleArgs {
     /// moves; 0 lifts the cap
     #[arg(long, value_name = "N")]
     pub max_rows_per_sec: Option<u64>,
+    /// Hold the job's copy, catch-up and reverse sync while a shard it reads or writes has more
+    /// active sessions than N (see `reshard apply --help`); 0 lifts the limit
+    #[arg(long, value_name = "N")]
+    pub max_load: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -654,6 +665,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             complete: a.complete,
             switch_manual: a.switch == SwitchArg::Manual,
             max_rows_per_sec: a.max_rows_per_sec,
+            max_load: a.max_load,
             no_wait: a.no_wait,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
@@ -699,6 +711,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             job: a.job,
             catalog: a.catalog.catalog,
             max_rows_per_sec: a.max_rows_per_sec,
+            max_load: a.max_load,
         }),
         Command::Pause(a) => pause::run(pause::PauseOptions {
             job: a.job,

@@ -50,6 +50,9 @@ pub struct JobOptions {
     /// (src/throttle.rs); `reshard throttle` changes it while the job runs.
     #[serde(default)]
     pub max_rows_per_sec: Option<u64>,
+    /// `--max-load`: paced work waits while a shard has more active sessions than this.
+    #[serde(default)]
+    pub max_load: Option<u64>,
 }
 
 fn default_max_fence_ms() -> u64 {
@@ -135,7 +138,8 @@ impl Run<'_> {
             paused.clone(),
             self.switch.clone(),
         ));
-        let throttle = crate::throttle::Watching::start(&self.catalog, self.job).await;
+        let throttle =
+            crate::throttle::Watching::start(&self.catalog, self.job, ctx.moving_shards()).await;
         let result = self.execute_leased(ctx, until).await;
         watch.abort();
         throttle.end().await;

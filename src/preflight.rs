@@ -40,6 +40,19 @@ impl Context {
         self.shards.get(&(side, name.to_string()))
     }
 
+    /// The shards the job reads or writes (its moves' sources and destinations), once each.
+    pub fn moving_shards(&self) -> Vec<Arc<dyn Backend>> {
+        let mut seen = std::collections::BTreeMap::new();
+        for m in &self.plan.moves {
+            for (side, name) in [(Side::From, &m.source), (Side::To, &m.destination)] {
+                if let Some(b) = self.shard(side, name) {
+                    seen.entry(name.clone()).or_insert_with(|| b.clone());
+                }
+            }
+        }
+        seen.into_values().collect()
+    }
+
     pub fn schema(&self, side: Side, shard: &str, table: &str) -> Option<&TableSchema> {
         self.schemas
             .get(&(side, shard.to_string(), table.to_string()))

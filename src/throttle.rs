@@ -1,19 +1,25 @@
 //! Throttles (issue 15): work that can wait is slowed so that it does not hurt the shards it
-//! reads and writes. Today that is the rate cap, `--max-rows-per-sec`: the rows a job's copy
-//! reads at its sources plus the change-log entries its catch-up and reverse sync apply, summed
-//! over every move the process runs. A fence never waits on a throttle: the fenced drain of a
-//! cutover or rollback is not paced (`capture::Online::drain` with `defer`).
+//! reads and writes. Two today:
+//! - the rate cap, `--max-rows-per-sec`: the rows a job's copy reads at its sources plus the
+//!   change-log entries its catch-up and reverse sync apply, summed over every move;
+//! - the load limit, `--max-load`: that work waits while a shard the job reads or writes has
+//!   more active sessions than that (PostgreSQL: active backends of the shard's database;
+//!   MariaDB: `Threads_running`; reshard's own probe not counted).
 //!
-//! The cap is set by `apply --max-rows-per-sec` (stored in the job's options) and changed while
-//! the job runs by `reshard throttle JOB`, which the running process reads within a second
-//! ([`Watching`]). Whether the job is being held back, and why, goes to the catalog
-//! (`jobs.throttled`, an event at each start and end), so `status` and the metrics show it.
+//! A fence never waits on a throttle: the fenced drain of a cutover or rollback is not paced
+//! (`capture::Online::drain` with `defer`). Both are set by `apply` (stored in the job's
+//! options) and changed while the job runs by `reshard throttle JOB`, which the running process
+//! reads within a second ([`Watching`]). Whether the job is being held back, and why, goes to
+//! the catalog (`jobs.throttled`, an event at each start and end), so `status` and the metrics
+//! show it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
 use crate::catalog::Catalog;
+use crate::ident::Dialect;
 use crate::signals::StopFlag;
 
 /// A wait at most this long does not count as being throttled (scheduling noise).
@@ -29,6 +35,8 @@ const SLICE: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 struct Inner {
     rate: Option<u64>,
+    /// Why work waits regardless of the rate (a shard over `--max-load`), if it does.
+    held: Option<String>,
     /// When the next batch may start; None when nothing is owed.
     next_free: Option<Instant>,
     waited_at: Option<Instant>,
@@ -85,13 +93,19 @@ impl Throttle {
         self.get().rate
     }
 
+    /// Holds all paced work while `why` is Some (a shard over the load limit).
+    pub fn hold(&self, why: Option<String>) {
+        self.get().held = why;
+    }
+
     /// Charges `rows` just read or applied to the job, then waits until the cap lets the next
-    /// batch start. Returns at once without a cap, and early on a stop.
+    /// batch start and no hold is on. Returns at once without either, and early on a stop.
     pub async fn pace(&self, rows: u64, stop: Option<&StopFlag>) {
         {
             let mut g = self.get();
-            let Some(rate) = g.rate else { return };
-            g.next_free = Some(charge(g.next_free, Instant::now(), rows, rate));
+            if let Some(rate) = g.rate {
+                g.next_free = Some(charge(g.next_free, Instant::now(), rows, rate));
+            }
         }
         loop {
             if stop.is_some_and(StopFlag::requested) || crate::signals::is_hard_stopped() {
@@ -100,25 +114,29 @@ impl Throttle {
             let now = Instant::now();
             let wait = {
                 let mut g = self.get();
-                match g.next_free {
-                    Some(t) if t > now => {
-                        let left = t - now;
-                        if left > NOTICEABLE {
-                            g.waited_at = Some(now);
-                        }
-                        left
-                    }
-                    _ => return,
+                let owed = g.next_free.filter(|t| *t > now).map(|t| t - now);
+                let wait = match (&g.held, owed) {
+                    (Some(_), owed) => owed.unwrap_or(SLICE).max(SLICE),
+                    (None, Some(left)) => left,
+                    (None, None) => return,
+                };
+                if g.held.is_some() || wait > NOTICEABLE {
+                    g.waited_at = Some(now);
                 }
+                wait
             };
             tokio::time::sleep(wait.min(SLICE)).await;
         }
     }
 
-    /// Why the job is being held back now, if it is.
+    /// Why the job is being held back now by the rate cap, if it is.
     pub fn reason(&self) -> Option<String> {
         let g = self.get();
         reason(g.rate, g.waited_at, Instant::now())
+    }
+
+    fn held(&self) -> Option<String> {
+        self.get().held.clone()
     }
 }
 
@@ -162,30 +180,107 @@ async fn processes(catalog: &Catalog, job: &str, row: &crate::catalog::JobRow) -
 /// the job's options (changed by `reshard throttle`), takes this process's share of it, and
 /// records each start and end of being throttled. Runs until aborted; a catalog hiccup is
 /// retried at the next tick. Hold it through a [`Watching`] so that one runs per job.
-/// Reads the job's cap and sets this process's share of it: (cap, processes sharing it).
-async fn settle_rate(catalog: &Catalog, job: &str) -> Option<(Option<u64>, usize)> {
+/// The job's throttle settings, from its stored options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `--max-rows-per-sec`.
+    pub max_rows_per_sec: Option<u64>,
+    /// `--max-load`.
+    pub max_load: Option<u64>,
+}
+
+impl Settings {
+    /// Settings as stored in `jobs.options_json` (0 or absent: off).
+    pub fn of_options(options_json: &str) -> Settings {
+        let o = serde_json::from_str::<serde_json::Value>(options_json).unwrap_or_default();
+        let get = |k: &str| o.get(k).and_then(|v| v.as_u64()).filter(|n| *n > 0);
+        Settings {
+            max_rows_per_sec: get("max_rows_per_sec"),
+            max_load: get("max_load"),
+        }
+    }
+}
+
+/// Reads the job's settings and sets this process's share of its cap: (settings, processes
+/// sharing the cap).
+async fn settle_rate(catalog: &Catalog, job: &str) -> Option<(Settings, usize)> {
     let row = catalog.job(job).await.ok()??;
-    let cap = serde_json::from_str::<serde_json::Value>(&row.options_json)
-        .ok()
-        .and_then(|o| o.get("max_rows_per_sec").and_then(|v| v.as_u64()))
-        .filter(|n| *n > 0);
-    let n = if cap.is_some() {
+    let set = Settings::of_options(&row.options_json);
+    let n = if set.max_rows_per_sec.is_some() {
         processes(catalog, job, &row).await
     } else {
         1
     };
-    for_job(job).set_rate(share(cap, n));
-    Some((cap, n))
+    for_job(job).set_rate(share(set.max_rows_per_sec, n));
+    Some((set, n))
 }
 
-async fn watch(catalog: Arc<Catalog>, job: String) {
+/// [`settle_rate`], then holds paced work while a shard is over the load limit.
+async fn settle(
+    catalog: &Catalog,
+    job: &str,
+    shards: &[Arc<dyn Backend>],
+) -> Option<(Settings, usize)> {
+    let (set, n) = settle_rate(catalog, job).await?;
+    let held = match set.max_load {
+        Some(max) => over_load(&loads(shards).await, max),
+        None => None,
+    };
+    for_job(job).hold(held);
+    Some((set, n))
+}
+
+/// The statement that counts a shard's other active sessions; None where there is no such
+/// figure (SQLite: one process's file, its "load" is reshard's own).
+pub fn load_sql(dialect: Dialect) -> Option<&'static str> {
+    match dialect {
+        Dialect::Postgres => Some(
+            "SELECT count(*)::bigint FROM pg_stat_activity WHERE state = 'active' \
+             AND datname = current_database() AND pid <> pg_backend_pid()",
+        ),
+        // Threads_running counts the thread running this statement.
+        Dialect::Mysql => Some(
+            "SELECT CAST(VARIABLE_VALUE AS SIGNED) - 1 FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'THREADS_RUNNING'",
+        ),
+        Dialect::Sqlite => None,
+    }
+}
+
+/// The first shard over `max`, as the reason shown: "s1 load 35 active sessions > 30".
+pub fn over_load(loads: &[(String, u64)], max: u64) -> Option<String> {
+    loads
+        .iter()
+        .find(|(_, n)| *n > max)
+        .map(|(s, n)| format!("{s} load {n} active sessions > {max}"))
+}
+
+/// Each shard's active sessions; a shard that does not answer within a second is left out
+/// (it holds nothing back: the work itself then meets the error and retries).
+async fn loads(shards: &[Arc<dyn Backend>]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for b in shards {
+        let Some(sql) = load_sql(b.dialect()) else {
+            continue;
+        };
+        let probe = tokio::time::timeout(Duration::from_secs(1), b.int_row(sql)).await;
+        if let Ok(Ok(row)) = probe {
+            if let Some(Some(n)) = row.first() {
+                out.push((b.shard().to_string(), (*n).max(0) as u64));
+            }
+        }
+    }
+    out
+}
+
+async fn watch(catalog: Arc<Catalog>, job: String, shards: Vec<Arc<dyn Backend>>) {
     let t = for_job(&job);
     let mut shown: Option<String> = None;
     let mut first = true;
     loop {
-        if let Some((cap, n)) = settle_rate(&catalog, &job).await {
+        if let Some((set, n)) = settle(&catalog, &job, &shards).await {
             // The job's cap, not this process's share, is what the operator set.
-            let now = t.reason().and(cap).map(|c| {
+            let capped = t.reason().and(set.max_rows_per_sec).map(|c| {
                 let r = format!("rate cap {} rows/s", group_thousands(c));
                 if n > 1 {
                     format!("{r} (shared by {n} processes)")
@@ -193,6 +288,7 @@ async fn watch(catalog: Arc<Catalog>, job: String) {
                     r
                 }
             });
+            let now = t.held().or(capped);
             if now != shown || first {
                 let (kind, text) = match &now {
                     Some(r) => ("throttled", format!("throttled: {r}")),
@@ -230,19 +326,25 @@ fn watchers() -> &'static Watchers {
 }
 
 impl Watching {
-    /// Starts watching (the cap is in force when this returns).
-    pub async fn start(catalog: &Arc<Catalog>, job: &str) -> Watching {
+    /// Starts watching, with the load of `shards` (the cap and the load limit are in force
+    /// when this returns).
+    pub async fn start(
+        catalog: &Arc<Catalog>,
+        job: &str,
+        shards: Vec<Arc<dyn Backend>>,
+    ) -> Watching {
         let running = || {
             let w = watchers().lock().unwrap_or_else(|e| e.into_inner());
             w.contains_key(job)
         };
         if !running() {
-            settle_rate(catalog, job).await;
+            settle(catalog, job, &shards).await;
         }
         let mut w = watchers().lock().unwrap_or_else(|e| e.into_inner());
-        let e = w
-            .entry(job.to_string())
-            .or_insert_with(|| (0, tokio::spawn(watch(catalog.clone(), job.to_string()))));
+        let e = w.entry(job.to_string()).or_insert_with(|| {
+            let w = watch(catalog.clone(), job.to_string(), shards);
+            (0, tokio::spawn(w))
+        });
         e.0 += 1;
         Watching {
             job: job.to_string(),
@@ -319,6 +421,48 @@ mod tests {
         assert_eq!(reason(Some(5000), Some(now), now + HELD_FOR), None);
         assert_eq!(group_thousands(1234567), "1,234,567");
         assert_eq!(group_thousands(999), "999");
+    }
+
+    #[test]
+    fn the_first_shard_over_the_load_limit_is_named() {
+        let l = vec![
+            ("s0".to_string(), 3),
+            ("s1".to_string(), 35),
+            ("s2".to_string(), 40),
+        ];
+        assert_eq!(
+            over_load(&l, 30).as_deref(),
+            Some("s1 load 35 active sessions > 30")
+        );
+        assert_eq!(over_load(&l, 40), None, "at the limit is not over it");
+        assert_eq!(over_load(&[], 1), None);
+        assert!(load_sql(Dialect::Sqlite).is_none());
+        let set = Settings::of_options(r#"{"max_rows_per_sec": 0, "max_load": 25}"#);
+        assert_eq!(
+            set,
+            Settings {
+                max_rows_per_sec: None,
+                max_load: Some(25)
+            }
+        );
+        assert_eq!(Settings::of_options("{}"), Settings::default());
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_work_waiting_until_lifted() {
+        let t = Arc::new(Throttle::default());
+        t.hold(Some("s1 load 9 active sessions > 5".into()));
+        let waiting = {
+            let t = t.clone();
+            tokio::spawn(async move { t.pace(10, None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "held without a rate cap");
+        t.hold(None);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ended once the hold was lifted")
+            .unwrap();
     }
 
     #[test]

@@ -31,10 +31,17 @@ impl Catalog {
         .flatten())
     }
 
-    /// Sets the job's rate cap (None: no cap) in its stored options, with an event, in one
-    /// transaction: the process running the job reads it within a second, and later runs
-    /// keep it. Returns the cap it replaced. Errors when the job is not in the catalog.
-    pub async fn set_rate_cap(&self, job: &str, cap: Option<u64>) -> Result<Option<u64>> {
+    /// Sets one of the job's throttle settings (`max_rows_per_sec` or `max_load`; None: off)
+    /// in its stored options, with an event, in one transaction: the process running the job
+    /// reads it within a second, and later runs keep it. Returns the value it replaced.
+    /// Errors when the job is not in the catalog.
+    pub async fn set_throttle(
+        &self,
+        job: &str,
+        key: &str,
+        value: Option<u64>,
+        detail: &str,
+    ) -> Result<Option<u64>> {
         let pg = matches!(self.pool, Pool::Postgres(_));
         let at = now_text();
         let res: Result<Option<u64>> = with_pool!(self, p => async {
@@ -49,18 +56,14 @@ impl Catalog {
                 anyhow::bail!("job {job} is not in the catalog");
             };
             let mut options: serde_json::Value = serde_json::from_str(&text)?;
-            let before = options.get("max_rows_per_sec").and_then(|v| v.as_u64());
+            let before = options.get(key).and_then(|v| v.as_u64()).filter(|n| *n > 0);
             let Some(obj) = options.as_object_mut() else {
                 anyhow::bail!("job {job}: its options are not a JSON object");
             };
-            obj.insert("max_rows_per_sec".into(), serde_json::json!(cap));
+            obj.insert(key.into(), serde_json::json!(value));
             sqlx::query("UPDATE jobs SET options_json = $1, updated_at = $2 WHERE id = $3")
                 .bind(serde_json::to_string(&options)?).bind(&at).bind(job)
                 .execute(&mut *tx).await?;
-            let detail = match cap {
-                Some(n) => format!("max rows per second {n}"),
-                None => "no rate cap".to_string(),
-            };
             sqlx::query(
                 "INSERT INTO events (job_id, move_id, at, kind, detail) \
                  VALUES ($1, NULL, $2, 'throttle_set', $3)",
@@ -70,7 +73,7 @@ impl Catalog {
             Ok(before)
         }.await);
         anyhow::Context::with_context(res, || {
-            format!("catalog {}: setting job {job}'s rate cap", self.label)
+            format!("catalog {}: setting job {job}'s {key}", self.label)
         })
     }
 }

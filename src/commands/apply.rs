@@ -38,6 +38,8 @@ pub struct ApplyOptions {
     pub no_wait: bool,
     /// `--max-rows-per-sec` (0: none).
     pub max_rows_per_sec: Option<u64>,
+    /// `--max-load` (0: none).
+    pub max_load: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -271,6 +273,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         lock_timeout_ms: Some(opts.lock_timeout.as_millis() as u64),
         switch_manual: opts.switch_manual,
         max_rows_per_sec: opts.max_rows_per_sec.filter(|n| *n > 0),
+        max_load: opts.max_load.filter(|n| *n > 0),
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog

@@ -463,6 +463,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         complete: false,
         lock_timeout: crate::lockwait::DEFAULT_TIMEOUT,
         max_rows_per_sec: None,
+        max_load: None,
     }
 }
 

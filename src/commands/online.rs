@@ -144,7 +144,8 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
         Err(e) => return Err(e),
     };
     // Its catch-up and reverse sync run under the job's rate cap, like a worker's.
-    let throttle = crate::throttle::Watching::start(&catalog, &id).await;
+    let throttle =
+        crate::throttle::Watching::start(&catalog, &id, loaded.ctx.moving_shards()).await;
     let result = async {
         let mut online = Online::new(&loaded.ctx, &catalog, &id).await?;
         online.load_logs().await?;

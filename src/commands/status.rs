@@ -77,9 +77,7 @@ async fn status(opts: StatusOptions) -> Result<()> {
     // A catalog no worker has migrated yet has no task table: no tasks.
     let tasks = cat.tasks(&job.id).await.unwrap_or_default();
     let throttle = Throttle {
-        cap: serde_json::from_str::<serde_json::Value>(&job.options_json)
-            .ok()
-            .and_then(|o| o.get("max_rows_per_sec").and_then(|v| v.as_u64())),
+        set: crate::throttle::Settings::of_options(&job.options_json),
         // Recorded by the process running the job; stale once no process does.
         now: cat
             .job_throttled(&job.id)
@@ -101,7 +99,11 @@ async fn status(opts: StatusOptions) -> Result<()> {
                 |(owner, left)| json!({"owner": owner, "expires_in_ms": left}),
             );
             v["next"] = json!(next_step(&job, &moves));
-            v["throttle"] = json!({"max_rows_per_sec": throttle.cap, "throttled": throttle.now});
+            v["throttle"] = json!({
+                "max_rows_per_sec": throttle.set.max_rows_per_sec,
+                "max_load": throttle.set.max_load,
+                "throttled": throttle.now,
+            });
             v["tasks"] = json!(tasks
                 .iter()
                 .map(|t| json!({
@@ -162,7 +164,7 @@ fn elapsed_ms(job: &JobRow, now: i64) -> Option<i64> {
 
 /// The job's rate cap and, while a process runs the job, why it is holding it back now.
 struct Throttle {
-    cap: Option<u64>,
+    set: crate::throttle::Settings,
     now: Option<String>,
 }
 
@@ -319,14 +321,21 @@ fn text(
         let line = format!("copying: {}", copying.join(", "));
         let _ = writeln!(out, "{}", super::wrap(&line, 100, "  "));
     }
-    match (&throttle.now, throttle.cap) {
-        (Some(why), _) => {
+    let mut limits = Vec::new();
+    if let Some(cap) = throttle.set.max_rows_per_sec {
+        limits.push(format!("rate cap {cap} rows/s"));
+    }
+    if let Some(max) = throttle.set.max_load {
+        limits.push(format!("load limit {max} active sessions"));
+    }
+    match &throttle.now {
+        Some(why) => {
             let _ = writeln!(out, "throttled: {why}");
         }
-        (None, Some(cap)) if job.finished_at.is_none() => {
-            let _ = writeln!(out, "rate cap {cap} rows/s (not holding the job back now)");
+        None if job.finished_at.is_none() && !limits.is_empty() => {
+            let _ = writeln!(out, "{} (not holding the job back now)", limits.join(", "));
         }
-        _ => {}
+        None => {}
     }
     if let Some(e) = &job.last_error {
         let _ = writeln!(

@@ -282,10 +282,8 @@ impl Worker {
             self.stop.clone(),
             stop.clone(),
         ));
-        let throttle = crate::throttle::Watching::start(cat, job).await;
         let result = self.copy_move(job, &mv, &stop).await;
         watch.abort();
-        throttle.end().await;
         if matches!(result, Ok(Outcome::Copied)) {
             crate::failpoint::hit("task_copied");
         }
@@ -354,7 +352,10 @@ impl Worker {
             progress: &progress,
             stop,
         };
+        let throttle =
+            crate::throttle::Watching::start(&self.catalog, job, loaded.ctx.moving_shards()).await;
         let r = copier.run_move(m).await;
+        throttle.end().await;
         progress.finish();
         r
     }
@@ -369,7 +370,8 @@ impl Worker {
         let stop = self.or_stop();
         let lease = Lease::acquire(&self.catalog, job, Some(stop.clone())).await?;
         eprintln!("reshard worker: job {job}: in dual write; reverse sync running");
-        let throttle = crate::throttle::Watching::start(&self.catalog, job).await;
+        let throttle =
+            crate::throttle::Watching::start(&self.catalog, job, loaded.ctx.moving_shards()).await;
         let result = async {
             let mut online = Online::new(&loaded.ctx, &self.catalog, job).await?;
             online.load_logs().await?;

@@ -305,6 +305,18 @@ impl Drop for TestDb {
     }
 }
 
+/// Runs `sql` on a connection of its own to `url` on a thread of its own, panicking on an
+/// error: for a session held busy while the test goes on. Join the handle to wait for it.
+pub fn exec_in_background(kind: Kind, url: String, sql: String) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        run_blocking(move || async move {
+            exec_on(kind, &url, &sql)
+                .await
+                .unwrap_or_else(|e| panic!("exec failed: {e}\n{sql}"))
+        })
+    })
+}
+
 async fn exec_on(kind: Kind, url: &str, sql: &str) -> Result<(), sqlx::Error> {
     match kind {
         Kind::Sqlite => {
