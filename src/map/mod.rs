@@ -184,10 +184,79 @@ pub enum RouteError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "MapRepr", into = "MapRepr")]
 pub struct Map {
+    /// Each shard's primary: the database reshard reads, writes and fences.
     pub shards: BTreeMap<String, ShardUrl>,
+    /// The replicas of the shards that have some (`{"url", "replicas"}` in the file): read
+    /// for their lag only (src/throttle.rs).
+    pub replicas: BTreeMap<String, Vec<ShardUrl>>,
     pub tables: Vec<TableSpec>,
     pub partitioning: Partitioning,
+}
+
+/// A shard as written: its URL alone (every map before replicas, so their fingerprints stay),
+/// or the URL with its replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ShardRepr {
+    Url(ShardUrl),
+    WithReplicas { url: ShardUrl, replicas: Vec<ShardUrl> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MapRepr {
+    shards: BTreeMap<String, ShardRepr>,
+    tables: Vec<TableSpec>,
+    partitioning: Partitioning,
+}
+
+impl From<MapRepr> for Map {
+    fn from(r: MapRepr) -> Map {
+        let mut shards = BTreeMap::new();
+        let mut replicas = BTreeMap::new();
+        for (name, s) in r.shards {
+            match s {
+                ShardRepr::Url(u) => {
+                    shards.insert(name, u);
+                }
+                ShardRepr::WithReplicas { url, replicas: reps } => {
+                    shards.insert(name.clone(), url);
+                    if !reps.is_empty() {
+                        replicas.insert(name, reps);
+                    }
+                }
+            }
+        }
+        Map {
+            shards,
+            replicas,
+            tables: r.tables,
+            partitioning: r.partitioning,
+        }
+    }
+}
+
+impl From<Map> for MapRepr {
+    fn from(m: Map) -> MapRepr {
+        let mut replicas = m.replicas;
+        let shards = m
+            .shards
+            .into_iter()
+            .map(|(name, url)| {
+                let s = match replicas.remove(&name) {
+                    Some(reps) if !reps.is_empty() => ShardRepr::WithReplicas { url, replicas: reps },
+                    _ => ShardRepr::Url(url),
+                };
+                (name, s)
+            })
+            .collect();
+        MapRepr {
+            shards,
+            tables: m.tables,
+            partitioning: m.partitioning,
+        }
+    }
 }
 
 impl Map {
@@ -224,6 +293,9 @@ impl Map {
     pub fn redacted(&self) -> Map {
         let mut m = self.clone();
         for url in m.shards.values_mut() {
+            *url = url.redacted();
+        }
+        for url in m.replicas.values_mut().flatten() {
             *url = url.redacted();
         }
         m

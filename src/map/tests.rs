@@ -182,3 +182,57 @@ fn ring_lookup_agrees_with_plain_successor_search() {
         }
     }
 }
+
+const WITH_REPLICAS: &str = r#"{"shards": {
+        "s0": "postgres://db0/app",
+        "s1": {"url": "postgres://u:pw@db1/app", "replicas": ["postgres://u:secret@db1-r1/app", "env:S1_R1_URL"]}},
+    "tables": [{"name": "users", "key": "id"}],
+    "partitioning": {"kind":"modulo","hash":"identity","shards":["s0","s1"]}}"#;
+
+#[test]
+fn a_shard_may_list_its_replicas() {
+    let m = parse(WITH_REPLICAS).unwrap();
+    assert_eq!(m.shards.len(), 2);
+    assert_eq!(m.replicas.len(), 1, "only s1 has replicas");
+    assert_eq!(m.replicas["s1"].len(), 2);
+    // Stored and fingerprinted redacted, in the form it was written, and read back the same.
+    let json = m.canonical_json();
+    assert!(!json.contains("secret") && !json.contains("pw"), "{json}");
+    assert!(json.contains(r#""s1":{"url":"postgres://u:REDACTED@db1/app","replicas":["#), "{json}");
+    let back: Map = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, m.redacted());
+    let again = Map::parse(&json, "stored").unwrap();
+    assert_eq!(again, m.redacted());
+}
+
+#[test]
+fn a_map_without_replicas_keeps_its_canonical_form() {
+    // Plans made before replicas existed keep their fingerprints: shards stay plain strings.
+    let m = with(r#"{"kind":"modulo","hash":"identity","shards":["s0","s1"]}"#).unwrap();
+    assert!(m.replicas.is_empty());
+    assert!(
+        m.canonical_json()
+            .starts_with(r#"{"shards":{"s0":"sqlite://a.db","s1":"sqlite://b.db"},"#),
+        "{}",
+        m.canonical_json()
+    );
+}
+
+#[test]
+fn bad_replicas_are_named_by_path() {
+    let bad = r#"{"shards": {
+            "s0": {"url": "postgres://db0/app", "replicas": ["postgres://db0/app", "mysql://r/app", "postgres://r2/app", "postgres://r2/app"]},
+            "s1": {"replicas": ["postgres://r/app"]},
+            "s2": {"url": "postgres://db2/app", "replicas": []},
+            "s3": {"url": "postgres://db3/app", "replica": ["postgres://r/app"]}},
+        "tables": [{"name": "users", "key": "id"}],
+        "partitioning": {"kind":"modulo","hash":"identity","shards":["s0"]}}"#;
+    let p = parse(bad).unwrap_err().problems;
+    let has = |needle: &str| assert!(p.iter().any(|x| x.contains(needle)), "{needle}: {p:?}");
+    has("m.json: shards.s0.replicas[0]: is the shard's own URL");
+    has("m.json: shards.s0.replicas[1]: is not the same kind of database as the shard");
+    has("m.json: shards.s0.replicas[3]: listed twice");
+    has("m.json: shards.s1.url: missing");
+    has("m.json: shards.s2.replicas: empty");
+    has("shards.s3");
+}

@@ -67,7 +67,8 @@ pub(super) fn parse_map(v: &Value, p: &mut Problems) -> Option<Map> {
         return None;
     };
     check_fields(obj, "", &["shards", "tables", "partitioning"], p);
-    let shards = parse_shards(obj.get("shards"), p);
+    let mut replicas = BTreeMap::new();
+    let shards = parse_shards(obj.get("shards"), &mut replicas, p);
     let tables = parse_tables(obj.get("tables"), p);
     let partitioning = match obj.get("partitioning") {
         None => {
@@ -78,12 +79,19 @@ pub(super) fn parse_map(v: &Value, p: &mut Problems) -> Option<Map> {
     };
     Some(Map {
         shards: shards?,
+        replicas,
         tables: tables?,
         partitioning: partitioning?,
     })
 }
 
-fn parse_shards(v: Option<&Value>, p: &mut Problems) -> Option<BTreeMap<String, ShardUrl>> {
+/// A shard is its URL, or `{"url": URL, "replicas": [URL, ...]}`; the replicas of the shards
+/// that have some go into `replicas`.
+fn parse_shards(
+    v: Option<&Value>,
+    replicas: &mut BTreeMap<String, Vec<ShardUrl>>,
+    p: &mut Problems,
+) -> Option<BTreeMap<String, ShardUrl>> {
     let Some(v) = v else {
         p.add("shards", "missing");
         return None;
@@ -107,17 +115,75 @@ fn parse_shards(v: Option<&Value>, p: &mut Problems) -> Option<BTreeMap<String, 
                 "shard names are letters, digits, '_' and '-', starting with a letter, at most 63",
             );
         }
-        match url.as_str() {
-            None => p.add(&path, "must be a connection URL string"),
-            Some(s) => match ShardUrl::parse(s) {
-                Ok(u) => {
-                    out.insert(name.clone(), u);
+        let (primary, reps) = match url {
+            Value::Object(o) => {
+                check_fields(o, &path, &["url", "replicas"], p);
+                let primary = match o.get("url") {
+                    None => {
+                        p.add(&format!("{path}.url"), "missing");
+                        None
+                    }
+                    Some(u) => parse_url(u, &format!("{path}.url"), p),
+                };
+                (primary, parse_replicas(o.get("replicas"), &path, p))
+            }
+            _ => (parse_url(url, &path, p), Vec::new()),
+        };
+        let Some(primary) = primary else { continue };
+        for (i, r) in reps.iter().enumerate() {
+            let at = format!("{path}.replicas[{i}]");
+            if *r == primary {
+                p.add(&at, "is the shard's own URL");
+            } else if let (Some(a), Some(b)) = (r.dialect(), primary.dialect()) {
+                if a != b {
+                    p.add(&at, "is not the same kind of database as the shard");
                 }
-                Err(e) => p.add(&path, e),
-            },
+            }
+            if reps[..i].contains(r) {
+                p.add(&at, "listed twice");
+            }
         }
+        if !reps.is_empty() {
+            replicas.insert(name.clone(), reps);
+        }
+        out.insert(name.clone(), primary);
     }
     Some(out)
+}
+
+fn parse_url(v: &Value, path: &str, p: &mut Problems) -> Option<ShardUrl> {
+    match v.as_str() {
+        None => {
+            p.add(
+                path,
+                "must be a connection URL string (or {\"url\", \"replicas\"})",
+            );
+            None
+        }
+        Some(s) => match ShardUrl::parse(s) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                p.add(path, e);
+                None
+            }
+        },
+    }
+}
+
+fn parse_replicas(v: Option<&Value>, path: &str, p: &mut Problems) -> Vec<ShardUrl> {
+    let Some(v) = v else { return Vec::new() };
+    let at = format!("{path}.replicas");
+    let Some(arr) = v.as_array() else {
+        p.add(&at, "must be an array of connection URLs");
+        return Vec::new();
+    };
+    if arr.is_empty() {
+        p.add(&at, "empty: leave it out for a shard without replicas");
+    }
+    arr.iter()
+        .enumerate()
+        .filter_map(|(i, r)| parse_url(r, &format!("{at}[{i}]"), p))
+        .collect()
 }
 
 fn parse_tables(v: Option<&Value>, p: &mut Problems) -> Option<Vec<TableSpec>> {
