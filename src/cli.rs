@@ -62,7 +62,7 @@ pub enum Command {
     Log(LogArgs),
     /// Run the catalog's job with other workers: parallel copies, cutovers, reverse sync, requests
     Worker(WorkerArgs),
-    /// Change a running job's throttles (rate cap, load limit), or show what it runs under
+    /// Change a running job's throttles (rate cap, load and lag limits), or show them
     Throttle(ThrottleArgs),
 }
 
@@ -404,6 +404,12 @@ pub struct ApplyArgs {
     /// Recorded with the job; `reshard throttle JOB` changes it
     #[arg(long, value_name = "N")]
     pub max_load: Option<u64>,
+    /// Lag limit: the job's copy, catch-up and reverse sync wait while a replica (listed in
+    /// the map, `{"url", "replicas"}`) of a shard it reads or writes lags more than this,
+    /// measured by a heartbeat row reshard writes on the primary. 0s turns it off. Cutover
+    /// fences never wait. Recorded with the job; `reshard throttle JOB` changes it
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub max_lag: String,
 }
 
 #[derive(Args, Debug)]
@@ -412,7 +418,8 @@ pub struct ApplyArgs {
     reads it within a\nsecond, and later runs of the job keep it. With no option, shows the \
     job's throttles and whether\nthey hold it back now.\n  reshard throttle --max-rows-per-sec 5000   \
     # at most 5,000 rows/s from now on\n  reshard throttle --max-rows-per-sec 0      # no cap\n  \
-    reshard throttle --max-load 30             # wait while a shard has over 30 active sessions\n\
+    reshard throttle --max-load 30             # wait while a shard has over 30 active sessions\n  \
+    reshard throttle --max-lag 10s             # wait while a replica lags over 10 s\n\
     Exit codes: 0 done; 2 bad input, or no such job; 1 failed."
 )]
 pub struct ThrottleArgs {
@@ -428,6 +435,10 @@ pub struct ThrottleArgs {
     /// active sessions than N (see `reshard apply --help`); 0 lifts the limit
     #[arg(long, value_name = "N")]
     pub max_load: Option<u64>,
+    /// Hold the job's copy, catch-up and reverse sync while a replica of a shard it reads or
+    /// writes lags more than this (with a unit: 5s, 800ms); 0s turns it off
+    #[arg(long, value_name = "DURATION")]
+    pub max_lag: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -666,6 +677,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             switch_manual: a.switch == SwitchArg::Manual,
             max_rows_per_sec: a.max_rows_per_sec,
             max_load: a.max_load,
+            max_lag: a.max_lag,
             no_wait: a.no_wait,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
@@ -712,6 +724,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             catalog: a.catalog.catalog,
             max_rows_per_sec: a.max_rows_per_sec,
             max_load: a.max_load,
+            max_lag: a.max_lag,
         }),
         Command::Pause(a) => pause::run(pause::PauseOptions {
             job: a.job,

@@ -53,6 +53,9 @@ pub struct JobOptions {
     /// `--max-load`: paced work waits while a shard has more active sessions than this.
     #[serde(default)]
     pub max_load: Option<u64>,
+    /// `--max-lag` in milliseconds (0: off; absent: the default 5 s).
+    #[serde(default)]
+    pub max_lag_ms: Option<u64>,
 }
 
 fn default_max_fence_ms() -> u64 {
@@ -138,8 +141,12 @@ impl Run<'_> {
             paused.clone(),
             self.switch.clone(),
         ));
-        let throttle =
-            crate::throttle::Watching::start(&self.catalog, self.job, ctx.moving_shards()).await;
+        let throttle = crate::throttle::Watching::start(
+            &self.catalog,
+            self.job,
+            crate::throttle::Probe::of(ctx),
+        )
+        .await;
         let result = self.execute_leased(ctx, until).await;
         watch.abort();
         throttle.end().await;

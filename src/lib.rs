@@ -22,6 +22,7 @@ pub mod finish;
 pub mod hashing;
 pub mod ident;
 pub mod job;
+pub mod lag;
 pub mod lease;
 pub mod lockwait;
 pub mod map;

@@ -4,7 +4,9 @@
 //!   change-log entries its catch-up and reverse sync apply, summed over every move;
 //! - the load limit, `--max-load`: that work waits while a shard the job reads or writes has
 //!   more active sessions than that (PostgreSQL: active backends of the shard's database;
-//!   MariaDB: `Threads_running`; reshard's own probe not counted).
+//!   MariaDB: `Threads_running`; reshard's own probe not counted);
+//! - the lag limit, `--max-lag` (default 5 s): that work waits while a replica (listed in the
+//!   map) of a shard the job reads or writes lags more than that (src/lag.rs).
 //!
 //! A fence never waits on a throttle: the fenced drain of a cutover or rollback is not paced
 //! (`capture::Online::drain` with `defer`). Both are set by `apply` (stored in the job's
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::catalog::Catalog;
 use crate::ident::Dialect;
+use crate::lag::ReplicaSet;
 use crate::signals::StopFlag;
 
 /// A wait at most this long does not count as being throttled (scheduling noise).
@@ -187,16 +190,27 @@ pub struct Settings {
     pub max_rows_per_sec: Option<u64>,
     /// `--max-load`.
     pub max_load: Option<u64>,
+    /// `--max-lag` in milliseconds (default 5 s; 0: off).
+    pub max_lag_ms: Option<u64>,
 }
+
+/// `--max-lag`'s default, as gh-ost's and the replication guide's healthy-replica bound.
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(5);
 
 impl Settings {
     /// Settings as stored in `jobs.options_json` (0 or absent: off).
     pub fn of_options(options_json: &str) -> Settings {
         let o = serde_json::from_str::<serde_json::Value>(options_json).unwrap_or_default();
         let get = |k: &str| o.get(k).and_then(|v| v.as_u64()).filter(|n| *n > 0);
+        let max_lag_ms = match o.get("max_lag_ms").and_then(|v| v.as_u64()) {
+            None => Some(DEFAULT_MAX_LAG.as_millis() as u64),
+            Some(0) => None,
+            Some(ms) => Some(ms),
+        };
         Settings {
             max_rows_per_sec: get("max_rows_per_sec"),
             max_load: get("max_load"),
+            max_lag_ms,
         }
     }
 }
@@ -215,17 +229,54 @@ async fn settle_rate(catalog: &Catalog, job: &str) -> Option<(Settings, usize)> 
     Some((set, n))
 }
 
-/// [`settle_rate`], then holds paced work while a shard is over the load limit.
-async fn settle(
-    catalog: &Catalog,
-    job: &str,
-    shards: &[Arc<dyn Backend>],
-) -> Option<(Settings, usize)> {
+/// What the watcher reads: the shards the job reads or writes, and those of them that have
+/// replicas.
+pub struct Probe {
+    pub shards: Vec<Arc<dyn Backend>>,
+    pub replicas: Vec<ReplicaSet>,
+}
+
+impl Probe {
+    /// The job's moving shards, with the replicas either map lists for them.
+    pub fn of(ctx: &crate::preflight::Context) -> Probe {
+        let shards = ctx.moving_shards();
+        let replicas = shards
+            .iter()
+            .filter_map(|b| {
+                let name = b.shard();
+                let mut urls: Vec<crate::shard_url::ShardUrl> = Vec::new();
+                for m in [&ctx.plan.from, &ctx.plan.to] {
+                    for u in m.replicas.get(name).into_iter().flatten() {
+                        if !urls.contains(u) {
+                            urls.push(u.clone());
+                        }
+                    }
+                }
+                (!urls.is_empty()).then(|| ReplicaSet::new(name.to_string(), b.clone(), urls))
+            })
+            .collect();
+        Probe { shards, replicas }
+    }
+}
+
+/// [`settle_rate`], then holds paced work while a replica lags past the lag limit or a shard
+/// is over the load limit.
+async fn settle(catalog: &Catalog, job: &str, probe: &mut Probe) -> Option<(Settings, usize)> {
     let (set, n) = settle_rate(catalog, job).await?;
-    let held = match set.max_load {
-        Some(max) => over_load(&loads(shards).await, max),
-        None => None,
-    };
+    let mut held = None;
+    if let Some(ms) = set.max_lag_ms {
+        let mut lags = Vec::new();
+        for r in &mut probe.replicas {
+            r.beat().await;
+            lags.extend(r.lags().await);
+        }
+        held = crate::lag::over_lag(&lags, Duration::from_millis(ms));
+    }
+    if held.is_none() {
+        if let Some(max) = set.max_load {
+            held = over_load(&loads(&probe.shards).await, max);
+        }
+    }
     for_job(job).hold(held);
     Some((set, n))
 }
@@ -273,12 +324,12 @@ async fn loads(shards: &[Arc<dyn Backend>]) -> Vec<(String, u64)> {
     out
 }
 
-async fn watch(catalog: Arc<Catalog>, job: String, shards: Vec<Arc<dyn Backend>>) {
+async fn watch(catalog: Arc<Catalog>, job: String, mut probe: Probe) {
     let t = for_job(&job);
     let mut shown: Option<String> = None;
     let mut first = true;
     loop {
-        if let Some((set, n)) = settle(&catalog, &job, &shards).await {
+        if let Some((set, n)) = settle(&catalog, &job, &mut probe).await {
             // The job's cap, not this process's share, is what the operator set.
             let capped = t.reason().and(set.max_rows_per_sec).map(|c| {
                 let r = format!("rate cap {} rows/s", group_thousands(c));
@@ -326,23 +377,18 @@ fn watchers() -> &'static Watchers {
 }
 
 impl Watching {
-    /// Starts watching, with the load of `shards` (the cap and the load limit are in force
-    /// when this returns).
-    pub async fn start(
-        catalog: &Arc<Catalog>,
-        job: &str,
-        shards: Vec<Arc<dyn Backend>>,
-    ) -> Watching {
+    /// Starts watching what `probe` names (every throttle is in force when this returns).
+    pub async fn start(catalog: &Arc<Catalog>, job: &str, mut probe: Probe) -> Watching {
         let running = || {
             let w = watchers().lock().unwrap_or_else(|e| e.into_inner());
             w.contains_key(job)
         };
         if !running() {
-            settle(catalog, job, &shards).await;
+            settle(catalog, job, &mut probe).await;
         }
         let mut w = watchers().lock().unwrap_or_else(|e| e.into_inner());
         let e = w.entry(job.to_string()).or_insert_with(|| {
-            let w = watch(catalog.clone(), job.to_string(), shards);
+            let w = watch(catalog.clone(), job.to_string(), probe);
             (0, tokio::spawn(w))
         });
         e.0 += 1;
@@ -438,14 +484,30 @@ mod tests {
         assert_eq!(over_load(&[], 1), None);
         assert!(load_sql(Dialect::Sqlite).is_none());
         let set = Settings::of_options(r#"{"max_rows_per_sec": 0, "max_load": 25}"#);
+        let five = Some(5000);
+        let want = Settings {
+            max_rows_per_sec: None,
+            max_load: Some(25),
+            max_lag_ms: five,
+        };
+        assert_eq!(set, want);
+        let default = Settings {
+            max_lag_ms: five,
+            ..Settings::default()
+        };
         assert_eq!(
-            set,
-            Settings {
-                max_rows_per_sec: None,
-                max_load: Some(25)
-            }
+            Settings::of_options("{}"),
+            default,
+            "the lag limit is on by default"
         );
-        assert_eq!(Settings::of_options("{}"), Settings::default());
+        assert_eq!(
+            Settings::of_options(r#"{"max_lag_ms": 0}"#).max_lag_ms,
+            None
+        );
+        assert_eq!(
+            Settings::of_options(r#"{"max_lag_ms": 800}"#).max_lag_ms,
+            Some(800)
+        );
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ pub struct ApplyOptions {
     pub max_rows_per_sec: Option<u64>,
     /// `--max-load` (0: none).
     pub max_load: Option<u64>,
+    /// `--max-lag` as given (validated before any I/O; 0s: off).
+    pub max_lag: String,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,9 @@ pub fn run(opts: ApplyOptions) -> i32 {
         return super::report(e.into());
     }
     if let Err(e) = validate(opts.batch_size, Some(opts.parallel)) {
+        return super::report(e.into());
+    }
+    if let Err(e) = super::online::parse_duration("--max-lag", &opts.max_lag) {
         return super::report(e.into());
     }
     if let Err(e) = super::online::parse_duration("--max-fence", &opts.max_fence) {
@@ -274,6 +279,9 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         switch_manual: opts.switch_manual,
         max_rows_per_sec: opts.max_rows_per_sec.filter(|n| *n > 0),
         max_load: opts.max_load.filter(|n| *n > 0),
+        max_lag_ms: Some(
+            super::online::parse_duration("--max-lag", &opts.max_lag)?.as_millis() as u64,
+        ),
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog

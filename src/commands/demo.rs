@@ -464,6 +464,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         lock_timeout: crate::lockwait::DEFAULT_TIMEOUT,
         max_rows_per_sec: None,
         max_load: None,
+        max_lag: "5s".into(),
     }
 }
 

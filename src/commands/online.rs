@@ -145,7 +145,8 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
     };
     // Its catch-up and reverse sync run under the job's rate cap, like a worker's.
     let throttle =
-        crate::throttle::Watching::start(&catalog, &id, loaded.ctx.moving_shards()).await;
+        crate::throttle::Watching::start(&catalog, &id, crate::throttle::Probe::of(&loaded.ctx))
+            .await;
     let result = async {
         let mut online = Online::new(&loaded.ctx, &catalog, &id).await?;
         online.load_logs().await?;

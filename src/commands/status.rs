@@ -102,6 +102,7 @@ async fn status(opts: StatusOptions) -> Result<()> {
             v["throttle"] = json!({
                 "max_rows_per_sec": throttle.set.max_rows_per_sec,
                 "max_load": throttle.set.max_load,
+                "max_lag_ms": throttle.set.max_lag_ms,
                 "throttled": throttle.now,
             });
             v["tasks"] = json!(tasks

@@ -17,16 +17,38 @@ pub struct ThrottleOptions {
     pub max_rows_per_sec: Option<u64>,
     /// The new load limit; Some(0) lifts it; None leaves it.
     pub max_load: Option<u64>,
+    /// The new lag limit as given (`0s` turns it off); None leaves it.
+    pub max_lag: Option<String>,
 }
 
 pub fn run(opts: ThrottleOptions) -> i32 {
-    super::block_on(throttle(opts))
+    // Input first, before any I/O.
+    let lag = match opts.max_lag.as_deref() {
+        None => None,
+        Some(s) => match super::online::parse_duration("--max-lag", s) {
+            Ok(d) => Some(d.as_millis() as u64),
+            Err(e) => return super::report(e.into()),
+        },
+    };
+    super::block_on(throttle(opts, lag))
 }
+
+type Text = fn(Option<u64>) -> String;
 
 fn cap_text(cap: Option<u64>) -> String {
     match cap {
         Some(n) => format!("at most {n} rows/s"),
         None => "no rate cap".to_string(),
+    }
+}
+
+fn lag_text(max_ms: Option<u64>) -> String {
+    match max_ms {
+        Some(ms) => format!(
+            "waits while a replica lags over {:.1} s",
+            ms as f64 / 1000.0
+        ),
+        None => "no lag limit".to_string(),
     }
 }
 
@@ -37,7 +59,7 @@ fn load_text(max: Option<u64>) -> String {
     }
 }
 
-async fn throttle(opts: ThrottleOptions) -> Result<()> {
+async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>) -> Result<()> {
     let cat = super::open_existing(&opts.catalog).await?;
     let result = async {
         let job = &super::job_or_unfinished(&cat, opts.job.as_deref(), "throttle").await?;
@@ -47,13 +69,14 @@ async fn throttle(opts: ThrottleOptions) -> Result<()> {
             .with_context(|| format!("job {job} is not in the catalog"))?;
         let state = JobState::parse(&row.state);
         let stored = crate::throttle::Settings::of_options(&row.options_json);
-        if opts.max_rows_per_sec.is_none() && opts.max_load.is_none() {
+        if opts.max_rows_per_sec.is_none() && opts.max_load.is_none() && lag_ms.is_none() {
             let now = cat.job_throttled(job).await?;
             println!(
-                "job {job} ({}): {}; {}",
+                "job {job} ({}): {}; {}; {} (of the replicas its map lists)",
                 row.state,
                 cap_text(stored.max_rows_per_sec),
-                load_text(stored.max_load)
+                load_text(stored.max_load),
+                lag_text(stored.max_lag_ms)
             );
             match now {
                 Some(why) => println!("throttled now: {why}"),
@@ -73,18 +96,45 @@ async fn throttle(opts: ThrottleOptions) -> Result<()> {
             Some(h) => format!("{h} applies it within a second"),
             None => "no process is running the job; its next run applies it".to_string(),
         };
-        type Text = fn(Option<u64>) -> String;
-        let asked: [(&str, Option<u64>, Text); 2] = [
-            ("max_rows_per_sec", opts.max_rows_per_sec, cap_text),
-            ("max_load", opts.max_load, load_text),
+        type Change = (&'static str, Option<u64>, Option<u64>, Option<u64>, Text);
+        // (option key, value to store, what it means, what it replaces, how to say it); the
+        // lag limit stores 0 for off, since absent means its default.
+        let asked: [Change; 3] = [
+            (
+                "max_rows_per_sec",
+                opts.max_rows_per_sec.filter(|v| *v > 0),
+                opts.max_rows_per_sec.filter(|v| *v > 0),
+                stored.max_rows_per_sec,
+                cap_text,
+            ),
+            (
+                "max_load",
+                opts.max_load.filter(|v| *v > 0),
+                opts.max_load.filter(|v| *v > 0),
+                stored.max_load,
+                load_text,
+            ),
+            (
+                "max_lag_ms",
+                lag_ms,
+                lag_ms.filter(|v| *v > 0),
+                stored.max_lag_ms,
+                lag_text,
+            ),
         ];
-        for (key, value, text) in asked {
-            let Some(v) = value else { continue };
-            let v = (v > 0).then_some(v);
-            let before = cat.set_throttle(job, key, v, &text(v)).await?;
+        let given = [
+            opts.max_rows_per_sec.is_some(),
+            opts.max_load.is_some(),
+            lag_ms.is_some(),
+        ];
+        for ((key, store, means, before, text), given) in asked.into_iter().zip(given) {
+            if !given {
+                continue;
+            }
+            cat.set_throttle(job, key, store, &text(means)).await?;
             eprintln!(
                 "reshard: job {job}: {} (was {}); {applies}",
-                text(v),
+                text(means),
                 text(before)
             );
         }

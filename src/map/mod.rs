@@ -201,7 +201,10 @@ pub struct Map {
 #[serde(untagged)]
 enum ShardRepr {
     Url(ShardUrl),
-    WithReplicas { url: ShardUrl, replicas: Vec<ShardUrl> },
+    WithReplicas {
+        url: ShardUrl,
+        replicas: Vec<ShardUrl>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,7 +223,10 @@ impl From<MapRepr> for Map {
                 ShardRepr::Url(u) => {
                     shards.insert(name, u);
                 }
-                ShardRepr::WithReplicas { url, replicas: reps } => {
+                ShardRepr::WithReplicas {
+                    url,
+                    replicas: reps,
+                } => {
                     shards.insert(name.clone(), url);
                     if !reps.is_empty() {
                         replicas.insert(name, reps);
@@ -245,7 +251,10 @@ impl From<Map> for MapRepr {
             .into_iter()
             .map(|(name, url)| {
                 let s = match replicas.remove(&name) {
-                    Some(reps) if !reps.is_empty() => ShardRepr::WithReplicas { url, replicas: reps },
+                    Some(reps) if !reps.is_empty() => ShardRepr::WithReplicas {
+                        url,
+                        replicas: reps,
+                    },
                     _ => ShardRepr::Url(url),
                 };
                 (name, s)

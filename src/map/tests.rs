@@ -198,7 +198,10 @@ fn a_shard_may_list_its_replicas() {
     // Stored and fingerprinted redacted, in the form it was written, and read back the same.
     let json = m.canonical_json();
     assert!(!json.contains("secret") && !json.contains("pw"), "{json}");
-    assert!(json.contains(r#""s1":{"url":"postgres://u:REDACTED@db1/app","replicas":["#), "{json}");
+    assert!(
+        json.contains(r#""s1":{"url":"postgres://u:REDACTED@db1/app","replicas":["#),
+        "{json}"
+    );
     let back: Map = serde_json::from_str(&json).unwrap();
     assert_eq!(back, m.redacted());
     let again = Map::parse(&json, "stored").unwrap();

@@ -352,8 +352,12 @@ impl Worker {
             progress: &progress,
             stop,
         };
-        let throttle =
-            crate::throttle::Watching::start(&self.catalog, job, loaded.ctx.moving_shards()).await;
+        let throttle = crate::throttle::Watching::start(
+            &self.catalog,
+            job,
+            crate::throttle::Probe::of(&loaded.ctx),
+        )
+        .await;
         let r = copier.run_move(m).await;
         throttle.end().await;
         progress.finish();
@@ -370,8 +374,12 @@ impl Worker {
         let stop = self.or_stop();
         let lease = Lease::acquire(&self.catalog, job, Some(stop.clone())).await?;
         eprintln!("reshard worker: job {job}: in dual write; reverse sync running");
-        let throttle =
-            crate::throttle::Watching::start(&self.catalog, job, loaded.ctx.moving_shards()).await;
+        let throttle = crate::throttle::Watching::start(
+            &self.catalog,
+            job,
+            crate::throttle::Probe::of(&loaded.ctx),
+        )
+        .await;
         let result = async {
             let mut online = Online::new(&loaded.ctx, &self.catalog, job).await?;
             online.load_logs().await?;
