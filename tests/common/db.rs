@@ -305,6 +305,14 @@ impl Drop for TestDb {
     }
 }
 
+/// Rows of `sql` on a connection of its own to `url` (a server the test started itself, say),
+/// as [`TestDb::query`] shows them.
+pub fn query_url(kind: Kind, url: &str, sql: &str) -> Vec<Vec<String>> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    run_blocking(move || async move { query_on(kind, &url, &sql).await })
+        .unwrap_or_else(|e| panic!("query failed: {e}"))
+}
+
 /// Runs `sql` on a connection of its own to `url` on a thread of its own, panicking on an
 /// error: for a session held busy while the test goes on. Join the handle to wait for it.
 pub fn exec_in_background(kind: Kind, url: String, sql: String) -> std::thread::JoinHandle<()> {

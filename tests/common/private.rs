@@ -142,3 +142,144 @@ impl Drop for PrivateMariadb {
         let _ = self.child.wait();
     }
 }
+
+/// A test's own PostgreSQL primary and streaming replica (`initdb`, `pg_basebackup -R`,
+/// `pg_ctl`, as the postgres user when run as root), on free loopback ports, stopped (and their
+/// files removed) when dropped.
+pub struct PrivatePostgres {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres` of the primary: give it to
+    /// `TestDb::create_on`; the database then appears on the replica too.
+    pub primary_url: String,
+    /// The replica's server URL (same form); see [`PrivatePostgres::on_replica`].
+    pub replica_url: String,
+    bin: PathBuf,
+    user: Option<&'static str>,
+    dirs: Vec<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+fn pg_bindir() -> Option<PathBuf> {
+    if let Ok(d) = std::env::var("PG_BINDIR") {
+        return Some(PathBuf::from(d));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+impl PrivatePostgres {
+    fn cmd(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        match self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        }
+    }
+
+    fn run(&self, what: &str, mut c: Command) {
+        let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start_server(&self, data: &Path, port: u16) {
+        let log = data.with_extension("log");
+        let mut c = self.cmd("pg_ctl");
+        c.arg("-D").arg(data).arg("-l").arg(&log).arg("-w").arg("-o").arg(format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_receiver_status_interval=1s",
+            self.dir.path().display()
+        ));
+        c.arg("start");
+        self.run("pg_ctl start", c);
+    }
+
+    /// Starts both, or returns None (after a `skipped:` line) when PostgreSQL's server binaries
+    /// are not installed and `RESHARD_REQUIRE_BACKENDS` is not `1`.
+    pub fn primary_with_replica() -> Option<PrivatePostgres> {
+        let Some(bin) = pg_bindir() else {
+            assert!(
+                std::env::var("RESHARD_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+                "PostgreSQL's initdb is not installed and RESHARD_REQUIRE_BACKENDS=1"
+            );
+            eprintln!("skipped: initdb not installed (a test's own PostgreSQL servers)");
+            return None;
+        };
+        let user = run_as().map(|_| "postgres");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        if let Some(u) = user {
+            let ok = Command::new("chown")
+                .arg(format!("{u}:"))
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown {u} {}", dir.path().display());
+        }
+        let (pp, rp) = (free_port(), free_port());
+        let primary = dir.path().join("primary");
+        let replica = dir.path().join("replica");
+        let mut me = PrivatePostgres {
+            primary_url: format!("postgres://postgres@127.0.0.1:{pp}/postgres"),
+            replica_url: format!("postgres://postgres@127.0.0.1:{rp}/postgres"),
+            bin,
+            user,
+            dirs: Vec::new(),
+            dir,
+        };
+        let mut c = me.cmd("initdb");
+        c.arg("-D")
+            .arg(&primary)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"]);
+        me.run("initdb", c);
+        me.start_server(&primary, pp);
+        me.dirs.push(primary);
+        let mut c = me.cmd("pg_basebackup");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pp.to_string(),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+        ])
+        .arg("-D")
+        .arg(&replica);
+        me.run("pg_basebackup", c);
+        me.start_server(&replica, rp);
+        me.dirs.push(replica);
+        Some(me)
+    }
+
+    /// `url` (a database on the primary) as the same database on the replica.
+    pub fn on_replica(&self, url: &str) -> String {
+        let db = url.rsplit('/').next().unwrap_or("postgres");
+        let base = self.replica_url.rsplit_once('/').map_or("", |(b, _)| b);
+        format!("{base}/{db}")
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        // Replica first; immediate: the files go with the directory anyway.
+        for d in self.dirs.iter().rev() {
+            let mut c = self.cmd("pg_ctl");
+            c.arg("-D").arg(d).args(["-m", "immediate", "-w", "stop"]);
+            let _ = c.output();
+        }
+    }
+}
