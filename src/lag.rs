@@ -70,13 +70,22 @@ pub type Lag = Option<u64>;
 /// The first replica over `max`, as the reason shown: "s1 replica db1-r1 lag 7.2 s > 5 s".
 pub fn over_lag(lags: &[(String, String, Lag)], max: Duration) -> Option<String> {
     let max_ms = max.as_millis() as u64;
-    let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    // The lag rounded up to a tenth and the limit as given, so that the shown lag is always
+    // above the shown limit ("1.1 s > 1 s", never "1.0 s > 1.0 s").
+    let up = |ms: u64| format!("{:.1} s", ms.div_ceil(100) as f64 / 10.0);
+    let limit = |ms: u64| {
+        if ms.is_multiple_of(1000) {
+            format!("{} s", ms / 1000)
+        } else {
+            format!("{} s", ms as f64 / 1000.0)
+        }
+    };
     lags.iter().find_map(|(shard, replica, lag)| match lag {
         Some(ms) if *ms <= max_ms => None,
         Some(ms) => Some(format!(
             "{shard} replica {replica} lag {} > {}",
-            secs(*ms),
-            secs(max_ms)
+            up(*ms),
+            limit(max_ms)
         )),
         None => Some(format!(
             "{shard} replica {replica}: no heartbeat applied yet (or it does not answer)"
@@ -173,7 +182,15 @@ mod tests {
         );
         assert_eq!(
             over_lag(&[l("a", Some(300)), l("b", Some(7200))], max).as_deref(),
-            Some("s1 replica b lag 7.2 s > 5.0 s")
+            Some("s1 replica b lag 7.2 s > 5 s")
+        );
+        assert_eq!(
+            over_lag(&[l("a", Some(1040))], Duration::from_secs(1)).as_deref(),
+            Some("s1 replica a lag 1.1 s > 1 s")
+        );
+        assert_eq!(
+            over_lag(&[l("a", Some(900))], Duration::from_millis(800)).as_deref(),
+            Some("s1 replica a lag 0.9 s > 0.8 s")
         );
         assert!(over_lag(&[l("a", None)], max)
             .unwrap()

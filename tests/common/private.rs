@@ -40,6 +40,31 @@ impl PrivateMariadb {
     /// installed and `RESHARD_REQUIRE_BACKENDS` is not `1`. Panics, naming its log, when they
     /// are installed and the server does not come up.
     pub fn start() -> Option<PrivateMariadb> {
+        Self::start_with(&[])
+    }
+
+    /// A primary (binary log, server id 1) and a replica (server id 2) following it over a GTID
+    /// channel as root: (primary, replica). Databases created on the primary appear on the
+    /// replica.
+    pub fn primary_with_replica() -> Option<(PrivateMariadb, PrivateMariadb)> {
+        let primary = Self::start_with(&[
+            "--server-id=1",
+            "--log-bin=mariadb-bin",
+            "--binlog-format=ROW",
+        ])?;
+        let replica = Self::start_with(&["--server-id=2", "--read-only=0"])?;
+        let sql = format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+             MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos",
+            primary.port
+        );
+        super::db::query_url(super::db::Kind::Mysql, &replica.url, &sql);
+        super::db::query_url(super::db::Kind::Mysql, &replica.url, "START SLAVE");
+        Some((primary, replica))
+    }
+
+    /// Starts one with extra server options.
+    fn start_with(extra: &[&str]) -> Option<PrivateMariadb> {
         let installed = Command::new("mariadbd")
             .arg("--version")
             .stdout(Stdio::null())
@@ -91,10 +116,13 @@ impl PrivateMariadb {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--log-error={}", err_log.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg("--skip-log-bin")
             .arg("--innodb-buffer-pool-size=32M")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if !extra.iter().any(|a| a.starts_with("--log-bin")) {
+            cmd.arg("--skip-log-bin");
+        }
         if let Some(u) = user {
             cmd.arg(format!("--user={u}"));
         }
