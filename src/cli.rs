@@ -348,7 +348,8 @@ pub struct ApplyArgs {
     /// What --dry-run prints (only with --dry-run: apply itself reports through --progress)
     #[arg(long, value_enum, default_value_t = FormatArg::Text, requires = "dry_run")]
     pub format: FormatArg,
-    /// Rows read per batch; progress is recorded after every batch
+    /// Rows read by the first batch of each table (later ones adapt: --batch-time); progress
+    /// is recorded after every batch
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub batch_size: usize,
     /// Moves copied at the same time, and cut over at the same time (one per source shard;
@@ -410,6 +411,12 @@ pub struct ApplyArgs {
     /// fences never wait. Recorded with the job; `reshard throttle JOB` changes it
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub max_lag: String,
+    /// Adaptive batches: after each copy batch, the next is sized toward taking this long
+    /// (at most doubling or halving, between 10 and 50,000 rows), starting from --batch-size,
+    /// so that no statement runs long on a busy shard whatever its rows weigh. 0s keeps
+    /// --batch-size fixed. `reshard throttle JOB` changes it
+    #[arg(long, default_value = "500ms", value_name = "DURATION")]
+    pub batch_time: String,
 }
 
 #[derive(Args, Debug)]
@@ -439,6 +446,9 @@ pub struct ThrottleArgs {
     /// writes lags more than this (with a unit: 5s, 800ms); 0s turns it off
     #[arg(long, value_name = "DURATION")]
     pub max_lag: Option<String>,
+    /// Size copy batches toward taking this long (with a unit: 500ms, 2s); 0s fixes the size
+    #[arg(long, value_name = "DURATION")]
+    pub batch_time: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -678,6 +688,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             max_rows_per_sec: a.max_rows_per_sec,
             max_load: a.max_load,
             max_lag: a.max_lag,
+            batch_time: a.batch_time,
             no_wait: a.no_wait,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);
@@ -725,6 +736,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             max_rows_per_sec: a.max_rows_per_sec,
             max_load: a.max_load,
             max_lag: a.max_lag,
+            batch_time: a.batch_time,
         }),
         Command::Pause(a) => pause::run(pause::PauseOptions {
             job: a.job,

@@ -32,6 +32,8 @@ pub struct CopyJob<'a> {
     pub ctx: &'a Context,
     pub catalog: &'a Catalog,
     pub job: &'a str,
+    /// The first batch's size; with the job's `--batch-time`, later ones adapt
+    /// (src/batch_size.rs).
     pub batch_size: usize,
     pub progress: &'a Progress,
     pub stop: &'a StopFlag,
@@ -101,6 +103,29 @@ impl CopyJob<'_> {
         Ok(Outcome::Copied)
     }
 
+    /// An event when the adaptive size has doubled or halved since the last one.
+    async fn tell_size(
+        &self,
+        m: &Move,
+        table: &str,
+        size: usize,
+        asked: usize,
+        took: std::time::Duration,
+        target: std::time::Duration,
+    ) {
+        let what = format!(
+            "{table}: batch size {size} rows ({asked} rows took {} ms; target {} ms)",
+            took.as_millis(),
+            target.as_millis()
+        );
+        let e = self
+            .catalog
+            .event(self.job, Some(&m.id), "batch_size", &what);
+        if let Err(e) = e.await {
+            crate::progress::say(format!("reshard: warning: {e:#}"));
+        }
+    }
+
     async fn copy_table(
         &self,
         m: &Move,
@@ -113,18 +138,24 @@ impl CopyJob<'_> {
         let filter = key_filter(&m.segments);
         let (si, di) = self.ctx.move_indices(m);
         let throttle = crate::throttle::for_job(self.job);
-        // `paid`: the rows of the page before, charged to the job's rate cap before the next
-        // read (the cap paces what the sources are asked for).
-        let read_page = |after: Option<PkValues>, paid: u64| {
+        // Each page's size is charged to the job's rate cap before it is read: the cap paces
+        // what the sources are asked for, the last page included.
+        // Returns the page, the size it was asked for, and how long the read took (pacing
+        // excluded): with the write's time, what the next size adapts to.
+        let read_page = |after: Option<PkValues>, size: usize| {
             let (filter, throttle) = (&filter, &throttle);
             async move {
-                throttle.pace(paid, Some(self.stop)).await;
-                retry(&format!("{}: reading {}", m.source, schema.name), || {
-                    src.read_batch(schema, key, after.as_ref(), filter, self.batch_size)
+                throttle.pace(size as u64, Some(self.stop)).await;
+                let t = Instant::now();
+                let page = retry(&format!("{}: reading {}", m.source, schema.name), || {
+                    src.read_batch(schema, key, after.as_ref(), filter, size)
                 })
-                .await
+                .await?;
+                anyhow::Ok((page, size, t.elapsed()))
             }
         };
+        let mut size = self.batch_size;
+        let mut told = size;
         // The next page is read while this one is written and recorded: the source's read and
         // the destination's write overlap. Only the write and the cursor are durable steps, and
         // they stay in order.
@@ -134,9 +165,9 @@ impl CopyJob<'_> {
                 return Ok(Outcome::Stopped);
             }
             let started = Instant::now();
-            let batch = match ahead.take() {
+            let (batch, asked, read_took) = match ahead.take() {
                 Some(b) => b,
-                None => read_page(after.clone(), 0).await?,
+                None => read_page(after.clone(), size).await?,
             };
             let read = batch.rows.len();
             let mut kept = Vec::new();
@@ -155,7 +186,7 @@ impl CopyJob<'_> {
                 }
             }
             failpoint::hit("before_upsert");
-            let done = read < self.batch_size;
+            let done = read < asked;
             let cursor = match &batch.last {
                 Some(last) => Some(serde_json::to_string(last)?),
                 None => None,
@@ -166,6 +197,7 @@ impl CopyJob<'_> {
                 batch.bytes * kept.len() as u64 / read as u64
             };
             let write = async {
+                let w = Instant::now();
                 if !kept.is_empty() {
                     retry(
                         &format!("{}: writing {}", m.destination, schema.name),
@@ -192,16 +224,25 @@ impl CopyJob<'_> {
                 })
                 .await?;
                 failpoint::hit("after_cursor");
-                anyhow::Ok(())
+                anyhow::Ok(w.elapsed())
             };
             let next = async {
                 match (done, &batch.last) {
-                    (false, Some(_)) => read_page(batch.last.clone(), read as u64).await.map(Some),
+                    (false, Some(_)) => read_page(batch.last.clone(), size).await.map(Some),
                     _ => Ok(None),
                 }
             };
             let (written, next) = tokio::join!(write, next);
-            written?;
+            let took = read_took + written?;
+            // Read each batch: `reshard throttle --batch-time` changes it while the job runs.
+            if let Some(target) = throttle.batch_time() {
+                size = crate::batch_size::next(asked, took, target);
+                if crate::batch_size::worth_telling(told, size) {
+                    told = size;
+                    self.tell_size(m, &schema.name, size, asked, took, target)
+                        .await;
+                }
+            }
             self.progress.add_rows(&m.id, kept.len() as u64);
             if done {
                 return Ok(Outcome::Copied);

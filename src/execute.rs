@@ -56,6 +56,9 @@ pub struct JobOptions {
     /// `--max-lag` in milliseconds (0: off; absent: the default 5 s).
     #[serde(default)]
     pub max_lag_ms: Option<u64>,
+    /// `--batch-time` in milliseconds: copy batches adapt toward it (0 or absent: fixed).
+    #[serde(default)]
+    pub batch_time_ms: Option<u64>,
 }
 
 fn default_max_fence_ms() -> u64 {

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod backlog;
+pub mod batch_size;
 pub mod capture;
 pub mod catalog;
 pub mod cleanup;

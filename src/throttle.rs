@@ -40,6 +40,8 @@ struct Inner {
     rate: Option<u64>,
     /// Why work waits regardless of the rate (a shard over `--max-load`), if it does.
     held: Option<String>,
+    /// `--batch-time`, for the copy's adaptive batches.
+    batch_time: Option<Duration>,
     /// When the next batch may start; None when nothing is owed.
     next_free: Option<Instant>,
     waited_at: Option<Instant>,
@@ -94,6 +96,15 @@ impl Throttle {
 
     pub fn rate(&self) -> Option<u64> {
         self.get().rate
+    }
+
+    /// The time per copy batch to size batches toward (None: fixed batches).
+    pub fn batch_time(&self) -> Option<Duration> {
+        self.get().batch_time
+    }
+
+    pub fn set_batch_time(&self, t: Option<Duration>) {
+        self.get().batch_time = t;
     }
 
     /// Holds all paced work while `why` is Some (a shard over the load limit).
@@ -192,6 +203,8 @@ pub struct Settings {
     pub max_load: Option<u64>,
     /// `--max-lag` in milliseconds (default 5 s; 0: off).
     pub max_lag_ms: Option<u64>,
+    /// `--batch-time` in milliseconds (absent or 0: fixed batches, as jobs before it).
+    pub batch_time_ms: Option<u64>,
 }
 
 /// `--max-lag`'s default, as gh-ost's and the replication guide's healthy-replica bound.
@@ -211,6 +224,7 @@ impl Settings {
             max_rows_per_sec: get("max_rows_per_sec"),
             max_load: get("max_load"),
             max_lag_ms,
+            batch_time_ms: get("batch_time_ms"),
         }
     }
 }
@@ -225,7 +239,9 @@ async fn settle_rate(catalog: &Catalog, job: &str) -> Option<(Settings, usize)> 
     } else {
         1
     };
-    for_job(job).set_rate(share(set.max_rows_per_sec, n));
+    let t = for_job(job);
+    t.set_rate(share(set.max_rows_per_sec, n));
+    t.set_batch_time(set.batch_time_ms.map(Duration::from_millis));
     Some((set, n))
 }
 
@@ -489,6 +505,7 @@ mod tests {
             max_rows_per_sec: None,
             max_load: Some(25),
             max_lag_ms: five,
+            batch_time_ms: None,
         };
         assert_eq!(set, want);
         let default = Settings {

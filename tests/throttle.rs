@@ -59,7 +59,8 @@ fn event_details(c: &Cluster, job: &str) -> Vec<String> {
         .collect()
 }
 
-/// 20,000 rows at 2,000 rows/s (batches of 1,000): the 20th page cannot be read before 9.5 s.
+/// 20,000 rows at 2,000 rows/s: each page is charged before it is read, so the copy takes at
+/// least 10 s whatever the batch sizes.
 async fn rate_cap_paces_the_copy(kind: Kind) {
     let Some((c, plan)) = setup(kind, "thr") else {
         return;
@@ -413,9 +414,102 @@ async fn mariadb_load_limit_holds_the_copy() {
     load_limit_holds_the_copy(c, "SELECT SLEEP(6)").await;
 }
 
+/// `--batch-time`: batches grow toward a long target (doubling at most) and shrink toward a
+/// short one; `reshard throttle --batch-time` changes the target while the job runs. The
+/// sizes are read from the job's `batch_size` events.
+async fn batch_time_sizes_the_batches(kind: Kind) {
+    let Some((c, plan)) = setup(kind, "thb") else {
+        return;
+    };
+    let args = [
+        "apply",
+        &plan,
+        "--yes",
+        "--progress",
+        "plain",
+        "--batch-size",
+        "100",
+        "--batch-time",
+        "10s",
+    ];
+    let out = run(&c, &args).await;
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let job = job_id(&out).expect("job id");
+    let events = event_details(&c, &job);
+    let sizes: Vec<&String> = events
+        .iter()
+        .filter(|e| e.starts_with("batch_size "))
+        .collect();
+    // 100, 200, 400, ... 6,400: each batch took far less than half of 10 s.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("batch_size t: batch size 6400 rows")),
+        "{sizes:?}"
+    );
+
+    let Some((c, plan)) = setup(kind, "ths") else {
+        return;
+    };
+    let apply = c
+        .cmd(&[
+            "apply",
+            &plan,
+            "--yes",
+            "--progress",
+            "plain",
+            "--batch-size",
+            "1000",
+            "--batch-time",
+            "1ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let out = run(&c, &["jobs", "--format", "json"]).await;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(job) = v[0]["job"].as_str() {
+            let events = event_details(&c, job);
+            // Halved at least three times: 1,000 -> 125 or fewer.
+            let small = events.iter().any(|e| {
+                e.strip_prefix("batch_size t: batch size ")
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n <= 125)
+            });
+            if small {
+                break job.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "batches never shrank: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = run(&c, &["throttle", &job, "--batch-time", "10s"]).await;
+    assert!(out.status.success(), "throttle: {}", stderr(&out));
+    let out = tokio::task::spawn_blocking(move || apply.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+    let events = event_details(&c, &job);
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "throttle_set copy batches sized toward 10000 ms each"),
+        "{events:?}"
+    );
+}
+
 per_backend_async!(
     rate_cap_paces_the_copy,
     throttle_changes_a_running_job,
     throttle_refuses_a_finished_job,
-    workers_share_the_cap
+    workers_share_the_cap,
+    batch_time_sizes_the_batches
 );

@@ -42,6 +42,8 @@ pub struct ApplyOptions {
     pub max_load: Option<u64>,
     /// `--max-lag` as given (validated before any I/O; 0s: off).
     pub max_lag: String,
+    /// `--batch-time` as given (validated before any I/O; 0s: fixed batches).
+    pub batch_time: String,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,9 @@ pub fn run(opts: ApplyOptions) -> i32 {
         return super::report(e.into());
     }
     if let Err(e) = validate(opts.batch_size, Some(opts.parallel)) {
+        return super::report(e.into());
+    }
+    if let Err(e) = super::online::parse_duration("--batch-time", &opts.batch_time) {
         return super::report(e.into());
     }
     if let Err(e) = super::online::parse_duration("--max-lag", &opts.max_lag) {
@@ -282,6 +287,10 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         max_lag_ms: Some(
             super::online::parse_duration("--max-lag", &opts.max_lag)?.as_millis() as u64,
         ),
+        batch_time_ms: Some(
+            super::online::parse_duration("--batch-time", &opts.batch_time)?.as_millis() as u64,
+        )
+        .filter(|ms| *ms > 0),
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog

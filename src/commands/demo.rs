@@ -465,6 +465,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         max_rows_per_sec: None,
         max_load: None,
         max_lag: "5s".into(),
+        batch_time: "500ms".into(),
     }
 }
 

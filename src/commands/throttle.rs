@@ -19,18 +19,25 @@ pub struct ThrottleOptions {
     pub max_load: Option<u64>,
     /// The new lag limit as given (`0s` turns it off); None leaves it.
     pub max_lag: Option<String>,
+    /// The new batch time as given (`0s`: fixed batches); None leaves it.
+    pub batch_time: Option<String>,
 }
 
 pub fn run(opts: ThrottleOptions) -> i32 {
     // Input first, before any I/O.
-    let lag = match opts.max_lag.as_deref() {
-        None => None,
-        Some(s) => match super::online::parse_duration("--max-lag", s) {
-            Ok(d) => Some(d.as_millis() as u64),
-            Err(e) => return super::report(e.into()),
-        },
+    let ms = |flag: &str, v: Option<&str>| -> Result<Option<u64>, crate::error::InputError> {
+        v.map(|s| super::online::parse_duration(flag, s).map(|d| d.as_millis() as u64))
+            .transpose()
     };
-    super::block_on(throttle(opts, lag))
+    let lag = match ms("--max-lag", opts.max_lag.as_deref()) {
+        Ok(v) => v,
+        Err(e) => return super::report(e.into()),
+    };
+    let batch = match ms("--batch-time", opts.batch_time.as_deref()) {
+        Ok(v) => v,
+        Err(e) => return super::report(e.into()),
+    };
+    super::block_on(throttle(opts, lag, batch))
 }
 
 type Text = fn(Option<u64>) -> String;
@@ -52,6 +59,13 @@ fn lag_text(max_ms: Option<u64>) -> String {
     }
 }
 
+fn batch_text(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => format!("copy batches sized toward {ms} ms each"),
+        None => "fixed copy batches".to_string(),
+    }
+}
+
 fn load_text(max: Option<u64>) -> String {
     match max {
         Some(n) => format!("waits while a shard has over {n} active sessions"),
@@ -59,7 +73,7 @@ fn load_text(max: Option<u64>) -> String {
     }
 }
 
-async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>) -> Result<()> {
+async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>, batch_ms: Option<u64>) -> Result<()> {
     let cat = super::open_existing(&opts.catalog).await?;
     let result = async {
         let job = &super::job_or_unfinished(&cat, opts.job.as_deref(), "throttle").await?;
@@ -69,14 +83,21 @@ async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>) -> Result<()> {
             .with_context(|| format!("job {job} is not in the catalog"))?;
         let state = JobState::parse(&row.state);
         let stored = crate::throttle::Settings::of_options(&row.options_json);
-        if opts.max_rows_per_sec.is_none() && opts.max_load.is_none() && lag_ms.is_none() {
+        let given = [
+            opts.max_rows_per_sec.is_some(),
+            opts.max_load.is_some(),
+            lag_ms.is_some(),
+            batch_ms.is_some(),
+        ];
+        if !given.contains(&true) {
             let now = cat.job_throttled(job).await?;
             println!(
-                "job {job} ({}): {}; {}; {} (of the replicas its map lists)",
+                "job {job} ({}): {}; {}; {} (of the replicas its map lists); {}",
                 row.state,
                 cap_text(stored.max_rows_per_sec),
                 load_text(stored.max_load),
-                lag_text(stored.max_lag_ms)
+                lag_text(stored.max_lag_ms),
+                batch_text(stored.batch_time_ms)
             );
             match now {
                 Some(why) => println!("throttled now: {why}"),
@@ -99,7 +120,7 @@ async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>) -> Result<()> {
         type Change = (&'static str, Option<u64>, Option<u64>, Option<u64>, Text);
         // (option key, value to store, what it means, what it replaces, how to say it); the
         // lag limit stores 0 for off, since absent means its default.
-        let asked: [Change; 3] = [
+        let asked: [Change; 4] = [
             (
                 "max_rows_per_sec",
                 opts.max_rows_per_sec.filter(|v| *v > 0),
@@ -121,11 +142,13 @@ async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>) -> Result<()> {
                 stored.max_lag_ms,
                 lag_text,
             ),
-        ];
-        let given = [
-            opts.max_rows_per_sec.is_some(),
-            opts.max_load.is_some(),
-            lag_ms.is_some(),
+            (
+                "batch_time_ms",
+                batch_ms.filter(|v| *v > 0),
+                batch_ms.filter(|v| *v > 0),
+                stored.batch_time_ms,
+                batch_text,
+            ),
         ];
         for ((key, store, means, before, text), given) in asked.into_iter().zip(given) {
             if !given {
