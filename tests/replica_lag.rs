@@ -125,6 +125,19 @@ async fn postgres_replica_lag_holds_the_copy() {
     );
     on_replica("SELECT pg_wal_replay_resume()");
     let resumed = Instant::now();
+    // A figure for the note, not a check: from the lag ending to the copy moving again.
+    loop {
+        if rows_copied(&status(&c, &job).await) > later
+            || resumed.elapsed() > Duration::from_secs(30)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the copy moved again {:.2} s after replay resumed",
+        resumed.elapsed().as_secs_f64()
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     while apply.try_wait().unwrap().is_none() {
         assert!(
