@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::*;
 use common::db::Kind;
-use common::online::{run, status};
+use common::online::{run, spawn_apply, status};
 use common::private::PrivateMariadb;
 
 const ROWS: i64 = 20_000;
@@ -24,15 +24,8 @@ fn setup(kind: Kind, tag: &str) -> Option<(Cluster, String)> {
 }
 
 fn setup_on(c: Cluster) -> Option<(Cluster, String)> {
-    for s in ["s0", "s1"] {
-        c.db(s)
-            .exec("CREATE TABLE t (id bigint PRIMARY KEY, v varchar(40))");
-    }
-    for chunk in (1..=ROWS).collect::<Vec<_>>().chunks(2000) {
-        let rows: Vec<String> = chunk.iter().map(|i| format!("({i}, 'row {i}')")).collect();
-        c.db("s0")
-            .exec(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
-    }
+    c.table_t(&["s0", "s1"]);
+    c.fill_t("s0", 1..=ROWS);
     let urls = serde_json::json!({"s0": c.db("s0").url, "s1": c.db("s1").url});
     let m = |split: i64| {
         serde_json::json!({"shards": urls, "tables": [{"name": "t", "key": "id"}],
@@ -119,22 +112,10 @@ async fn throttle_changes_a_running_job(kind: Kind) {
     let Some((c, plan)) = setup(kind, "thl") else {
         return;
     };
-    let mut apply = c
-        .cmd(&[
-            "apply",
-            &plan,
-            "--yes",
-            "--progress",
-            "plain",
-            "--batch-size",
-            "500",
-            "--max-rows-per-sec",
-            "500",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut apply = spawn_apply(
+        &c,
+        &[&plan, "--batch-size", "500", "--max-rows-per-sec", "500"],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let job = loop {
         let out = run(&c, &["status", "--format", "json"]).await;
@@ -221,17 +202,9 @@ async fn workers_share_the_cap(kind: Kind) {
         return;
     };
     const HALF: i64 = 15_000;
-    for s in ["s0", "s1", "s2", "s3"] {
-        c.db(s)
-            .exec("CREATE TABLE t (id bigint PRIMARY KEY, v varchar(40))");
-    }
-    for (shard, ids) in [("s0", 1..=HALF), ("s1", HALF + 1..=2 * HALF)] {
-        for chunk in ids.collect::<Vec<_>>().chunks(2000) {
-            let rows: Vec<String> = chunk.iter().map(|i| format!("({i}, 'row {i}')")).collect();
-            c.db(shard)
-                .exec(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
-        }
-    }
+    c.table_t(&["s0", "s1", "s2", "s3"]);
+    c.fill_t("s0", 1..=HALF);
+    c.fill_t("s1", HALF + 1..=2 * HALF);
     let url = |s: &str| c.db(s).url.clone();
     let map = |shards: [&str; 2]| {
         let urls: serde_json::Map<String, serde_json::Value> = shards
@@ -315,22 +288,7 @@ async fn load_limit_holds_the_copy(c: Cluster, sleep: &'static str) {
         .map(|_| common::db::exec_in_background(c.kind, c.db("s1").url.clone(), sleep.into()))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut apply = c
-        .cmd(&[
-            "apply",
-            &plan,
-            "--yes",
-            "--progress",
-            "plain",
-            "--batch-size",
-            "500",
-            "--max-load",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut apply = spawn_apply(&c, &[&plan, "--batch-size", "500", "--max-load", "2"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (job, held_at) = loop {
         let out = run(&c, &["status", "--format", "json"]).await;
@@ -451,22 +409,7 @@ async fn batch_time_sizes_the_batches(kind: Kind) {
     let Some((c, plan)) = setup(kind, "ths") else {
         return;
     };
-    let apply = c
-        .cmd(&[
-            "apply",
-            &plan,
-            "--yes",
-            "--progress",
-            "plain",
-            "--batch-size",
-            "1000",
-            "--batch-time",
-            "1ms",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let apply = spawn_apply(&c, &[&plan, "--batch-size", "1000", "--batch-time", "1ms"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let job = loop {
         let out = run(&c, &["jobs", "--format", "json"]).await;

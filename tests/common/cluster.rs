@@ -83,6 +83,24 @@ impl Cluster {
         }
     }
 
+    /// Creates the plain table `t (id bigint PRIMARY KEY, v varchar(40))` at the given shards:
+    /// for tests that move many rows of one table.
+    pub fn table_t(&self, shards: &[&str]) {
+        for s in shards {
+            self.db(s)
+                .exec("CREATE TABLE t (id bigint PRIMARY KEY, v varchar(40))");
+        }
+    }
+
+    /// Inserts rows `(i, 'row i')` of `t` at `shard` for every i of `ids`, 2,000 a statement.
+    pub fn fill_t(&self, shard: &str, ids: std::ops::RangeInclusive<i64>) {
+        for chunk in ids.collect::<Vec<_>>().chunks(2000) {
+            let rows: Vec<String> = chunk.iter().map(|i| format!("({i}, 'row {i}')")).collect();
+            self.db(shard)
+                .exec(&format!("INSERT INTO t VALUES {}", rows.join(", ")));
+        }
+    }
+
     /// A map over the given shards with this partitioning.
     pub fn map(&self, shards: &[&str], partitioning: Value) -> Value {
         let urls: serde_json::Map<String, Value> = shards

@@ -131,3 +131,56 @@ pub async fn audit_expecting(c: &Cluster, job: &str, users: usize, orders: usize
     ];
     run(c, &args).await
 }
+
+/// `apply PLAN --yes --progress plain` with `args` (the plan first) in the background.
+pub fn spawn_apply(c: &Cluster, args: &[&str]) -> std::process::Child {
+    let mut all = vec!["apply"];
+    all.extend_from_slice(&args[..1]);
+    all.extend_from_slice(&["--yes", "--progress", "plain"]);
+    all.extend_from_slice(&args[1..]);
+    c.cmd(&all)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start apply")
+}
+
+/// The catalog's job, once it has copied some rows (bounded: 60 s).
+pub async fn job_when_copying(c: &Cluster) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = run(c, &["status", "--format", "json"]).await;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["rows_copied"].as_u64().unwrap_or(0) > 0 {
+            return v["job"].as_str().expect("a job id").to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never began: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) for a background command and asserts it succeeded; its output.
+pub async fn wait_ok(mut child: std::process::Child, within: std::time::Duration) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + within;
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "still running after {within:?}: {}",
+                    super::cluster::stderr(&out)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().expect("output");
+        assert!(out.status.success(), "{}", super::cluster::stderr(&out));
+        out
+    })
+    .await
+    .expect("waiting")
+}

@@ -296,8 +296,7 @@ impl PrivatePostgres {
     /// `url` (a database on the primary) as the same database on the replica.
     pub fn on_replica(&self, url: &str) -> String {
         let db = url.rsplit('/').next().unwrap_or("postgres");
-        let base = self.replica_url.rsplit_once('/').map_or("", |(b, _)| b);
-        format!("{base}/{db}")
+        super::db::with_database(&self.replica_url, db)
     }
 }
 
