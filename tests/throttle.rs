@@ -36,6 +36,13 @@ fn setup_on(c: Cluster) -> Option<(Cluster, String)> {
     Some((c, plan))
 }
 
+fn all_rows_at_s1(c: &Cluster) {
+    assert_eq!(
+        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
+        ROWS.to_string()
+    );
+}
+
 fn event_details(c: &Cluster, job: &str) -> Vec<String> {
     let o = c.run(&["log", job, "--format", "json"]);
     assert!(o.status.success(), "log: {}", stderr(&o));
@@ -100,10 +107,7 @@ async fn rate_cap_paces_the_copy(kind: Kind) {
         serde_json::Value::Null,
         "no process runs it: {v}"
     );
-    assert_eq!(
-        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
-        ROWS.to_string()
-    );
+    all_rows_at_s1(&c);
 }
 
 /// A job capped at 500 rows/s (40 s for its rows) is shown throttled; `reshard throttle
@@ -158,10 +162,7 @@ async fn throttle_changes_a_running_job(kind: Kind) {
         events.iter().any(|e| e == "throttle_set no rate cap"),
         "{events:?}"
     );
-    assert_eq!(
-        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
-        ROWS.to_string()
-    );
+    all_rows_at_s1(&c);
 }
 
 /// Bad input: a job that has finished has nothing to throttle (exit 2).
@@ -335,10 +336,7 @@ async fn load_limit_holds_the_copy(c: Cluster, sleep: &'static str) {
     .await
     .unwrap();
     assert!(out.status.success(), "apply: {}", stderr(&out));
-    assert_eq!(
-        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
-        ROWS.to_string()
-    );
+    all_rows_at_s1(&c);
     let events = event_details(&c, &job);
     assert!(
         events
@@ -436,10 +434,7 @@ async fn batch_time_sizes_the_batches(kind: Kind) {
         .await
         .unwrap();
     assert!(out.status.success(), "apply: {}", stderr(&out));
-    assert_eq!(
-        c.db("s1").scalar("SELECT COUNT(*) FROM t"),
-        ROWS.to_string()
-    );
+    all_rows_at_s1(&c);
     let events = event_details(&c, &job);
     assert!(
         events

@@ -29,6 +29,18 @@ fn run_as() -> Option<&'static str> {
     (String::from_utf8_lossy(&uid.stdout).trim() == "0").then_some("mysql")
 }
 
+/// Gives `dir` to the server's user, when it runs as one.
+fn owned_by(user: Option<&str>, dir: &Path) {
+    if let Some(u) = user {
+        let ok = Command::new("chown")
+            .arg(format!("{u}:"))
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown {u} {}", dir.display());
+    }
+}
+
 fn log_tail(path: &Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
@@ -82,14 +94,7 @@ impl PrivateMariadb {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data: PathBuf = dir.path().join("data");
         let user = run_as();
-        if let Some(u) = user {
-            let ok = Command::new("chown")
-                .arg(format!("{u}:"))
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown {u} {}", dir.path().display());
-        }
+        owned_by(user, dir.path());
         let mut install = Command::new("mariadb-install-db");
         install
             .arg("--no-defaults")
@@ -247,14 +252,7 @@ impl PrivatePostgres {
         };
         let user = run_as().map(|_| "postgres");
         let dir = tempfile::tempdir().expect("temporary directory");
-        if let Some(u) = user {
-            let ok = Command::new("chown")
-                .arg(format!("{u}:"))
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown {u} {}", dir.path().display());
-        }
+        owned_by(user, dir.path());
         let (pp, rp) = (free_port(), free_port());
         let primary = dir.path().join("primary");
         let replica = dir.path().join("replica");
