@@ -415,7 +415,12 @@ pub struct ApplyArgs {
     /// (at most doubling or halving, between 10 and 50,000 rows), starting from --batch-size,
     /// so that no statement runs long on a busy shard whatever its rows weigh. 0s keeps
     /// --batch-size fixed. `reshard throttle JOB` changes it
-    #[arg(long, default_value = "500ms", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "RESHARD_BATCH_TIME",
+        default_value = "500ms",
+        value_name = "DURATION"
+    )]
     pub batch_time: String,
 }
 

@@ -244,6 +244,7 @@ impl Run {
         c.args(args)
             .env("RESHARD_CATALOG", self.catalog())
             .env("RESHARD_RETRY_MAX", "2")
+            .env("RESHARD_BATCH_TIME", "0s")
             .env_remove("RESHARD_FAILPOINT")
             .current_dir(self.dir.path());
         if let Some(f) = failpoint {

@@ -88,10 +88,10 @@ pub fn run(opts: ApplyOptions) -> i32 {
     if let Err(e) = validate(opts.batch_size, Some(opts.parallel)) {
         return super::report(e.into());
     }
-    if let Err(e) = super::online::parse_duration("--batch-time", &opts.batch_time) {
+    if let Err(e) = super::online::parse_duration_or_off("--batch-time", &opts.batch_time) {
         return super::report(e.into());
     }
-    if let Err(e) = super::online::parse_duration("--max-lag", &opts.max_lag) {
+    if let Err(e) = super::online::parse_duration_or_off("--max-lag", &opts.max_lag) {
         return super::report(e.into());
     }
     if let Err(e) = super::online::parse_duration("--max-fence", &opts.max_fence) {
@@ -285,10 +285,11 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
         max_rows_per_sec: opts.max_rows_per_sec.filter(|n| *n > 0),
         max_load: opts.max_load.filter(|n| *n > 0),
         max_lag_ms: Some(
-            super::online::parse_duration("--max-lag", &opts.max_lag)?.as_millis() as u64,
+            super::online::parse_duration_or_off("--max-lag", &opts.max_lag)?.as_millis() as u64,
         ),
         batch_time_ms: Some(
-            super::online::parse_duration("--batch-time", &opts.batch_time)?.as_millis() as u64,
+            super::online::parse_duration_or_off("--batch-time", &opts.batch_time)?.as_millis()
+                as u64,
         )
         .filter(|ms| *ms > 0),
     };

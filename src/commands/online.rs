@@ -59,6 +59,20 @@ pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, InputError> {
     }
 }
 
+/// As [`parse_duration`], for a limit that zero turns off (`--max-lag 0s`, `--batch-time
+/// 0s`): Duration::ZERO for it.
+pub fn parse_duration_or_off(flag: &str, s: &str) -> Result<Duration, InputError> {
+    let t = s.trim();
+    let zero = ["ms", "s", "m"].iter().any(|u| {
+        t.strip_suffix(u)
+            .is_some_and(|n| n.trim().parse::<f64>() == Ok(0.0))
+    });
+    if zero {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(flag, s)
+}
+
 pub fn run(action: Action, opts: JobOptions) -> i32 {
     let max_fence = match parse_duration("--max-fence", &opts.max_fence) {
         Ok(d) => d,
@@ -288,6 +302,25 @@ fn opts_fence(opts: &JobOptions) -> Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_turns_a_limit_off_and_still_needs_a_unit() {
+        for off in ["0s", "0ms", "0m", " 0.0s "] {
+            assert_eq!(
+                parse_duration_or_off("--max-lag", off).unwrap(),
+                Duration::ZERO
+            );
+        }
+        assert_eq!(
+            parse_duration_or_off("--max-lag", "800ms").unwrap(),
+            Duration::from_millis(800)
+        );
+        assert!(parse_duration_or_off("--max-lag", "0").is_err());
+        assert!(
+            parse_duration("--max-fence", "0s").is_err(),
+            "a fence of zero is not off"
+        );
+    }
 
     #[test]
     fn a_rollback_is_carried_out_once_every_move_asked_for_is_back() {

@@ -26,7 +26,7 @@ pub struct ThrottleOptions {
 pub fn run(opts: ThrottleOptions) -> i32 {
     // Input first, before any I/O.
     let ms = |flag: &str, v: Option<&str>| -> Result<Option<u64>, crate::error::InputError> {
-        v.map(|s| super::online::parse_duration(flag, s).map(|d| d.as_millis() as u64))
+        v.map(|s| super::online::parse_duration_or_off(flag, s).map(|d| d.as_millis() as u64))
             .transpose()
     };
     let lag = match ms("--max-lag", opts.max_lag.as_deref()) {

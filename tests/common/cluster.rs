@@ -141,6 +141,9 @@ impl Cluster {
         c.args(args)
             .env("RESHARD_CATALOG", self.catalog_url())
             .env("RESHARD_RETRY_MAX", "2")
+            // Fixed batches (`apply --batch-time` 0s), so that a failpoint's Nth batch is the
+            // same batch on every machine; tests of adaptive batches pass --batch-time.
+            .env("RESHARD_BATCH_TIME", "0s")
             .env_remove("RESHARD_FAILPOINT")
             .current_dir(self.dir.path());
         c
