@@ -15,6 +15,7 @@ use common::cluster::*;
 use common::db::Kind;
 use common::online::{run, spawn_apply, status};
 use common::private::PrivateMariadb;
+use common::writer::{self, Writer};
 
 const ROWS: i64 = 20_000;
 
@@ -444,10 +445,53 @@ async fn batch_time_sizes_the_batches(kind: Kind) {
     );
 }
 
+/// Under the Router writer, a capped job (copy, catch-up and reverse sync paced; the load limit
+/// on) completes and the writer lost nothing: the throttles pause work, never correctness.
+async fn throttled_under_the_writer(kind: Kind) {
+    let Some(s) = common::online::setup(kind, "thu") else {
+        return;
+    };
+    let w = Writer::start(&s.c, &s.from, writer::config(0)).await;
+    let n = w.running.acknowledged();
+    w.running.wait_for(n + 50).await;
+    let out = run(
+        &s.c,
+        &[
+            "apply",
+            &s.plan,
+            "--yes",
+            "--complete",
+            "--progress",
+            "plain",
+            "--batch-size",
+            "10",
+            "--max-rows-per-sec",
+            "1000",
+            "--max-load",
+            "500",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let job = job_id(&out).expect("job id");
+    assert_eq!(status(&s.c, &job).await["state"], "completed");
+    let events = event_details(&s.c, &job);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("throttled throttled: rate cap 1,000 rows/s")),
+        "the cap held the copy back: {events:?}"
+    );
+    let n = w.running.acknowledged();
+    w.running.wait_for(n + 30).await;
+    w.stop_and_check(true).await;
+}
+
 per_backend_async!(
     rate_cap_paces_the_copy,
     throttle_changes_a_running_job,
     throttle_refuses_a_finished_job,
     workers_share_the_cap,
-    batch_time_sizes_the_batches
+    batch_time_sizes_the_batches,
+    throttled_under_the_writer
 );
