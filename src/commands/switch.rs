@@ -1,6 +1,6 @@
 //! `reshard switch JOB [--move M]... [--dry-run]`: lets a job started with `apply --switch
 //! manual` flip its moves, all of them or the ones named. The request goes on the job's row
-//! (src/catalog/requests.rs); the process running the job, which has been catching up without
+//! (`jobs.switch_request`, src/catalog/requests.rs); the process running the job, which has been catching up without
 //! flipping, sees it within a second and cuts those moves over. `--dry-run` changes nothing: it
 //! says what each fence would do and predicts its drain from what waits and the measured rate.
 
