@@ -422,6 +422,21 @@ pub struct ApplyArgs {
         value_name = "DURATION"
     )]
     pub batch_time: String,
+    /// Where the copy reads its pages: `primary`, or `replica` to spare the primary, from the
+    /// first replica the map lists for the source (`{"url", "replicas"}`) that has replayed
+    /// past the point where capture was installed (it is waited for until then, at most 10
+    /// min, never read early). Catch-up, cutover and verification always read the primary
+    #[arg(long, value_enum, default_value_t = ReadFromArg::Primary)]
+    pub read_from: ReadFromArg,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadFromArg {
+    /// Read every copy page from the source shard itself
+    Primary,
+    /// Read copy pages from a replica of the source once it has replayed past capture's
+    /// install point
+    Replica,
 }
 
 #[derive(Args, Debug)]
@@ -694,6 +709,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             max_load: a.max_load,
             max_lag: a.max_lag,
             batch_time: a.batch_time,
+            read_from_replica: a.read_from == ReadFromArg::Replica,
             no_wait: a.no_wait,
             lock_timeout: {
                 let d = lock_timeout.unwrap_or(crate::lockwait::DEFAULT_TIMEOUT);

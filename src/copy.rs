@@ -37,6 +37,9 @@ pub struct CopyJob<'a> {
     pub batch_size: usize,
     pub progress: &'a Progress,
     pub stop: &'a StopFlag,
+    /// `--read-from replica`: pages are read from a replica of the source that has replayed
+    /// past capture's install point (src/replica_read.rs).
+    pub read_from_replica: bool,
 }
 
 impl CopyJob<'_> {
@@ -68,6 +71,24 @@ impl CopyJob<'_> {
             .shard(Side::To, &m.destination)
             .with_context(|| format!("shard {} is not connected", m.destination))?
             .clone();
+        // Capture is installed on every shard before any copy starts, so the primary's
+        // position taken now is past the install point.
+        let src = if self.read_from_replica {
+            let r = crate::replica_read::open(
+                &self.ctx.plan,
+                self.catalog,
+                self.job,
+                &m.id,
+                &src,
+                self.stop,
+            );
+            match r.await? {
+                Some(r) => r,
+                None => return Ok(Outcome::Stopped),
+            }
+        } else {
+            src
+        };
         let cursors = self.catalog.cursors(self.job, &m.id).await?;
         for t in &self.ctx.tables {
             let cur = cursors.iter().find(|c| c.table == t.name);

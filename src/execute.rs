@@ -59,6 +59,9 @@ pub struct JobOptions {
     /// `--batch-time` in milliseconds: copy batches adapt toward it (0 or absent: fixed).
     #[serde(default)]
     pub batch_time_ms: Option<u64>,
+    /// `--read-from replica`: the copy reads from replicas of the sources.
+    #[serde(default)]
+    pub read_from_replica: bool,
 }
 
 fn default_max_fence_ms() -> u64 {
@@ -244,6 +247,7 @@ impl Run<'_> {
             batch_size: self.options.batch_size,
             progress: &progress,
             stop: &either,
+            read_from_replica: self.options.read_from_replica,
         };
         let watcher = {
             let (stop, abort, either) = (self.stop.clone(), abort.clone(), either.clone());

@@ -33,6 +33,7 @@ pub mod plan_check;
 pub mod planner;
 pub mod preflight;
 pub mod progress;
+pub mod replica_read;
 pub mod retry;
 pub mod router;
 pub mod shard_url;

@@ -260,14 +260,7 @@ impl Probe {
             .iter()
             .filter_map(|b| {
                 let name = b.shard();
-                let mut urls: Vec<crate::shard_url::ShardUrl> = Vec::new();
-                for m in [&ctx.plan.from, &ctx.plan.to] {
-                    for u in m.replicas.get(name).into_iter().flatten() {
-                        if !urls.contains(u) {
-                            urls.push(u.clone());
-                        }
-                    }
-                }
+                let urls = crate::replica_read::replicas_of(&ctx.plan, name);
                 (!urls.is_empty()).then(|| ReplicaSet::new(name.to_string(), b.clone(), urls))
             })
             .collect();

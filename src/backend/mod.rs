@@ -21,6 +21,7 @@ pub mod closing;
 pub mod mysql;
 mod pg_copy;
 pub mod postgres;
+pub mod replication;
 mod sql;
 pub mod sqlite;
 pub mod sqlite_functions;
@@ -388,6 +389,17 @@ pub trait Backend: Send + Sync {
         move_id: &str,
         on: bool,
     ) -> Result<()>;
+
+    /// Where this server, as a primary, is in its replication stream now (PostgreSQL: the WAL
+    /// LSN; MariaDB: the binlog GTID position). None where there is no such thing (SQLite).
+    async fn position(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Whether this server, as a replica, has replayed past `pos` (a primary's `position`).
+    async fn replayed(&self, _pos: &str) -> Result<replication::Replayed> {
+        Ok(replication::Replayed::NotReplica)
+    }
 }
 
 /// Connects to a shard. The URL is resolved here (env: lookups, overrides) and never appears in

@@ -302,6 +302,14 @@ impl Backend for Mysql {
         &self.shard
     }
 
+    async fn position(&self) -> Result<Option<String>> {
+        super::replication::mysql_position(&self.shard, &self.pool).await
+    }
+
+    async fn replayed(&self, pos: &str) -> Result<super::replication::Replayed> {
+        super::replication::mysql_replayed(&self.shard, &self.pool, pos).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

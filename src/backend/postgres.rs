@@ -410,6 +410,14 @@ impl Backend for Postgres {
         &self.shard
     }
 
+    async fn position(&self) -> Result<Option<String>> {
+        super::replication::pg_position(&self.shard, &self.pool).await
+    }
+
+    async fn replayed(&self, pos: &str) -> Result<super::replication::Replayed> {
+        super::replication::pg_replayed(&self.shard, &self.pool, pos).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

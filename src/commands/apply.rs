@@ -44,6 +44,8 @@ pub struct ApplyOptions {
     pub max_lag: String,
     /// `--batch-time` as given (validated before any I/O; 0s: fixed batches).
     pub batch_time: String,
+    /// `--read-from replica`.
+    pub read_from_replica: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,12 @@ pub fn run(opts: ApplyOptions) -> i32 {
     }
     if let Err(e) = super::online::parse_duration("--max-fence", &opts.max_fence) {
         return super::report(e.into());
+    }
+    if opts.read_from_replica {
+        let p = crate::replica_read::check_plan(&plan, &opts.plan.display().to_string());
+        if !p.is_empty() {
+            return super::report(InputError::many(p).into());
+        }
     }
     if !opts.dry_run && !opts.yes && !std::io::stdin().is_terminal() {
         return super::report(
@@ -292,6 +300,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
                 as u64,
         )
         .filter(|ms| *ms > 0),
+        read_from_replica: opts.read_from_replica,
     };
     let tables: Vec<String> = ctx.tables.iter().map(|t| t.name.clone()).collect();
     catalog

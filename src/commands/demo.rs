@@ -466,6 +466,7 @@ fn apply_options(catalog_url: &str) -> ApplyOptions {
         max_load: None,
         max_lag: "5s".into(),
         batch_time: "500ms".into(),
+        read_from_replica: false,
     }
 }
 

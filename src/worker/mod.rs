@@ -351,6 +351,7 @@ impl Worker {
             batch_size: loaded.options.batch_size,
             progress: &progress,
             stop,
+            read_from_replica: loaded.options.read_from_replica,
         };
         let throttle = crate::throttle::Watching::start(
             &self.catalog,

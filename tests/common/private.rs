@@ -232,7 +232,7 @@ impl PrivatePostgres {
         let log = data.with_extension("log");
         let mut c = self.cmd("pg_ctl");
         c.arg("-D").arg(data).arg("-l").arg(&log).arg("-w").arg("-o").arg(format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_receiver_status_interval=1s",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_receiver_status_interval=1s -c shared_preload_libraries=pg_stat_statements",
             self.dir.path().display()
         ));
         c.arg("start");
