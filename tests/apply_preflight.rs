@@ -1,5 +1,6 @@
 //! What stops a job before anything is written: a stale plan, a missing table, a column type
-//! mismatch, rows already at a destination, no --yes without a terminal; and `--dry-run`,
+//! mismatch, rows already at a destination, no --yes without a terminal, `--read-from replica`
+//! without replicas; and `--dry-run`,
 //! which writes nothing anywhere.
 
 mod common;
@@ -200,6 +201,28 @@ fn no_yes_without_terminal(kind: Kind) {
     assert!(!c.catalog_path().exists());
 }
 
+/// `--read-from replica` needs a replica of every source in the plan, and SQLite has none: the
+/// job is refused before anything is read or written, naming the shard and what to do.
+fn read_from_replica_without_replicas(kind: Kind) {
+    let Some((c, _f, _t, plan)) = two_to_three(kind, "rfr", true) else {
+        return;
+    };
+    let before = c.snapshot();
+    let out = c.run(&["apply", &plan, "--yes", "--read-from", "replica"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("from.shards.s0: --read-from replica"), "{err}");
+    let why = if kind == Kind::Sqlite {
+        "an SQLite shard has no replica"
+    } else {
+        "lists no replicas"
+    };
+    assert!(err.contains(why), "{err}");
+    assert!(err.contains("--read-from primary"), "{err}");
+    assert!(!c.catalog_path().exists(), "created the catalog");
+    assert_eq!(c.snapshot(), before, "changed a shard");
+}
+
 macro_rules! per_backend {
     ($($name:ident),*) => {
         mod sqlite { use super::*; $(#[test] fn $name() { super::$name(Kind::Sqlite) })* }
@@ -213,7 +236,8 @@ per_backend!(
     stale_plan_is_refused,
     missing_table_and_type_mismatch_at_once,
     rows_already_at_destination,
-    no_yes_without_terminal
+    no_yes_without_terminal,
+    read_from_replica_without_replicas
 );
 
 /// `apply --format` says what `--dry-run` prints; given without `--dry-run` it was silently
