@@ -166,6 +166,8 @@ impl Online<'_> {
             },
             stop: None,
             progress: None,
+            // Nothing is fenced yet: the passes wait on the job's throttle.
+            paced: true,
         };
         for m in &self.moves {
             let mut persistent: Option<BTreeSet<(String, String, String)>> = None;

@@ -603,8 +603,11 @@ pub struct VerifyArgs {
     /// Primary keys listed per kind of difference and table
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max_listed: usize,
+    /// Paces the comparison to spare the shards: at most N source rows read per second (the
+    /// job's own cap does not apply to this command; default: no cap)
+    #[arg(long, value_name = "N")]
+    pub max_rows_per_sec: Option<u64>,
     /// How to show rows compared so far (on stderr): bars on a terminal, else a line every 2 s
-    /// How progress is shown, always on stderr (stdout keeps the results)
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
 }
@@ -745,6 +748,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             chunk_rows: a.chunk_rows,
             chunk_ms: a.chunk_ms,
             max_listed: a.max_listed,
+            max_rows_per_sec: a.max_rows_per_sec,
             progress: a.progress.into(),
         }),
         Command::Complete(a) => online::run(online::Action::Complete, job(a.into(), lock_timeout)),

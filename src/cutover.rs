@@ -283,7 +283,11 @@ impl Online<'_> {
             verify::Scope::Full
         };
         let fresh = !passed && self.pass_is_new(mi).await?;
-        let v = self.verifier();
+        // Before the fence the passes wait on the job's throttle, like the copy.
+        let v = verify::Verifier {
+            paced: true,
+            ..self.verifier()
+        };
         crate::signals::or_hard_stop(verify::verify_move(&v, &self.moves[mi], scope)).await?;
         if fresh || passed {
             touched.clear();
@@ -480,6 +484,7 @@ impl Online<'_> {
             },
             stop: None,
             progress: None,
+            paced: false,
         }
     }
 

@@ -61,7 +61,8 @@ fn event_details(c: &Cluster, job: &str) -> Vec<String> {
 }
 
 /// 20,000 rows at 2,000 rows/s: each page is charged before it is read, so the copy takes at
-/// least 10 s whatever the batch sizes.
+/// least 10 s whatever the batch sizes; the full verification before the fence reads them
+/// again under the same cap, 10 s more.
 async fn rate_cap_paces_the_copy(kind: Kind) {
     let Some((c, plan)) = setup(kind, "thr") else {
         return;
@@ -85,8 +86,8 @@ async fn rate_cap_paces_the_copy(kind: Kind) {
     let took = started.elapsed();
     assert!(out.status.success(), "apply: {}", stderr(&out));
     assert!(
-        took >= Duration::from_secs(9),
-        "20,000 rows at 2,000 rows/s in {took:?}"
+        took >= Duration::from_secs(19),
+        "20,000 rows copied and verified at 2,000 rows/s in {took:?}"
     );
     let job = job_id(&out).expect("job id");
     assert!(
@@ -184,6 +185,43 @@ async fn throttle_refuses_a_finished_job(kind: Kind) {
         stderr(&out).contains("nothing left to throttle"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// `verify --max-rows-per-sec` paces the comparison: 20,000 source rows at 5,000 rows/s take
+/// at least 4 s (each chunk is charged before the next is read), and the verdict stands.
+async fn verify_paces_its_reads(kind: Kind) {
+    let Some((c, plan)) = setup(kind, "thv") else {
+        return;
+    };
+    let out = run(&c, &["apply", &plan, "--yes", "--progress", "plain"]).await;
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let job = job_id(&out).expect("job id");
+    let out = run(&c, &["verify", &job, "--max-rows-per-sec", "0"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-rows-per-sec"),
+        "{}",
+        stderr(&out)
+    );
+    let started = Instant::now();
+    let out = run(
+        &c,
+        &[
+            "verify",
+            &job,
+            "--max-rows-per-sec",
+            "5000",
+            "--progress",
+            "plain",
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(out.status.success(), "verify: {}", stderr(&out));
+    assert!(
+        took >= Duration::from_millis(3800),
+        "20,000 rows verified at 5,000 rows/s in {took:?}"
     );
 }
 
@@ -491,6 +529,7 @@ per_backend_async!(
     rate_cap_paces_the_copy,
     throttle_changes_a_running_job,
     throttle_refuses_a_finished_job,
+    verify_paces_its_reads,
     workers_share_the_cap,
     batch_time_sizes_the_batches,
     throttled_under_the_writer

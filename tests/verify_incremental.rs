@@ -71,6 +71,7 @@ async fn touched_scope_recomputes_only_touched_chunks() {
         },
         stop: None,
         progress: None,
+        paced: false,
     };
     let mv = &plan.moves[0];
     let r = verify::verify_move(&v, mv, Scope::Full).await.unwrap();

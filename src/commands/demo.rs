@@ -535,6 +535,7 @@ async fn settle_verify_complete(
             options: verify::Options::default(),
             stop: Some(stop),
             progress: None,
+            paced: false,
         };
         let started = Instant::now();
         let mut reports = Vec::new();

@@ -1,4 +1,4 @@
-//! `reshard verify JOB [--move ID] [--repair] [--audit] [--format text|json]`.
+//! `reshard verify JOB [--move ID] [--repair] [--audit] [--max-rows-per-sec N] [--format text|json]`.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +27,8 @@ pub struct VerifyOptions {
     pub chunk_rows: Option<usize>,
     pub chunk_ms: u64,
     pub max_listed: usize,
+    /// The rate cap of this command's reads (None: none).
+    pub max_rows_per_sec: Option<u64>,
     pub progress: super::ProgressMode,
 }
 
@@ -59,6 +61,9 @@ pub fn run(opts: VerifyOptions) -> i32 {
             BTreeMap::new()
         }
     };
+    if opts.max_rows_per_sec == Some(0) {
+        problems.push("--max-rows-per-sec: must be at least 1 (leave it out for no cap)".into());
+    }
     if opts.chunk_rows == Some(0) {
         problems.push("--chunk-rows: must be at least 1".into());
     }
@@ -156,6 +161,8 @@ async fn verify_job(opts: VerifyOptions, expect: BTreeMap<String, u64>) -> Resul
             })
             .collect(),
     );
+    // This process's throttle of the job is its own: a running apply's cap stays with it.
+    crate::throttle::for_job(&job.id).set_rate(opts.max_rows_per_sec);
     let v = Verifier {
         ctx: &ctx,
         catalog: &catalog,
@@ -163,6 +170,7 @@ async fn verify_job(opts: VerifyOptions, expect: BTreeMap<String, u64>) -> Resul
         options,
         stop: Some(&stop),
         progress: Some(&progress),
+        paced: opts.max_rows_per_sec.is_some(),
     };
     let mut reports = Vec::new();
     let mut bad = Vec::new();

@@ -110,6 +110,10 @@ pub struct Verifier<'a> {
     pub stop: Option<&'a StopFlag>,
     /// Told the source rows of every chunk recorded by a full pass (`reshard verify` shows it).
     pub progress: Option<&'a crate::progress::Progress>,
+    /// Each chunk's source rows are charged to the job's throttle in this process (its rate
+    /// cap, and the load and lag holds), and the next chunk waits on it. False under a fence,
+    /// which never waits on a throttle.
+    pub paced: bool,
 }
 
 /// Verifies one move (every table), records progress and the report in the catalog, and
@@ -378,6 +382,7 @@ async fn full_pass(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>) -> Result<Wor
             p.add_rows(&m.id, c.src_rows as u64);
         }
         failpoint::hit("verify_chunk");
+        pace(v, c.src_rows).await;
         work.add(reread);
         no += 1;
         if ch.last.is_none() {
@@ -496,7 +501,16 @@ async fn recompute(v: &Verifier<'_>, m: &Move, tj: &Arc<TableJob>, c: &ChunkRow)
         .verify_record_chunk(v.job, &m.id, &tj.table, &nc, false, k)
         .await?;
     failpoint::hit("verify_chunk");
+    pace(v, nc.src_rows).await;
     Ok(reread)
+}
+
+async fn pace(v: &Verifier<'_>, rows: i64) {
+    if v.paced {
+        crate::throttle::for_job(v.job)
+            .pace(rows.max(0) as u64, v.stop)
+            .await;
+    }
 }
 
 /// Recomputes the chunks holding `pks`; falls back to the full pass when none is finished.
