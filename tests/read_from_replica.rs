@@ -2,7 +2,8 @@
 //! with a streaming replica, and two MariaDB servers over a GTID channel. Replay is stopped
 //! before the job starts, so the replica has not seen capture's install: the copy must wait,
 //! reading nothing from it. Once replay runs again the copy reads every page from the replica
-//! and none from the primary, the job completes under a live writer, and nothing is lost.
+//! and none from the primary, through a kill -9 in the middle of the copy and the resume; the
+//! job completes under a live writer, and nothing is lost.
 //!
 //! Copy pages are told from every other read by their size: the harness fixes batches
 //! (`RESHARD_BATCH_TIME=0s`), so each copy page is `... LIMIT 113`, a size no verification
@@ -89,6 +90,9 @@ async fn copy_reads_the_replica(c: &Cluster, s: Servers<'_>) {
             PAGE,
             "--max-lag",
             "0s",
+            // Slow enough for a kill -9 in the middle of the copy.
+            "--max-rows-per-sec",
+            "1500",
             "--complete",
         ],
     );
@@ -123,7 +127,27 @@ async fn copy_reads_the_replica(c: &Cluster, s: Servers<'_>) {
         "read the replica before it replayed the install"
     );
     (s.start_replay)();
-    let out = wait_ok(apply, Duration::from_secs(180)).await;
+    // kill -9 while the copy reads the replica: the resumed run takes a fresh position and
+    // reads the replica again, once it is past it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(c, &job).await["rows_copied"].as_u64().unwrap_or(0) < 500 {
+        assert!(Instant::now() < deadline, "the copy never began");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply.kill().expect("kill -9");
+    apply.wait().expect("reaped");
+    let copied = status(c, &job).await["rows_copied"].as_u64().unwrap_or(0);
+    assert!(
+        copied < (USERS * 3) as u64,
+        "the copy ended before the kill: {copied}"
+    );
+    let resumed = c
+        .cmd(&["resume", &job, "--progress", "plain"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("resume");
+    let out = wait_ok(resumed, Duration::from_secs(180)).await;
     assert_eq!(
         status(c, &job).await["state"],
         "completed",
@@ -141,7 +165,17 @@ async fn copy_reads_the_replica(c: &Cluster, s: Servers<'_>) {
     assert!(replica_reads >= 20, "{replica_reads} pages at the replica");
     let o = c.run(&["log", &job]);
     let log = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(log.contains("replica_read"), "{log}");
+    // Both runs read the replica: the killed one, and the resumed one after the takeover.
+    let (before, after) = log
+        .split_once("taken over from")
+        .expect("the resume took over");
+    assert!(before.contains("replica_read"), "{log}");
+    assert!(after.contains("replica_read"), "{log}");
+    let moves = log.lines().filter(|l| l.contains("replica_read"));
+    let mut read: Vec<&str> = moves.filter_map(|l| l.split_whitespace().nth(1)).collect();
+    read.sort();
+    read.dedup();
+    assert_eq!(read, ["m1", "m2", "m3", "m4"], "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
