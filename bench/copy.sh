@@ -5,7 +5,7 @@
 set -euo pipefail
 kind=$1; n=${2:-1000000}; batch=${3:-1000}
 bin=${RESHARD_BIN:-${CARGO_TARGET_DIR:-target}/release/reshard}
-dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+dir=$(mktemp -d); [ -n "${KEEP:-}" ] && echo "kept: $dir" || trap 'rm -rf "$dir"' EXIT
 ddl_pg="CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, score double precision)"
 case $kind in
   sqlite)
@@ -29,7 +29,7 @@ map() { # shard url
 map a "$a" > "$dir/old.json"; map b "$b" > "$dir/new.json"
 "$bin" plan --from "$dir/old.json" --to "$dir/new.json" -o "$dir/plan.json" > /dev/null
 start=$(date +%s.%N)
-/usr/bin/time -v "$bin" apply "$dir/plan.json" --yes --catalog "sqlite://$dir/cat.db" \
+${PERF:-} /usr/bin/time -v "$bin" apply "$dir/plan.json" --yes --catalog "sqlite://$dir/cat.db" \
   --batch-size "$batch" --progress plain 2> "$dir/time.txt" > /dev/null || { cat "$dir/time.txt"; exit 1; }
 end=$(date +%s.%N)
 rss=$(awk -F': ' '/Maximum resident/ {print $2}' "$dir/time.txt")

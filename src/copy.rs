@@ -224,7 +224,7 @@ impl CopyJob<'_> {
                         &format!("{}: writing {}", m.destination, schema.name),
                         // Quiet: the destination's capture is for reverse sync after the flip,
                         // not for reshard's own copy.
-                        || dst.write_quiet(schema, &kept, &[]),
+                        || dst.insert_new_quiet(schema, &kept),
                     )
                     .await?;
                 }

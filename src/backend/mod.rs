@@ -20,6 +20,7 @@ use crate::verify::canonical::{encode_ref, encode_value, Class, ValueRef};
 pub mod closing;
 pub mod mysql;
 mod pg_copy;
+mod pg_copy_in;
 pub mod postgres;
 pub mod replication;
 mod sql;
@@ -358,6 +359,14 @@ pub trait Backend: Send + Sync {
     /// The current rows with these primary keys, columns in schema order; absent keys are
     /// left out. Catch-up re-reads rows through this instead of trusting logged images.
     async fn fetch(&self, schema: &TableSchema, pks: &[PkValues]) -> Result<Vec<Vec<Value>>>;
+
+    /// The copy's write of a batch the destination is expected not to hold yet: quiet like
+    /// [`Backend::write_quiet`], through the backend's bulk path where it has one, and
+    /// through the upsert when some row is there after all (a batch a killed run wrote but
+    /// did not record), so that the result is always the upsert's.
+    async fn insert_new_quiet(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<()> {
+        self.write_quiet(schema, rows, &[]).await
+    }
 
     /// reshard's own write (copy, catch-up, reverse sync, cleanup): upserts then deletes in one
     /// transaction that the capture triggers do not record and the guards let through.

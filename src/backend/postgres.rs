@@ -34,6 +34,9 @@ const D: Dialect = Dialect::Postgres;
 pub struct Postgres {
     shard: String,
     pool: PgPool,
+    /// Whether this role may set `session_replication_role` (src/backend/pg_copy_in.rs),
+    /// asked once.
+    replica_role: tokio::sync::OnceCell<bool>,
 }
 
 pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
@@ -66,6 +69,7 @@ pub async fn connect(shard: &str, url: &str) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(Postgres {
         shard: shard.to_string(),
         pool,
+        replica_role: tokio::sync::OnceCell::new(),
     }))
 }
 
@@ -158,7 +162,7 @@ fn decode(row: &PgRow, i: usize, w: Wire) -> Result<Value> {
 }
 
 /// The PostgreSQL text form of a value, cast back to the column type when written.
-fn text_form(v: &Value) -> Option<String> {
+pub(super) fn text_form(v: &Value) -> Option<String> {
     use std::fmt::Write;
     match v {
         Value::Null => None,
@@ -738,6 +742,25 @@ impl Backend for Postgres {
             })
             .collect::<Result<_>>()
             .with_context(|| self.ctx("read", &schema.name))
+    }
+
+    async fn insert_new_quiet(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let role = self
+            .replica_role
+            .get_or_try_init(|| super::pg_copy_in::may_skip_triggers(&self.pool))
+            .await
+            .with_context(|| format!("shard {}: reading the role's privileges", self.shard))?;
+        match super::pg_copy_in::insert_quiet(&self.pool, schema, rows, *role).await {
+            Ok(_) => Ok(()),
+            // Rows a killed run wrote and did not record (src/backend/pg_copy_in.rs).
+            Err(e) if super::pg_copy_in::is_unique_violation(&e) => {
+                self.write_quiet(schema, rows, &[]).await
+            }
+            Err(e) => Err(e).with_context(|| self.ctx("copy into", &schema.name)),
+        }
     }
 
     async fn write_quiet(
