@@ -200,6 +200,9 @@ pub struct Report {
     /// (destination shard, table) to create with --create-tables.
     pub missing: Vec<(String, String)>,
     pub counts: Vec<MoveCount>,
+    /// Rows per (source shard, table), counted in the same pass as the moves: what the audit
+    /// records at job start for these shards, so that they are not counted twice.
+    pub shard_rows: BTreeMap<(String, String), u64>,
 }
 
 pub struct Checks {
@@ -286,23 +289,51 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
     if !rep.problems.is_empty() {
         return rep;
     }
-    // Counting reads every key once; only worth it when the definitions are right.
-    for m in &ctx.plan.moves {
+    // Counting reads every key once; only worth it when the definitions are right. One pass
+    // per source shard and table counts all of its moves and its total (issue 16: the moves
+    // of a hash map each scanned the whole shard, and the audit's count scanned it again).
+    let mut sources: Vec<&str> = ctx.plan.moves.iter().map(|m| m.source.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    for source in sources {
+        let moves: Vec<&Move> = ctx
+            .plan
+            .moves
+            .iter()
+            .filter(|m| m.source == source)
+            .collect();
         // A read like any other: a dropped connection is retried, not reported as a problem.
-        let counted = crate::retry::retry(&format!("move {}: counting rows", m.id), || {
-            count_move(ctx, m, checks.allow_existing)
+        let counted = crate::retry::retry(&format!("shard {source}: counting rows"), || {
+            count_source(ctx, source, &moves)
         })
         .await;
         match counted {
-            Ok((count, mut problems)) => {
-                rep.counts.push(count);
+            Ok((counts, totals, mut problems)) => {
+                rep.counts.extend(counts);
+                rep.shard_rows.extend(totals);
                 rep.problems.append(&mut problems);
             }
             Err(e) => rep
                 .problems
-                .push(format!("move {}: counting rows: {e:#}", m.id)),
+                .push(format!("shard {source}: counting rows: {e:#}")),
         }
     }
+    for m in &ctx.plan.moves {
+        let found = crate::retry::retry(&format!("move {}: looking for its keys", m.id), || {
+            existing_at_destination(ctx, m, checks.allow_existing)
+        })
+        .await;
+        match found {
+            Ok(mut problems) => rep.problems.append(&mut problems),
+            Err(e) => rep.problems.push(format!(
+                "move {}: looking for its keys at {}: {e:#}",
+                m.id, m.destination
+            )),
+        }
+    }
+    // In plan order, as before.
+    let order = |id: &str| ctx.plan.moves.iter().position(|m| m.id == id);
+    rep.counts.sort_by_key(|c| order(&c.id));
     rep
 }
 
@@ -356,77 +387,108 @@ fn null_word(nullable: bool) -> &'static str {
     }
 }
 
-/// Rows and bytes the move will copy, and rows of its keys already at the destination.
-async fn count_move(
+/// Source totals per (shard, table).
+type Totals = BTreeMap<(String, String), u64>;
+
+/// One pass over each table of `source` (every key): the rows and bytes each of its `moves`
+/// will copy, the table's total, and the rows whose key the maps cannot route.
+async fn count_source(
     ctx: &Context,
-    m: &Move,
-    allow_existing: bool,
-) -> Result<(MoveCount, Vec<String>)> {
-    let filter = key_filter(&m.segments);
-    let (si, di) = ctx.move_indices(m);
-    let mut count = MoveCount {
-        id: m.id.clone(),
-        source: m.source.clone(),
-        destination: m.destination.clone(),
-        ..Default::default()
+    source: &str,
+    moves: &[&Move],
+) -> Result<(Vec<MoveCount>, Totals, Vec<String>)> {
+    let mut counts: Vec<MoveCount> = moves
+        .iter()
+        .map(|m| MoveCount {
+            id: m.id.clone(),
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let (mut totals, mut problems) = (Totals::new(), Vec::new());
+    let Some(src) = ctx.shard(Side::From, source) else {
+        return Ok((counts, totals, problems));
     };
-    let mut problems = Vec::new();
-    let (Some(src), Some(dst)) = (
-        ctx.shard(Side::From, &m.source),
-        ctx.shard(Side::To, &m.destination),
-    ) else {
-        return Ok((count, problems));
-    };
+    let indices: Vec<(usize, usize)> = moves.iter().map(|m| ctx.move_indices(m)).collect();
     for t in &ctx.tables {
-        let Some(schema) = ctx.schema(Side::From, &m.source, &t.name) else {
+        let Some(schema) = ctx.schema(Side::From, source, &t.name) else {
             continue;
         };
-        let mut unroutable = 0u64;
-        let (mut rows, mut bytes, mut scanned) = (0u64, 0u64, 0u64);
-        src.key_counts(schema, &t.key, &filter, &mut |k, n, b| {
-            scanned += n;
+        let (mut total, mut unroutable) = (0u64, 0u64);
+        let mut per: Vec<(u64, u64)> = vec![(0, 0); moves.len()];
+        src.key_counts(schema, &t.key, &KeyFilter::All, &mut |k, n, b| {
+            total += n;
             match (ctx.from.owner_index(&k), ctx.to.owner_index(&k)) {
-                (Ok(s), Ok(d)) if s == si && d == di => {
-                    rows += n;
-                    bytes += b;
+                (Ok(s), Ok(d)) => {
+                    if let Some(j) = indices.iter().position(|&ix| ix == (s, d)) {
+                        per[j].0 += n;
+                        per[j].1 += b;
+                    }
                 }
-                (Ok(_), Ok(_)) => {}
                 _ => unroutable += n,
             }
         })
         .await?;
         if unroutable > 0 {
             problems.push(format!(
-                "shard {}: table {}: {unroutable} rows have a {} the maps cannot route",
-                m.source, t.name, t.key
+                "shard {source}: table {}: {unroutable} rows have a {} the maps cannot route",
+                t.name, t.key
             ));
         }
-        count.rows += rows;
-        count.bytes += bytes;
-        count.rows_scanned += scanned;
-        if let Some(dschema) = ctx.schema(Side::To, &m.destination, &t.name) {
-            let mut existing = 0u64;
-            dst.key_counts(dschema, &t.key, &filter, &mut |k, n, _| {
-                if let (Ok(s), Ok(d)) = (ctx.from.owner_index(&k), ctx.to.owner_index(&k)) {
-                    if s == si && d == di {
-                        existing += n;
-                    }
+        for (j, m) in moves.iter().enumerate() {
+            let c = &mut counts[j];
+            c.rows += per[j].0;
+            c.bytes += per[j].1;
+            // What the copy's SQL filter admits: the move's rows when the filter is exact
+            // (ranges, identity residues), the whole table when there is none.
+            c.rows_scanned += match key_filter(&m.segments) {
+                KeyFilter::All => total,
+                _ => per[j].0,
+            };
+        }
+        totals.insert((source.to_string(), t.name.clone()), total);
+    }
+    Ok((counts, totals, problems))
+}
+
+/// Rows of the move's keys already at its destination: a problem unless `allow_existing`.
+async fn existing_at_destination(
+    ctx: &Context,
+    m: &Move,
+    allow_existing: bool,
+) -> Result<Vec<String>> {
+    let filter = key_filter(&m.segments);
+    let (si, di) = ctx.move_indices(m);
+    let mut problems = Vec::new();
+    let Some(dst) = ctx.shard(Side::To, &m.destination) else {
+        return Ok(problems);
+    };
+    for t in &ctx.tables {
+        let Some(dschema) = ctx.schema(Side::To, &m.destination, &t.name) else {
+            continue;
+        };
+        let mut existing = 0u64;
+        dst.key_counts(dschema, &t.key, &filter, &mut |k, n, _| {
+            if let (Ok(s), Ok(d)) = (ctx.from.owner_index(&k), ctx.to.owner_index(&k)) {
+                if s == si && d == di {
+                    existing += n;
                 }
-            })
-            .await?;
-            if existing > 0 && !allow_existing {
-                problems.push(format!(
-                    "move {}: shard {} already holds {existing} rows of table {} whose keys move \
-                     there from {}; no job in flight copied them (apply refuses to start while a \
-                     job on the catalog is unfinished), so they were written outside reshard or \
-                     by a job of another catalog: clean them up, or pass --allow-existing to \
-                     overwrite them",
-                    m.id, m.destination, t.name, m.source
-                ));
             }
+        })
+        .await?;
+        if existing > 0 && !allow_existing {
+            problems.push(format!(
+                "move {}: shard {} already holds {existing} rows of table {} whose keys move \
+                 there from {}; no job in flight copied them (apply refuses to start while a \
+                 job on the catalog is unfinished), so they were written outside reshard or \
+                 by a job of another catalog: clean them up, or pass --allow-existing to \
+                 overwrite them",
+                m.id, m.destination, t.name, m.source
+            ));
         }
     }
-    Ok((count, problems))
+    Ok(problems)
 }
 
 /// Rows per second of one measured batch read at the first move's source (None when there is

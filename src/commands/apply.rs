@@ -275,7 +275,7 @@ pub async fn start_job(plan: Plan, opts: &ApplyOptions) -> Result<String> {
     // recorded with it: a job whose counts a crash lost let an audit pass a cluster that had
     // lost a row. Retried like every read.
     let row_counts = crate::retry::retry("counting rows for the audit", || {
-        crate::verify::audit::count_rows(&plan)
+        crate::verify::audit::count_rows(&plan, &rep.shard_rows)
     })
     .await?;
     let stop = crate::signals::install().context("installing signal handlers")?;

@@ -102,12 +102,23 @@ fn key_json(k: &Key) -> serde_json::Value {
 }
 
 /// Rows per table across the databases of `plan.from`: recorded when a job is created, and
-/// what the audit expects afterwards for a job without concurrent writes.
-pub async fn count_rows(plan: &Plan) -> Result<Vec<(String, u64)>> {
-    let dbs = connect_all(&[&plan.from]).await?;
+/// what the audit expects afterwards for a job without concurrent writes. `known`: counts per
+/// (shard, table) already taken (preflight's), used instead of counting those shards again.
+pub async fn count_rows(
+    plan: &Plan,
+    known: &BTreeMap<(String, String), u64>,
+) -> Result<Vec<(String, u64)>> {
+    let counted = |name: &str| known.keys().any(|(s, _)| s == name);
+    let mut from = plan.from.clone();
+    from.shards.retain(|name, _| !counted(name));
+    let dbs = connect_all(&[&from]).await?;
     let mut out = Vec::new();
     for t in &plan.from.tables {
-        let mut total = 0u64;
+        let mut total: u64 = known
+            .iter()
+            .filter(|((_, table), _)| *table == t.name)
+            .map(|(_, n)| n)
+            .sum();
         for (_, _, b) in &dbs {
             let Some(schema) = crate::retry::describe(b.as_ref(), &t.name).await? else {
                 continue;
