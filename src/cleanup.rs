@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{Context as _, Result};
 
-use crate::backend::{PkValues, Value};
+use crate::backend::{PkValues, TableSchema, Value};
 use crate::capture::Online;
 use crate::error::Stop;
 use crate::job::JobState;
@@ -13,7 +13,18 @@ use crate::preflight::{key_filter, Side};
 use crate::retry::retry;
 use crate::verify;
 
-const CLEANUP_BATCH: usize = 1000;
+/// Rows deleted per transaction (and per recorded cursor) by `complete` and `cancel`.
+/// 10,000: with 1,000, the catalog record per batch took a third of the time.
+const CLEANUP_BATCH: usize = 10_000;
+
+/// `schema` narrowed to its primary-key columns and the shard key, in table order.
+fn key_columns(schema: &TableSchema, key: &str) -> TableSchema {
+    let mut out = schema.clone();
+    out.columns
+        .retain(|c| c.name == key || schema.primary_key.contains(&c.name));
+    out.indexes.clear();
+    out
+}
 
 /// Full verification passes `complete` runs at most per move before it calls a difference
 /// real (see [`Online::verify_before_delete`]).
@@ -87,14 +98,17 @@ impl Online<'_> {
                     .ctx
                     .schema(Side::From, &m.source, &t.name)
                     .with_context(|| format!("shard {}: {} not described", m.source, t.name))?;
-                let pk_i: Vec<usize> = schema
+                // Only the primary key and the shard key are read: the rest of a row is not
+                // needed to delete it.
+                let keys = key_columns(schema, &t.key);
+                let pk_i: Vec<usize> = keys
                     .primary_key
                     .iter()
-                    .filter_map(|c| schema.column_index(c))
+                    .filter_map(|c| keys.column_index(c))
                     .collect();
                 loop {
                     let batch = retry(&format!("{}: reading {}", m.source, t.name), || {
-                        src.read_batch(schema, &t.key, after.as_ref(), &filter, CLEANUP_BATCH)
+                        src.read_batch(&keys, &t.key, after.as_ref(), &filter, CLEANUP_BATCH)
                     })
                     .await?;
                     let mut gone = Vec::new();
@@ -272,15 +286,16 @@ impl Online<'_> {
                 let Some(schema) = self.ctx.schema(Side::To, &m.destination, &t.name) else {
                     continue;
                 };
-                let pk_i: Vec<usize> = schema
+                let keys = key_columns(schema, &t.key);
+                let pk_i: Vec<usize> = keys
                     .primary_key
                     .iter()
-                    .filter_map(|c| schema.column_index(c))
+                    .filter_map(|c| keys.column_index(c))
                     .collect();
                 let mut after: Option<PkValues> = None;
                 loop {
                     let batch = retry(&format!("{}: reading {}", m.destination, t.name), || {
-                        dst.read_batch(schema, &t.key, after.as_ref(), &filter, CLEANUP_BATCH)
+                        dst.read_batch(&keys, &t.key, after.as_ref(), &filter, CLEANUP_BATCH)
                     })
                     .await?;
                     let gone: Vec<Vec<Value>> = batch

@@ -258,6 +258,7 @@ impl CopyJob<'_> {
             // Read each batch: `reshard throttle --batch-time` changes it while the job runs.
             if let Some(target) = throttle.batch_time() {
                 size = crate::batch_size::next(asked, took, target);
+                size = crate::batch_size::cap_bytes(size, batch.bytes, read);
                 if crate::batch_size::worth_telling(told, size) {
                     told = size;
                     self.tell_size(m, &schema.name, size, asked, took, target)
