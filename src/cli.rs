@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 
+mod job_args;
+pub use job_args::{CancelArgs, RollbackArgs, SyncArgs};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "reshard",
@@ -49,11 +52,11 @@ pub enum Command {
     /// Finish a job whose moves have all flipped: delete old copies, drop capture, switch the map
     Complete(CompleteArgs),
     /// Flip a job's flipped moves back to their old owners (fenced, nothing lost)
-    Rollback(JobArgs),
+    Rollback(RollbackArgs),
     /// Undo a job before any flip: remove triggers and logs, copied rows and created tables
-    Cancel(JobArgs),
+    Cancel(CancelArgs),
     /// Keep reverse sync (new owners -> old owners) running until Ctrl-C
-    Sync(JobArgs),
+    Sync(SyncArgs),
     /// Pause a job that is copying or cutting over, at its next safe point (resume continues it)
     Pause(PauseArgs),
     /// Cut over a job started with `apply --switch manual`, which has been catching up
@@ -159,33 +162,6 @@ pub struct SwitchArgs {
     /// Return once the request is recorded, without waiting for the flips
     #[arg(long)]
     pub no_wait: bool,
-}
-
-#[derive(Args, Debug)]
-#[command(
-    after_help = "See docs/online.md for the lifecycle: apply -> dual_write -> complete, \
-    or rollback/cancel."
-)]
-pub struct JobArgs {
-    /// The job (default: the catalog's unfinished job; there is at most one)
-    pub job: Option<String>,
-    #[command(flatten)]
-    pub catalog: CatalogArg,
-    /// Longest time a move's keys stay fenced during a rollback (with a unit: 2s, 500ms, 1m)
-    #[arg(long, default_value = "2s", value_name = "DURATION")]
-    pub max_fence: String,
-    /// Only this move (rollback)
-    #[arg(long = "move", value_name = "ID")]
-    pub move_id: Option<String>,
-    /// When a `reshard worker` (or `reshard sync`) serves the job, record the request for it
-    /// and return at once instead of waiting until it is carried out (rollback, cancel)
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Longest wait for a table lock by each statement that installs or removes triggers,
-    /// logs and guards, or sets a fence (with a unit: 1s, 500ms); see `reshard apply --help`.
-    /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
-    #[arg(long, value_name = "DURATION")]
-    pub lock_timeout: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -612,20 +588,6 @@ pub struct VerifyArgs {
     pub progress: ProgressArg,
 }
 
-impl From<JobArgs> for commands::online::JobOptions {
-    fn from(a: JobArgs) -> Self {
-        commands::online::JobOptions {
-            job: a.job,
-            catalog: a.catalog.catalog,
-            max_fence: a.max_fence,
-            move_id: a.move_id,
-            verify: true,
-            lock_timeout: None,
-            no_wait: a.no_wait,
-        }
-    }
-}
-
 impl From<FormatArg> for commands::Format {
     fn from(f: FormatArg) -> Self {
         match f {
@@ -654,7 +616,9 @@ fn lock_timeout(command: &Command) -> Result<Option<std::time::Duration>, i32> {
         Command::Apply(a) => Some(&a.lock_timeout),
         Command::Resume(a) => a.lock_timeout.as_ref(),
         Command::Complete(a) => a.lock_timeout.as_ref(),
-        Command::Rollback(a) | Command::Cancel(a) | Command::Sync(a) => a.lock_timeout.as_ref(),
+        Command::Rollback(a) => a.lock_timeout.as_ref(),
+        Command::Cancel(a) => a.lock_timeout.as_ref(),
+        Command::Sync(a) => a.lock_timeout.as_ref(),
         _ => None,
     };
     given
