@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{Context as _, Result};
 
-use crate::backend::{PkValues, TableSchema, Value};
+use crate::backend::{Backend, PkValues, TableSchema};
 use crate::capture::Online;
 use crate::error::Stop;
 use crate::job::JobState;
@@ -81,7 +81,6 @@ impl Online<'_> {
         crate::failpoint::hit("complete_capture_removed");
         for (mi, m) in self.moves.iter().enumerate() {
             let src = self.backend(Side::From, &m.source)?;
-            let filter = key_filter(&m.segments);
             for t in &self.ctx.tables {
                 let cur = self
                     .catalog
@@ -90,7 +89,7 @@ impl Online<'_> {
                 if cur.as_ref().is_some_and(|c| c.1) {
                     continue;
                 }
-                let mut after: Option<PkValues> = match cur.and_then(|c| c.0) {
+                let after: Option<PkValues> = match cur.and_then(|c| c.0) {
                     Some(j) => Some(serde_json::from_str(&j).context("cleanup cursor")?),
                     None => None,
                 };
@@ -98,50 +97,24 @@ impl Online<'_> {
                     .ctx
                     .schema(Side::From, &m.source, &t.name)
                     .with_context(|| format!("shard {}: {} not described", m.source, t.name))?;
-                // Only the primary key and the shard key are read: the rest of a row is not
-                // needed to delete it.
-                let keys = key_columns(schema, &t.key);
-                let pk_i: Vec<usize> = keys
-                    .primary_key
-                    .iter()
-                    .filter_map(|c| keys.column_index(c))
-                    .collect();
-                loop {
-                    let batch = retry(&format!("{}: reading {}", m.source, t.name), || {
-                        src.read_batch(&keys, &t.key, after.as_ref(), &filter, CLEANUP_BATCH)
-                    })
-                    .await?;
-                    let mut gone = Vec::new();
-                    for (row, k) in batch.rows.iter().zip(&batch.keys) {
-                        if self.move_of(k)? == Some(mi) {
-                            gone.push(pk_i.iter().map(|&i| row[i].clone()).collect::<Vec<_>>());
-                        }
-                    }
-                    retry(&format!("{}: deleting moved rows", m.source), || {
-                        src.write_quiet(schema, &[], &gone)
-                    })
-                    .await?;
+                let target = Target {
+                    mi,
+                    shard: &m.source,
+                    backend: src.as_ref(),
+                    schema,
+                    key: &t.key,
+                };
+                self.delete_moved(&target, after, async |cursor, done, n| {
                     crate::failpoint::hit("cleanup_batch");
-                    let done = batch.rows.len() < CLEANUP_BATCH;
-                    let cursor = match &batch.last {
+                    let cursor = match cursor {
                         Some(l) => Some(serde_json::to_string(l)?),
                         None => None,
                     };
                     self.catalog
-                        .record_cleanup(
-                            self.job,
-                            &m.id,
-                            &t.name,
-                            cursor.as_deref(),
-                            done,
-                            gone.len() as u64,
-                        )
-                        .await?;
-                    if done {
-                        break;
-                    }
-                    after = batch.last;
-                }
+                        .record_cleanup(self.job, &m.id, &t.name, cursor.as_deref(), done, n)
+                        .await
+                })
+                .await?;
             }
         }
         // Old owners keep their guards (fence rows up); shards that are only new owners
@@ -278,7 +251,6 @@ impl Online<'_> {
         let created: HashSet<(String, String)> = created.iter().cloned().collect();
         for (mi, m) in self.moves.iter().enumerate() {
             let dst = self.backend(Side::To, &m.destination)?;
-            let filter = key_filter(&m.segments);
             for t in &self.ctx.tables {
                 if created.contains(&(m.destination.clone(), t.name.clone())) {
                     continue;
@@ -286,34 +258,15 @@ impl Online<'_> {
                 let Some(schema) = self.ctx.schema(Side::To, &m.destination, &t.name) else {
                     continue;
                 };
-                let keys = key_columns(schema, &t.key);
-                let pk_i: Vec<usize> = keys
-                    .primary_key
-                    .iter()
-                    .filter_map(|c| keys.column_index(c))
-                    .collect();
-                let mut after: Option<PkValues> = None;
-                loop {
-                    let batch = retry(&format!("{}: reading {}", m.destination, t.name), || {
-                        dst.read_batch(&keys, &t.key, after.as_ref(), &filter, CLEANUP_BATCH)
-                    })
+                let target = Target {
+                    mi,
+                    shard: &m.destination,
+                    backend: dst.as_ref(),
+                    schema,
+                    key: &t.key,
+                };
+                self.delete_moved(&target, None, async |_, _, _| Ok(()))
                     .await?;
-                    let gone: Vec<Vec<Value>> = batch
-                        .rows
-                        .iter()
-                        .zip(&batch.keys)
-                        .filter(|(_, k)| matches!(self.move_of(k), Ok(Some(i)) if i == mi))
-                        .map(|(row, _)| pk_i.iter().map(|&i| row[i].clone()).collect())
-                        .collect();
-                    retry(&format!("{}: deleting copied rows", m.destination), || {
-                        dst.delete(schema, &gone)
-                    })
-                    .await?;
-                    if batch.rows.len() < CLEANUP_BATCH {
-                        break;
-                    }
-                    after = batch.last;
-                }
             }
         }
         for (shard, table) in &created {
@@ -330,5 +283,95 @@ impl Online<'_> {
             .set_job_state(self.job, JobState::Cancelled, None)
             .await?;
         Ok(())
+    }
+}
+
+/// A table at one shard whose rows of one move `complete` or `cancel` deletes.
+struct Target<'a> {
+    /// The move's index in [`Online::moves`].
+    mi: usize,
+    shard: &'a str,
+    backend: &'a dyn Backend,
+    schema: &'a TableSchema,
+    key: &'a str,
+}
+
+impl Online<'_> {
+    /// Deletes the rows of move `t.mi` in `t`'s table after the cursor `after`, in primary-key
+    /// order, [`CLEANUP_BATCH`] rows per transaction, quiet (the guards let reshard through).
+    /// After each batch, `record(cursor, finished, deleted)`.
+    ///
+    /// Where the move's SQL filter selects exactly its rows (`verify::filter_is_exact_on`),
+    /// each batch is one `DELETE` over its primary-key range and the filter, not a list of
+    /// keys. Otherwise every row read is routed with both maps and only the move's are
+    /// deleted, by key.
+    async fn delete_moved(
+        &self,
+        t: &Target<'_>,
+        mut after: Option<PkValues>,
+        mut record: impl AsyncFnMut(Option<&PkValues>, bool, u64) -> Result<()>,
+    ) -> Result<()> {
+        let m = &self.moves[t.mi];
+        let filter = key_filter(&m.segments);
+        let exact = t
+            .schema
+            .columns
+            .iter()
+            .find(|c| c.name == t.key)
+            .is_some_and(|c| {
+                verify::filter_is_exact_on(
+                    &self.ctx.plan,
+                    m,
+                    t.backend.dialect(),
+                    &c.data_type,
+                )
+            });
+        // Only the primary key and the shard key are read: the rest of a row is not needed
+        // to delete it.
+        let keys = key_columns(t.schema, t.key);
+        let pk_i: Vec<usize> = keys
+            .primary_key
+            .iter()
+            .filter_map(|c| keys.column_index(c))
+            .collect();
+        loop {
+            let batch = retry(&format!("{}: reading {}", t.shard, t.schema.name), || {
+                t.backend
+                    .read_batch(&keys, t.key, after.as_ref(), &filter, CLEANUP_BATCH)
+            })
+            .await?;
+            let what = format!("{}: deleting the rows of move {}", t.shard, m.id);
+            let n = if exact {
+                match &batch.last {
+                    Some(last) => {
+                        retry(&what, || {
+                            t.backend.delete_range_quiet(
+                                t.schema,
+                                t.key,
+                                (after.as_ref(), Some(last)),
+                                &filter,
+                            )
+                        })
+                        .await?
+                    }
+                    None => 0,
+                }
+            } else {
+                let mut gone = Vec::new();
+                for (row, k) in batch.rows.iter().zip(&batch.keys) {
+                    if self.move_of(k)? == Some(t.mi) {
+                        gone.push(pk_i.iter().map(|&i| row[i].clone()).collect::<Vec<_>>());
+                    }
+                }
+                retry(&what, || t.backend.write_quiet(t.schema, &[], &gone)).await?;
+                gone.len() as u64
+            };
+            let done = batch.rows.len() < CLEANUP_BATCH;
+            record(batch.last.as_ref(), done, n).await?;
+            if done {
+                return Ok(());
+            }
+            after = batch.last;
+        }
     }
 }

@@ -380,6 +380,41 @@ pub trait Backend: Send + Sync {
         deletes: &[PkValues],
     ) -> Result<()>;
 
+    /// complete's delete of moved rows at their old owner: the rows with primary key in
+    /// `(after, upto]` (`bounds`, either end open when None) that pass `filter`, quiet like
+    /// [`Backend::write_quiet`]; returns the rows deleted. The caller passes a filter that
+    /// selects exactly the move's rows (`verify::filter_is_exact_on`): PostgreSQL and MariaDB
+    /// then delete with one statement instead of a list of keys. This default, for backends
+    /// with no exact filter (SQLite), reads the keys and deletes them by key, 10,000 at a time.
+    async fn delete_range_quiet(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        bounds: (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+    ) -> Result<u64> {
+        const PAGE: usize = 10_000;
+        let pk_i = sql::pk_indexes(schema)?;
+        let mut after = bounds.0.cloned();
+        let mut n = 0;
+        loop {
+            let b = self
+                .read_range(schema, key_column, after.as_ref(), bounds.1, filter, PAGE)
+                .await?;
+            let pks: Vec<PkValues> = b
+                .rows
+                .iter()
+                .map(|r| pk_i.iter().map(|&i| r[i].clone()).collect())
+                .collect();
+            self.write_quiet(schema, &[], &pks).await?;
+            n += pks.len() as u64;
+            if b.rows.len() < PAGE {
+                return Ok(n);
+            }
+            after = b.last;
+        }
+    }
+
     /// Raises the fence of one move (its (old owner, new owner) row of `_reshard_fence`),
     /// committed, waiting at most `wait` for in-flight writers of the move's keys (lock
     /// timeout: an error, the fence is not up). Lowered again with [`Backend::set_fence`].

@@ -166,6 +166,38 @@ fn bind_all(vals: &[Value]) -> Result<MySqlArguments> {
 }
 
 impl Mysql {
+    /// A connection with the bypass session flag set, which the capture triggers and the
+    /// guards read; hand it back with [`Mysql::end_bypass`].
+    async fn begin_bypass(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>> {
+        let mut conn = self.pool.acquire().await?;
+        if let Err(e) = sqlx::query("SET @reshard_bypass = 1")
+            .execute(&mut *conn)
+            .await
+        {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(conn)
+    }
+
+    /// Clears the flag of a [`Mysql::begin_bypass`] connection after `res`, the work done on it.
+    /// A session variable: should anything have failed, the connection is closed rather than
+    /// returned to the pool with the flag still set.
+    async fn end_bypass<T>(&self, mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, res: Result<T>) -> Result<T> {
+        let res = match res {
+            Ok(v) => sqlx::query("SET @reshard_bypass = NULL")
+                .execute(&mut *conn)
+                .await
+                .map(|_| v)
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            conn.close_on_drop();
+        }
+        res
+    }
+
     /// The rows of `(after, upto]` passing `filter`, at most `limit`, in primary-key order,
     /// each handed to `on_row` as it streams in (a page is never buffered whole).
     async fn stream_range(
@@ -662,27 +694,54 @@ impl Backend for Mysql {
             return Ok(());
         }
         let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
-        let mut conn = self.pool.acquire().await.with_context(ctx)?;
-        // A session variable: should anything below fail, the connection is closed rather than
-        // returned to the pool with the flag still set.
+let mut conn = self.begin_bypass().await.with_context(ctx)?;
         let res: Result<()> = async {
-            sqlx::query("SET @reshard_bypass = 1")
-                .execute(&mut *conn)
-                .await?;
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             upsert_in(&mut tx, schema, upserts).await?;
             delete_in(&mut tx, schema, deletes).await?;
             tx.commit().await?;
-            sqlx::query("SET @reshard_bypass = NULL")
-                .execute(&mut *conn)
-                .await?;
             Ok(())
         }
         .await;
-        if res.is_err() {
-            conn.close_on_drop();
+        self.end_bypass(conn, res).await.with_context(ctx)
+    }
+
+    async fn delete_range_quiet(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        (after, upto): (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+    ) -> Result<u64> {
+        check_table(&schema.name)?;
+        let mut vals = Vec::new();
+        let w = sql::where_clause_range(
+            D,
+            schema,
+            key_column,
+            after,
+            upto,
+            filter,
+            &mut sql::question_marks(&mut vals),
+        )?;
+        let q = format!("DELETE FROM {} WHERE {w}", D.quote(&schema.name));
+        let mut args = MySqlArguments::default();
+        for v in &vals {
+            bind(&mut args, v)?;
         }
-        res.with_context(ctx)
+        let ctx = || self.ctx("delete (bypassing triggers) from", &schema.name);
+        let mut conn = self.begin_bypass().await.with_context(ctx)?;
+        let res: Result<u64> = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let n = sqlx::query_with(&q, args)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(n)
+        }
+        .await;
+        self.end_bypass(conn, res).await.with_context(ctx)
     }
 
     async fn raise_fence(

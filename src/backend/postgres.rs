@@ -31,6 +31,8 @@ use crate::map::Key;
 
 const D: Dialect = Dialect::Postgres;
 
+mod quiet;
+
 pub struct Postgres {
     shard: String,
     pool: PgPool,
@@ -745,22 +747,7 @@ impl Backend for Postgres {
     }
 
     async fn insert_new_quiet(&self, schema: &TableSchema, rows: &[Vec<Value>]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let role = self
-            .replica_role
-            .get_or_try_init(|| super::pg_copy_in::may_skip_triggers(&self.pool))
-            .await
-            .with_context(|| format!("shard {}: reading the role's privileges", self.shard))?;
-        match super::pg_copy_in::insert_quiet(&self.pool, schema, rows, *role).await {
-            Ok(_) => Ok(()),
-            // Rows a killed run wrote and did not record (src/backend/pg_copy_in.rs).
-            Err(e) if super::pg_copy_in::is_unique_violation(&e) => {
-                self.write_quiet(schema, rows, &[]).await
-            }
-            Err(e) => Err(e).with_context(|| self.ctx("copy into", &schema.name)),
-        }
+        self.insert_new_quiet_impl(schema, rows).await
     }
 
     async fn write_quiet(
@@ -769,26 +756,18 @@ impl Backend for Postgres {
         upserts: &[Vec<Value>],
         deletes: &[PkValues],
     ) -> Result<()> {
-        let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
-        let up = upsert_stmt(schema, upserts)?;
-        let del = delete_stmt(schema, deletes)?;
-        if up.is_none() && del.is_none() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.with_context(ctx)?;
-        // Transaction-local: the setting cannot leak to the pool's next user.
-        sqlx::query("SELECT set_config('reshard.bypass', 'on', true)")
-            .execute(&mut *tx)
+        self.write_quiet_impl(schema, upserts, deletes).await
+    }
+
+    async fn delete_range_quiet(
+        &self,
+        schema: &TableSchema,
+        key_column: &str,
+        bounds: (Option<&PkValues>, Option<&PkValues>),
+        filter: &KeyFilter,
+    ) -> Result<u64> {
+        self.delete_range_quiet_impl(schema, key_column, bounds, filter)
             .await
-            .with_context(ctx)?;
-        for (q, args) in up.into_iter().chain(del) {
-            sqlx::query_with(&q, args)
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?;
-        }
-        tx.commit().await.with_context(ctx)?;
-        Ok(())
     }
 
     async fn raise_fence(

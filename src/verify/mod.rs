@@ -267,7 +267,7 @@ fn table_job(v: &Verifier<'_>, m: &Move, table: &str, key: &str) -> Result<Arc<T
 /// moves between its shards). A plan whose segments were edited keeps the routing. Were a
 /// filter ever too wide, the rows it let through would show as extra source rows: a loud
 /// mismatch, never a silent one.
-fn sql_filter_is_exact(plan: &crate::plan::Plan, m: &Move) -> bool {
+pub(crate) fn sql_filter_is_exact(plan: &crate::plan::Plan, m: &Move) -> bool {
     let computable = match &m.segments {
         Segments::Ranges { ranges } => ranges.iter().all(|r| {
             [&r.from, &r.to]
@@ -283,6 +283,19 @@ fn sql_filter_is_exact(plan: &crate::plan::Plan, m: &Move) -> bool {
                 d.source == m.source && d.destination == m.destination && d.segments == m.segments
             })
         })
+}
+
+/// Whether, on a shard of `dialect` whose shard-key column is declared `key_type`, the move's
+/// SQL filter selects exactly the move's rows (see [`sql_filter_is_exact`] for the rule).
+pub(crate) fn filter_is_exact_on(
+    plan: &crate::plan::Plan,
+    m: &Move,
+    dialect: Dialect,
+    key_type: &str,
+) -> bool {
+    dialect != Dialect::Sqlite
+        && canonical::class_of(dialect, key_type) == Class::Integer
+        && sql_filter_is_exact(plan, m)
 }
 
 fn parse_pk(j: Option<&str>) -> Result<Option<PkValues>> {
