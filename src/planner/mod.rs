@@ -23,6 +23,7 @@ use crate::plan::{
 
 pub use segments::{move_for_key, segment_contains, MoveFinder};
 pub use text::render;
+pub use measure::text_point;
 
 /// Keys drawn when fractions cannot be computed analytically.
 pub const DEFAULT_SAMPLE_KEYS: u64 = 1_000_000;
