@@ -146,7 +146,8 @@ pub struct Split {
     pub at: Bound,
     pub rows_lower: u64,
     pub rows_upper: u64,
-    /// The key-midpoint split, `(start + end) / 2`, for contrast (integer keys only).
+    /// The key-midpoint split, `(start + end) / 2`, for contrast (integer keys only); its rows
+    /// are interpolated between the measured quantiles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub midpoint: Option<MidpointSplit>,
 }

@@ -75,7 +75,7 @@ pub fn render(r: &Report) -> String {
         if let Some(m) = &s.midpoint {
             let _ = writeln!(
                 out,
-                "  for contrast, the key midpoint {} would split it {} / {}",
+                "  for contrast, the key midpoint {} would split it about {} / {} (estimated)",
                 m.at,
                 thousands(m.rows_lower),
                 thousands(m.rows_upper)
