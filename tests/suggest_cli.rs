@@ -79,7 +79,10 @@ fn split_hot_range(kind: Kind) {
         dir.path().join("new.json"),
         dir.path().join("plan.json"),
     );
-    write_map(&from, &[dbs[0].url.clone(), dbs[1].url.clone(), dbs[2].url.clone()]);
+    write_map(
+        &from,
+        &[dbs[0].url.clone(), dbs[1].url.clone(), dbs[2].url.clone()],
+    );
     let sqlite_before = sqlite_bytes(&dbs[2]);
     // A password in an --add URL is never printed (the new shard is not connected to).
     let add = "s3=postgres://app:s3cret-pw@127.0.0.1:5432/newshard";
@@ -104,7 +107,10 @@ fn split_hot_range(kind: Kind) {
     let q = |sql: &str| dbs[2].scalar(sql).parse::<f64>().expect("count");
     let lower = q(&format!("SELECT COUNT(*) FROM users WHERE id < {at}"));
     let upper = q(&format!("SELECT COUNT(*) FROM users WHERE id >= {at}"));
-    assert!((lower - upper).abs() / lower.max(upper) <= 0.05, "{lower} / {upper}");
+    assert!(
+        (lower - upper).abs() / lower.max(upper) <= 0.05,
+        "{lower} / {upper}"
+    );
     // The key midpoint, shown for contrast, is badly unbalanced.
     let mid = &split["midpoint"];
     let (a, b) = (
@@ -142,7 +148,13 @@ fn split_hot_range(kind: Kind) {
         serde_json::from_str(&std::fs::read_to_string(&plan).expect("plan")).expect("plan JSON");
     let moves = p["moves"].as_array().expect("moves");
     assert_eq!(moves.len(), 1, "{p:#}");
-    assert_eq!((moves[0]["source"].as_str(), moves[0]["destination"].as_str()), (Some("s2"), Some("s3")));
+    assert_eq!(
+        (
+            moves[0]["source"].as_str(),
+            moves[0]["destination"].as_str()
+        ),
+        (Some("s2"), Some("s3"))
+    );
     // Nothing was written to the shards.
     assert_eq!(sqlite_bytes(&dbs[2]), sqlite_before);
     assert_eq!(q("SELECT COUNT(*) FROM users"), 3_300.0);
@@ -198,7 +210,9 @@ fn bad_input_exits_2_naming_every_problem_and_writes_nothing() {
     let err = String::from_utf8_lossy(&o.stderr);
     let label = from.display().to_string();
     assert!(
-        err.contains(&format!("{label}: partitioning.ranges[1].shard: unknown shard \"s9\"")),
+        err.contains(&format!(
+            "{label}: partitioning.ranges[1].shard: unknown shard \"s9\""
+        )),
         "{err}"
     );
     assert!(err.contains("--add[0]: expected NAME=URL"), "{err}");

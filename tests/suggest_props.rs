@@ -87,7 +87,8 @@ fn check(m: &Map, meas: &Measurements, req: &Request) -> Result<(), TestCaseErro
         }
     };
     let v = serde_json::to_value(&s.map).expect("json");
-    let back = Map::from_value(&v, "suggested.json").map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let back =
+        Map::from_value(&v, "suggested.json").map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&back, &s.map);
     let p = back.compile();
     for k in [i64::MIN, -1_000_001, -1, 0, 1, 999, 1_000_001, i64::MAX] {

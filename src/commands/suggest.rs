@@ -74,7 +74,9 @@ pub fn parse_add(given: &[String]) -> Result<Vec<(String, ShardUrl)>, Vec<String
 fn prepare(opts: &SuggestOptions) -> Result<(Map, Request), InputError> {
     let label = opts.from.display().to_string();
     let mut problems = Vec::new();
-    let map = Map::load(&opts.from).map_err(|e| problems.extend(e.problems)).ok();
+    let map = Map::load(&opts.from)
+        .map_err(|e| problems.extend(e.problems))
+        .ok();
     let add = parse_add(&opts.add)
         .map_err(|p| problems.extend(p))
         .unwrap_or_default();

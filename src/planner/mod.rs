@@ -21,9 +21,9 @@ use crate::plan::{
     fingerprint, round_fraction, Move, Plan, Segments, Summary, PLAN_FORMAT_VERSION,
 };
 
+pub use measure::text_point;
 pub use segments::{move_for_key, segment_contains, MoveFinder};
 pub use text::render;
-pub use measure::text_point;
 
 /// Keys drawn when fractions cannot be computed analytically.
 pub const DEFAULT_SAMPLE_KEYS: u64 = 1_000_000;

@@ -18,6 +18,9 @@ use crate::map::{Map, Partitioning};
 use crate::plan::Plan;
 use crate::planner::{plan_labeled, PlannerOptions};
 
+/// Keys a sampled plan of an option draws (the planner's default is a million).
+const CANDIDATE_SAMPLE_KEYS: u64 = 100_000;
+
 /// Vnode counts weighed for a ring, besides its own.
 const VNODE_OPTIONS: [u32; 8] = [8, 16, 32, 64, 128, 256, 512, 1024];
 
@@ -45,7 +48,12 @@ pub(super) fn predict(
     to: &Map,
     rows: &BTreeMap<String, f64>,
 ) -> Result<(Plan, BTreeMap<String, f64>, f64), InputError> {
-    let plan = plan_labeled(from, "from", to, "to", &PlannerOptions::default())?;
+    // Only a plan between different hashes samples keys (identity modulo to a ring); options
+    // are weighed on a smaller sample, and the written map's own plan takes the full one.
+    let opts = PlannerOptions {
+        sample_keys: CANDIDATE_SAMPLE_KEYS,
+    };
+    let plan = plan_labeled(from, "from", to, "to", &opts)?;
     let key_shares = &plan.summary.shares_before;
     let mut after: BTreeMap<String, f64> = to
         .partitioning
@@ -167,6 +175,9 @@ pub(super) fn suggest_ring(
     for k in counts(req, nodes.len()) {
         let added = added_names(req, k);
         for &v in &vlist {
+            if k == 0 && v == *vnodes {
+                continue; // the ring as it is: the "before" column
+            }
             let mut all = nodes.clone();
             all.extend(added.iter().cloned());
             let part = Partitioning::Ring {
@@ -185,7 +196,10 @@ pub(super) fn suggest_ring(
         .summary
         .shares_before;
     let mut notes = vec![ring_spread_note(*vnodes, &key_shares)];
-    finish(map, m, req, share, rows, options, chosen, &mut notes, "ring").map(|mut s| {
+    finish(
+        map, m, req, share, rows, options, chosen, &mut notes, "ring",
+    )
+    .map(|mut s| {
         s.report.key_shares = key_shares
             .into_iter()
             .map(|(k, v)| (k, round_share(v)))
@@ -302,7 +316,9 @@ pub(super) fn suggest_modulo(
     };
     let mut options = grow;
     options.extend(ring);
-    finish(map, m, req, share, rows, options, chosen, &mut notes, "modulo")
+    finish(
+        map, m, req, share, rows, options, chosen, &mut notes, "modulo",
+    )
 }
 
 /// Builds the suggestion from the chosen option (None: the map stays as it is).

@@ -195,7 +195,12 @@ impl Conn {
     }
 
     /// Rows of `table` with its key in `[lo, hi)`.
-    async fn count(&mut self, t: &TableSpec, lo: Option<&Bound>, hi: Option<&Bound>) -> Result<u64> {
+    async fn count(
+        &mut self,
+        t: &TableSpec,
+        lo: Option<&Bound>,
+        hi: Option<&Bound>,
+    ) -> Result<u64> {
         let d = self.dialect();
         let mut q = Sql::new(d);
         q.push("SELECT COUNT(*) FROM ")
@@ -225,7 +230,12 @@ impl Conn {
     }
 
     /// The key at `offset` in key order among the rows with key in `[lo, hi)`.
-    async fn key_at(&mut self, t: &TableSpec, r: &Window<'_>, offset: u64) -> Result<Option<Bound>> {
+    async fn key_at(
+        &mut self,
+        t: &TableSpec,
+        r: &Window<'_>,
+        offset: u64,
+    ) -> Result<Option<Bound>> {
         let d = self.dialect();
         let key = d.quote(&t.key);
         let cast = match (d, r.integer) {
@@ -244,7 +254,12 @@ impl Conn {
         Ok(if r.integer {
             self.int(&q).await?.map(Bound::Int)
         } else {
-            self.texts(&q).await?.into_iter().next().flatten().map(Bound::Text)
+            self.texts(&q)
+                .await?
+                .into_iter()
+                .next()
+                .flatten()
+                .map(Bound::Text)
         })
     }
 
@@ -265,9 +280,21 @@ impl Conn {
         .push(" AND s.attname = ")
         .param(Bind::Text(t.key.clone()));
         let mut out: Vec<Bound> = if integer {
-            self.ints(&q).await.ok()?.into_iter().flatten().map(Bound::Int).collect()
+            self.ints(&q)
+                .await
+                .ok()?
+                .into_iter()
+                .flatten()
+                .map(Bound::Int)
+                .collect()
         } else {
-            self.texts(&q).await.ok()?.into_iter().flatten().map(Bound::Text).collect()
+            self.texts(&q)
+                .await
+                .ok()?
+                .into_iter()
+                .flatten()
+                .map(Bound::Text)
+                .collect()
         };
         out.sort();
         out.dedup();
@@ -356,7 +383,10 @@ async fn measure_shard(
     let integer = map.partitioning.key_kind() != KeyKind::Text;
     let mut out = ShardResult {
         load: ShardLoad::default(),
-        ranges: ranges.iter().map(|(i, _)| (*i, RangeData::default())).collect(),
+        ranges: ranges
+            .iter()
+            .map(|(i, _)| (*i, RangeData::default()))
+            .collect(),
         problems: Vec::new(),
     };
     for t in &map.tables {

@@ -299,7 +299,24 @@ pub fn suggest(map: &Map, m: &Measurements, req: &Request) -> Result<Suggestion,
     }?;
     // The planner has the last word on what moves: the same call `reshard plan` makes.
     let plan = plan_labeled(map, "from", &s.map, "to", &PlannerOptions::default())?;
-    s.report.moved_fraction = plan.summary.moved_fraction;
+    // `+ 0.0`: an empty sum is -0.0, which would print as such.
+    s.report.moved_fraction = plan.summary.moved_fraction + 0.0;
+    // Options of a sampled plan were weighed on fewer keys; the chosen one shows the full plan.
+    if let Some(c) = &s.report.chosen {
+        for o in s.report.options.iter_mut().filter(|o| &o.name == c) {
+            o.moved_fraction = s.report.moved_fraction;
+        }
+    }
+    for (name, url) in &s.map.shards {
+        if url.redacted() != *url {
+            s.report.notes.push(format!(
+                "shard {name}: the new map holds its password as {}, as plans do; give the \
+                 URL as env:NAME or set RESHARD_SHARD_{}_URL",
+                crate::shard_url::REDACTED,
+                name.to_ascii_uppercase().replace('-', "_")
+            ));
+        }
+    }
     Ok(s)
 }
 

@@ -4,8 +4,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::{
-    budget, describe_target, round_share, shard_rows, target_share, with_partitioning,
-    KeySample, Measurements, MidpointSplit, RangeData, Report, Request, Split, Suggestion,
+    budget, describe_target, round_share, shard_rows, target_share, with_partitioning, KeySample,
+    Measurements, MidpointSplit, RangeData, Report, Request, Split, Suggestion,
 };
 use crate::error::InputError;
 use crate::map::{Bound, Map, Partitioning, RangeSpec};
@@ -178,11 +178,7 @@ pub(super) fn suggest(
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.stuck && total > 0.0 && rows_of(p) / total > share)
-            .max_by(|a, b| {
-                rows_of(a.1)
-                    .total_cmp(&rows_of(b.1))
-                    .then(b.0.cmp(&a.0))
-            })
+            .max_by(|a, b| rows_of(a.1).total_cmp(&rows_of(b.1)).then(b.0.cmp(&a.0)))
             .map(|(i, _)| i);
         let Some(i) = hot else { break };
         let p = pieces[i].clone();
@@ -229,12 +225,7 @@ pub(super) fn suggest(
             shard: p.shard.clone(),
         })
         .collect();
-    let new_map = with_partitioning(
-        map,
-        req,
-        &added,
-        Partitioning::Range { ranges: ranges_out },
-    );
+    let new_map = with_partitioning(map, req, &added, Partitioning::Range { ranges: ranges_out });
     let reached = pieces
         .iter()
         .all(|p| total <= 0.0 || rows_of(p) / total <= share + 1e-12);

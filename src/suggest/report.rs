@@ -14,7 +14,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -106,7 +106,7 @@ pub fn render(r: &Report) -> String {
                 out,
                 "{mark} {:<40} {:>12} {:>12} {:>10}",
                 o.name,
-                format!("{:.3}%", o.moved_fraction * 100.0),
+                format!("{:.3}%", o.moved_fraction * 100.0 + 0.0),
                 thousands(o.rows_moved),
                 pct(o.max_share_after)
             );
@@ -119,7 +119,7 @@ pub fn render(r: &Report) -> String {
         out,
         "rows moved: {}; key space moved: {:.3}% (what reshard plan will say)",
         thousands(r.rows_moved),
-        r.moved_fraction * 100.0
+        r.moved_fraction * 100.0 + 0.0
     );
     if !r.added_shards.is_empty() {
         let _ = writeln!(out, "new shards: {}", r.added_shards.join(", "));

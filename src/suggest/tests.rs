@@ -117,14 +117,26 @@ fn hot_range_splits_at_the_data_median_not_the_key_midpoint() {
     let r = &s.report;
     assert_eq!(r.splits.len(), 1, "{}", render(r));
     let split = &r.splits[0];
-    assert_eq!((split.shard.as_str(), split.new_shard.as_str()), ("s2", "s3"));
+    assert_eq!(
+        (split.shard.as_str(), split.new_shard.as_str()),
+        ("s2", "s3")
+    );
     // The halves, counted on the data itself, are within 5% of each other.
     let lower = count_between(&keys, split.from.as_ref(), Some(&split.at)) as f64;
     let upper = count_between(&keys, Some(&split.at), split.to.as_ref()) as f64;
-    assert!((lower - upper).abs() / lower.max(upper) <= 0.05, "{lower} / {upper}");
-    assert_eq!((split.rows_lower as f64, split.rows_upper as f64), (lower, upper));
+    assert!(
+        (lower - upper).abs() / lower.max(upper) <= 0.05,
+        "{lower} / {upper}"
+    );
+    assert_eq!(
+        (split.rows_lower as f64, split.rows_upper as f64),
+        (lower, upper)
+    );
     // The guide's key midpoint leaves nearly every row on one side.
-    let mid = split.midpoint.as_ref().expect("midpoint shown for integer keys");
+    let mid = split
+        .midpoint
+        .as_ref()
+        .expect("midpoint shown for integer keys");
     let (a, b) = (mid.rows_lower as f64, mid.rows_upper as f64);
     assert!(a.min(b) / a.max(b) < 0.1, "midpoint split {a} / {b}");
     // Its rows are estimated from the quantiles; counted on the data it is as lopsided.
@@ -147,16 +159,28 @@ fn hot_range_splits_at_the_data_median_not_the_key_midpoint() {
 #[test]
 fn splits_repeat_until_the_target_and_say_when_shards_run_out() {
     let (m, _, meas) = hot_spot();
-    let s = suggest(&m, &meas, &request(Target::MaxShare(0.21), &["s3", "s4", "s5"])).expect("ok");
+    let s = suggest(
+        &m,
+        &meas,
+        &request(Target::MaxShare(0.21), &["s3", "s4", "s5"]),
+    )
+    .expect("ok");
     // 80% in s2: halves of 40%, then each of them halved again.
     assert_eq!(s.report.splits.len(), 3, "{}", render(&s.report));
-    assert!(s.report.after.iter().all(|r| r.share <= 0.21), "{}", render(&s.report));
+    assert!(
+        s.report.after.iter().all(|r| r.share <= 0.21),
+        "{}",
+        render(&s.report)
+    );
     assert!(s.report.reached_target);
 
     let s = suggest(&m, &meas, &request(Target::MaxShare(0.1), &["s3"])).expect("ok");
     assert!(!s.report.reached_target);
     assert!(
-        s.report.notes.iter().any(|n| n.contains("no new shard is left")),
+        s.report
+            .notes
+            .iter()
+            .any(|n| n.contains("no new shard is left")),
         "{:?}",
         s.report.notes
     );
@@ -226,7 +250,11 @@ fn ring_of_four_by_eight_gets_under_the_target_moving_no_more_than_reported() {
     assert!(actual_max_share(&s.map, keys) <= target + 0.01);
     // No feasible option moves fewer keys than the chosen one.
     for o in r.options.iter().filter(|o| o.meets_target) {
-        assert!(o.moved_fraction >= c.moved_fraction, "{} beats {chosen}", o.name);
+        assert!(
+            o.moved_fraction >= c.moved_fraction,
+            "{} beats {chosen}",
+            o.name
+        );
     }
     assert!(r.notes[0].contains("8 vnodes per node"), "{:?}", r.notes);
 }
@@ -297,7 +325,10 @@ fn same_measurements_same_map_and_report() {
 fn bad_requests_name_the_option() {
     let (m, _, meas) = hot_spot();
     let e = suggest(&m, &meas, &request(Target::MaxShare(1.5), &["s0"])).unwrap_err();
-    assert!(e.problems.iter().any(|p| p.starts_with("--max-share")), "{e}");
+    assert!(
+        e.problems.iter().any(|p| p.starts_with("--max-share")),
+        "{e}"
+    );
     assert!(e.problems.iter().any(|p| p.starts_with("--add[0]")), "{e}");
     let mut req = request(Target::Shards(2), &[]);
     req.to_kind = ToKind::Ring;
