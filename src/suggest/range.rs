@@ -62,10 +62,11 @@ impl RangeData {
             .sum()
     }
 
-    /// The measured key that best halves the rows in `[lo, hi)`, strictly inside it: the
-    /// weighted median of every table's points. Ties go to the smaller key.
+    /// The measured key that best halves the rows in `[lo, hi)`, strictly inside it and with
+    /// rows on both sides: the weighted median of every table's points. Ties go to the smaller
+    /// key.
     pub fn median(&self, lo: Option<&Bound>, hi: Option<&Bound>) -> Option<Bound> {
-        let base = self.rows_between(None, lo);
+        let base = lo.map_or(0.0, |l| self.rows_between(None, Some(l)));
         let half = self.rows_between(lo, hi) / 2.0;
         let mut keys: Vec<&Bound> = self
             .tables
@@ -78,6 +79,10 @@ impl RangeData {
         let mut best: Option<(f64, &Bound)> = None;
         for k in keys {
             let below = self.rows_between(None, Some(k)) - base;
+            // Rows must stay on both sides, or the "split" would move the whole range.
+            if below < 0.5 || below > 2.0 * half - 0.5 {
+                continue;
+            }
             let off = (below - half).abs();
             if best.is_none_or(|(b, _)| off < b) {
                 best = Some((off, k));
@@ -171,49 +176,17 @@ pub(super) fn suggest(
     let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
     let total: f64 = pieces.iter().map(rows_of).sum();
     let before = per_shard(&pieces, &rows_of);
-    let mut fresh = req.add.iter().take(budget(req, current.len()));
-    let (mut splits, mut notes, mut added) = (Vec::new(), Vec::new(), Vec::new());
-    loop {
-        let hot = pieces
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.stuck && total > 0.0 && rows_of(p) / total > share)
-            .max_by(|a, b| rows_of(a.1).total_cmp(&rows_of(b.1)).then(b.0.cmp(&a.0)))
-            .map(|(i, _)| i);
-        let Some(i) = hot else { break };
-        let p = pieces[i].clone();
-        let data = &m.ranges[p.data];
-        let at = data.median(p.from.as_ref(), p.to.as_ref());
-        let Some(at) = at else {
-            notes.push(format!(
-                "range {} of {}: no measured key inside it halves its rows; left whole",
-                show_range(&p.from, &p.to),
-                p.shard
-            ));
-            pieces[i].stuck = true;
-            continue;
-        };
-        let Some((new_shard, _)) = fresh.next() else {
-            notes.push(format!(
-                "range {} of {} still holds {:.1}% of the rows, above the target, and no new \
-                 shard is left: add one with --add NAME=URL",
-                show_range(&p.from, &p.to),
-                p.shard,
-                rows_of(&p) / total * 100.0
-            ));
-            break;
-        };
-        splits.push(split_report(data, &p, &at, new_shard, total));
-        added.push(new_shard.clone());
-        pieces[i].to = Some(at.clone());
-        pieces.push(Piece {
-            from: Some(at),
-            to: p.to.clone(),
-            shard: new_shard.clone(),
-            data: p.data,
-            stuck: false,
-        });
-    }
+    let fresh: Vec<&String> = req
+        .add
+        .iter()
+        .take(budget(req, current.len()))
+        .map(|(n, _)| n)
+        .collect();
+    let Splitting {
+        splits,
+        mut notes,
+        added,
+    } = split_hot(&mut pieces, m, share, total, &fresh);
     pieces.sort_by(|a, b| cmp_from(&a.from, &b.from));
     let after = per_shard(&pieces, &rows_of);
     let rows_moved: f64 = splits.iter().map(|s: &Split| s.rows_upper as f64).sum();
@@ -256,6 +229,73 @@ pub(super) fn suggest(
         map: new_map,
         report,
     })
+}
+
+/// What the splitting loop did.
+struct Splitting {
+    splits: Vec<Split>,
+    notes: Vec<String>,
+    added: Vec<String>,
+}
+
+/// Splits the hottest piece above the target at its data median, giving the upper part to the
+/// next of `fresh`, until none is above the target or `fresh` runs out.
+fn split_hot(
+    pieces: &mut Vec<Piece>,
+    m: &Measurements,
+    share: f64,
+    total: f64,
+    fresh: &[&String],
+) -> Splitting {
+    let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
+    let mut fresh = fresh.iter();
+    let (mut splits, mut notes, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let hot = pieces
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.stuck && total > 0.0 && rows_of(p) / total > share)
+            .max_by(|a, b| rows_of(a.1).total_cmp(&rows_of(b.1)).then(b.0.cmp(&a.0)))
+            .map(|(i, _)| i);
+        let Some(i) = hot else { break };
+        let p = pieces[i].clone();
+        let data = &m.ranges[p.data];
+        let at = data.median(p.from.as_ref(), p.to.as_ref());
+        let Some(at) = at else {
+            notes.push(format!(
+                "range {} of {}: no measured key inside it halves its rows; left whole",
+                show_range(&p.from, &p.to),
+                p.shard
+            ));
+            pieces[i].stuck = true;
+            continue;
+        };
+        let Some(new_shard) = fresh.next() else {
+            notes.push(format!(
+                "range {} of {} still holds {:.1}% of the rows, above the target, and no new \
+                 shard is left: add one with --add NAME=URL",
+                show_range(&p.from, &p.to),
+                p.shard,
+                rows_of(&p) / total * 100.0
+            ));
+            break;
+        };
+        splits.push(split_report(data, &p, &at, new_shard, total));
+        added.push((*new_shard).clone());
+        pieces[i].to = Some(at.clone());
+        pieces.push(Piece {
+            from: Some(at),
+            to: p.to.clone(),
+            shard: (*new_shard).clone(),
+            data: p.data,
+            stuck: false,
+        });
+    }
+    Splitting {
+        splits,
+        notes,
+        added,
+    }
 }
 
 fn per_shard(pieces: &[Piece], rows_of: &dyn Fn(&Piece) -> f64) -> BTreeMap<String, f64> {

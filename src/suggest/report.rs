@@ -48,18 +48,7 @@ fn shard_table(out: &mut String, before: &[ShardRow], after: &[ShardRow]) {
     }
 }
 
-/// The report as a reviewer reads it: the target, shares before and after, what moves, why.
-pub fn render(r: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "suggest: {} map, {} rows measured; target {} ({})",
-        r.kind,
-        thousands(r.total_rows),
-        pct(r.target_share),
-        r.target
-    );
-    shard_table(&mut out, &r.before, &r.after);
+fn render_splits(out: &mut String, r: &Report) {
     for s in &r.splits {
         let _ = writeln!(
             out,
@@ -82,6 +71,9 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+}
+
+fn render_options(out: &mut String, r: &Report) {
     if !r.key_shares.is_empty() {
         let shares: Vec<String> = r
             .key_shares
@@ -112,6 +104,22 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+}
+
+/// The report as a reviewer reads it: the target, shares before and after, what moves, why.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "suggest: {} map, {} rows measured; target {} ({})",
+        r.kind,
+        thousands(r.total_rows),
+        pct(r.target_share),
+        r.target
+    );
+    shard_table(&mut out, &r.before, &r.after);
+    render_splits(&mut out, r);
+    render_options(&mut out, r);
     if let Some(c) = &r.chosen {
         let _ = writeln!(out, "chosen: {c}");
     }

@@ -369,3 +369,32 @@ fn text_keys_split_at_a_measured_key() {
     assert!(s.report.splits[0].midpoint.is_none());
     plan(&m, &s.map).expect("plan");
 }
+
+#[test]
+fn the_median_weighs_every_table() {
+    // users: one row per id 0..1000; posts: 3000 rows, all of ids 900..1000. Together the
+    // median sits where users' and posts' rows balance, far above users' own median (500).
+    let m = map(
+        r#"{"kind": "range", "ranges": [{"from": null, "to": null, "shard": "s0"}]}"#,
+        &["s0"],
+    );
+    let users: Vec<i64> = (0..1000).collect();
+    let posts: Vec<i64> = (0..3000).map(|i| 900 + i / 30).collect();
+    let mut d = RangeData::default();
+    d.tables.insert("users".into(), exact_sample(&users));
+    d.tables.insert("posts".into(), exact_sample(&posts));
+    let mut meas = Measurements::default();
+    meas.shards.insert("s0".into(), load(4000));
+    meas.ranges.push(d);
+    let s = suggest(&m, &meas, &request(Target::MaxShare(0.6), &["s1"])).expect("ok");
+    let split = &s.report.splits[0];
+    let Bound::Int(at) = split.at else {
+        panic!("integer split key")
+    };
+    let lower = users.iter().chain(&posts).filter(|k| **k < at).count() as f64;
+    assert!(
+        (lower / 4000.0 - 0.5).abs() <= 0.05,
+        "split at {at}: {lower} below"
+    );
+    assert!(at > 900, "{at}");
+}
