@@ -243,3 +243,81 @@ fn bad_input_exits_2_naming_every_problem_and_writes_nothing() {
     assert!(err.contains("--to-kind"), "{err}");
     assert!(!to.exists(), "nothing may be written");
 }
+
+/// A ring of 4 SQLite shards x 8 vnodes holding the keys it routes to each: suggest brings the
+/// largest share under the target, and `plan` of its map moves no more than the report said.
+#[test]
+fn sqlite_ring_grows_under_the_target() {
+    let Some(dbs) = (0..5)
+        .map(|i| TestDb::create(Kind::Sqlite, &format!("suggest_ring{i}")))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let names = ["s0", "s1", "s2", "s3"];
+    let map = json!({
+        "shards": {"s0": dbs[0].url, "s1": dbs[1].url, "s2": dbs[2].url, "s3": dbs[3].url},
+        "tables": [{"name": "users", "key": "id"}],
+        "partitioning": {"kind": "ring", "hash": "sha1", "vnodes": 8, "nodes": names}
+    });
+    let parsed = reshard::Map::from_value(&map, "ring.json").expect("valid map");
+    let router = parsed.compile();
+    let mut per: Vec<Vec<i64>> = vec![Vec::new(); 4];
+    for k in 0..8_000i64 {
+        let i = router.owner_index(&reshard::Key::Int(k)).expect("routes");
+        let shard = &router.shards[i];
+        per[names.iter().position(|n| n == shard).expect("a node")].push(k);
+    }
+    for (db, ids) in dbs.iter().zip(&per) {
+        load(db, ids);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, to) = (dir.path().join("ring.json"), dir.path().join("new.json"));
+    std::fs::write(&from, serde_json::to_string_pretty(&map).expect("json")).expect("write");
+    let add = format!("s4={}", dbs[4].url);
+    let o = reshard(&[
+        "suggest",
+        "--from",
+        from.to_str().expect("utf-8"),
+        "--max-share",
+        "0.24",
+        "--add",
+        &add,
+        "-o",
+        to.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).expect("report JSON");
+    assert_eq!(report["reached_target"], true, "{report:#}");
+    let max_share = |side: &str| {
+        report[side]
+            .as_array()
+            .expect("shares")
+            .iter()
+            .map(|r| r["share"].as_f64().expect("share"))
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        max_share("before") > 0.24,
+        "the ring must start imbalanced: {report:#}"
+    );
+    assert!(max_share("after") <= 0.24, "{report:#}");
+    let o = reshard(&[
+        "plan",
+        "--from",
+        from.to_str().expect("utf-8"),
+        "--to",
+        to.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
+    let planned = plan["summary"]["moved_fraction"]
+        .as_f64()
+        .expect("fraction");
+    let said = report["moved_fraction"].as_f64().expect("fraction");
+    assert!(planned <= said + 1e-12, "plan {planned} > report {said}");
+}
