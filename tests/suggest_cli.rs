@@ -133,7 +133,14 @@ fn split_hot_range(kind: Kind) {
     assert!(shown.contains("for contrast, the key midpoint"), "{shown}");
     assert!(!shown.contains("s3cret-pw"), "{shown}");
 
-    // reshard plan accepts the map: one move, s2 -> s3, of the upper half.
+    plan_moves_upper_half(&from, &to, &plan);
+    // Nothing was written to the shards.
+    assert_eq!(sqlite_bytes(&dbs[2]), sqlite_before);
+    assert_eq!(q("SELECT COUNT(*) FROM users"), 3_300.0);
+}
+
+/// reshard plan accepts the map: one move, s2 -> s3, of the upper half.
+fn plan_moves_upper_half(from: &Path, to: &Path, plan: &Path) {
     let o = reshard(&[
         "plan",
         "--from",
@@ -145,7 +152,7 @@ fn split_hot_range(kind: Kind) {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let p: Value =
-        serde_json::from_str(&std::fs::read_to_string(&plan).expect("plan")).expect("plan JSON");
+        serde_json::from_str(&std::fs::read_to_string(plan).expect("plan")).expect("plan JSON");
     let moves = p["moves"].as_array().expect("moves");
     assert_eq!(moves.len(), 1, "{p:#}");
     assert_eq!(
@@ -155,9 +162,6 @@ fn split_hot_range(kind: Kind) {
         ),
         (Some("s2"), Some("s3"))
     );
-    // Nothing was written to the shards.
-    assert_eq!(sqlite_bytes(&dbs[2]), sqlite_before);
-    assert_eq!(q("SELECT COUNT(*) FROM users"), 3_300.0);
 }
 
 /// The SQLite file's bytes (None for a server database).

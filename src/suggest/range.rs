@@ -162,17 +162,7 @@ pub(super) fn suggest(
     }
     let current = map.partitioning.owners();
     let share = target_share(req.target, current.len());
-    let mut pieces: Vec<Piece> = ranges
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Piece {
-            from: r.from.clone(),
-            to: r.to.clone(),
-            shard: r.shard.clone(),
-            data: i,
-            stuck: false,
-        })
-        .collect();
+    let mut pieces = pieces_of(ranges);
     let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
     let total: f64 = pieces.iter().map(rows_of).sum();
     let before = per_shard(&pieces, &rows_of);
@@ -229,6 +219,21 @@ pub(super) fn suggest(
         map: new_map,
         report,
     })
+}
+
+/// The map's ranges as pieces, each measured by its own range's data.
+fn pieces_of(ranges: &[RangeSpec]) -> Vec<Piece> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Piece {
+            from: r.from.clone(),
+            to: r.to.clone(),
+            shard: r.shard.clone(),
+            data: i,
+            stuck: false,
+        })
+        .collect()
 }
 
 /// What the splitting loop did.
