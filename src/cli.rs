@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::commands;
 
 mod job_args;
+mod suggest_args;
 pub use job_args::{CancelArgs, RollbackArgs, SyncArgs};
+pub use suggest_args::{SuggestArgs, ToKindArg};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +38,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Diff two partition maps into a migration plan (pure: reads two files, touches no database)
     Plan(PlanArgs),
+    /// Measure the shards of a map (read-only) and write the next map: split hot ranges at
+    /// their data's median, grow a ring, or grow a modulus; with the reasons
+    Suggest(SuggestArgs),
     /// Print the shard that owns each key under a map, or live from the catalog
     Route(RouteArgs),
     /// Carry out a plan as a resumable job (or check it with --dry-run)
@@ -648,6 +653,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             check: a.check,
             svg: a.svg,
         }),
+        Command::Suggest(a) => suggest::run(a.into_options()),
         Command::Route(a) => route::run(route::RouteOptions {
             source: match (a.map, a.catalog) {
                 (Some(map), _) => route::RouteSource::Map(map),

@@ -39,6 +39,7 @@ pub mod router;
 pub mod shard_url;
 pub mod signals;
 pub mod sqlroute;
+pub mod suggest;
 pub mod switch_gate;
 pub mod throttle;
 pub mod triggers;

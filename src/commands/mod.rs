@@ -9,6 +9,7 @@ pub mod pause;
 pub mod plan;
 pub mod route;
 pub mod status;
+pub mod suggest;
 pub mod switch;
 pub mod throttle;
 pub mod verify;

@@ -131,7 +131,7 @@ const MAX_DIFF_LINES: usize = 30;
 
 /// Writes through a temporary file in the same directory and renames it into place, so a
 /// reader never sees half a plan.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

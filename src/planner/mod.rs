@@ -21,6 +21,7 @@ use crate::plan::{
     fingerprint, round_fraction, Move, Plan, Segments, Summary, PLAN_FORMAT_VERSION,
 };
 
+pub use measure::text_point;
 pub use segments::{move_for_key, segment_contains, MoveFinder};
 pub use text::render;
 

@@ -1,0 +1,90 @@
+//! The options of `reshard suggest`, its own group so that `--help` lists only what it uses.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::FormatArg;
+use crate::commands::suggest::SuggestOptions;
+use crate::suggest::{Target, ToKind};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ToKindArg {
+    /// A consistent-hash ring (rings stay rings; a modulo map moves to a 64-vnode ring)
+    Ring,
+    /// A modulo map with a larger modulus (modulo maps only)
+    Modulo,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Connects read-only to every shard of the map, counts rows (and bytes where the \
+    server keeps them)\nper shard and table, and writes a new map that `reshard plan` accepts. \
+    Nothing is written to any database.\n\n\
+    Range maps: a range above the target share is split at the median key of its data; the \
+    upper part\ngoes to the next --add shard, until no range is above the target or the new \
+    shards run out. The\nkey-midpoint split is shown beside it for contrast.\n\
+    Rings: weighs adding --add nodes and raising the vnode count, and picks the option that \
+    moves the\nfewest keys among those bringing the largest share under the target.\n\
+    Modulo: shows the cost of growing the modulus and of moving to a ring; writes --to-kind.\n\n\
+    Examples:\n  \
+    reshard suggest --from map.json --max-share 0.30 --add s3=postgres://app@db4/app -o new.json\n  \
+    reshard suggest --from ring.json --shards 6 --add s4=env:S4_URL --add s5=env:S5_URL -o new.json\n  \
+    reshard plan --from map.json --to new.json -o plan.json\n\n\
+    Exit codes: 0 written; 2 bad input (every problem named, nothing written); 1 a shard could \
+    not be measured."
+)]
+pub struct SuggestArgs {
+    /// The current partition map (JSON); its shards are measured
+    #[arg(long, value_name = "CURRENT.json")]
+    pub from: PathBuf,
+    /// Write the suggested map here (never the --from file)
+    #[arg(short = 'o', long, value_name = "NEW.json")]
+    pub output: PathBuf,
+    /// Largest share of the rows any range (range maps) or shard may hold, in (0, 1]. Default
+    /// without --shards: 1.25 times an even share over the current shards
+    #[arg(long, value_name = "SHARE", conflicts_with = "shards")]
+    pub max_share: Option<f64>,
+    /// End with this many shards, using that many minus the current ones from --add; the
+    /// target is then 1.10 times an even share over N
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// A new shard that may be added, as NAME=URL (sqlite:, postgres://, mysql:// or env:VAR);
+    /// repeat it, in the order the shards are to be used. Only the ones needed are written
+    #[arg(long = "add", value_name = "NAME=URL")]
+    pub add: Vec<String>,
+    /// What to print on stdout: the report as text, or as JSON
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Measure key quantiles by key order (ORDER BY key LIMIT 1 OFFSET n) even where
+    /// PostgreSQL's pg_stats histogram would give an approximate answer faster
+    #[arg(long)]
+    pub exact: bool,
+    /// The kind of map to write: ring or modulo for a modulo map (default: modulo, the
+    /// modulus grown), ring for a ring; a range map stays a range map
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub to_kind: Option<ToKindArg>,
+}
+
+impl SuggestArgs {
+    pub fn into_options(self) -> SuggestOptions {
+        let target = match (self.max_share, self.shards) {
+            (Some(s), _) => Target::MaxShare(s),
+            (None, Some(n)) => Target::Shards(n),
+            (None, None) => Target::Default,
+        };
+        SuggestOptions {
+            from: self.from,
+            output: self.output,
+            target,
+            add: self.add,
+            format: self.format.into(),
+            exact: self.exact,
+            to_kind: match self.to_kind {
+                None => ToKind::Same,
+                Some(ToKindArg::Ring) => ToKind::Ring,
+                Some(ToKindArg::Modulo) => ToKind::Modulo,
+            },
+        }
+    }
+}

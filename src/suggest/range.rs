@@ -1,0 +1,362 @@
+//! Range maps: split each range above the target at the median key of its data.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use super::{
+    budget, describe_target, round_share, shard_rows, target_share, with_partitioning, KeySample,
+    Measurements, MidpointSplit, RangeData, Report, Request, Split, Suggestion,
+};
+use crate::error::InputError;
+use crate::map::{Bound, Map, Partitioning, RangeSpec};
+
+/// A key's position on a line, for interpolating between two measured points.
+fn position(b: &Bound) -> f64 {
+    match b {
+        Bound::Int(v) => *v as f64,
+        Bound::Text(s) => crate::planner::text_point(s),
+    }
+}
+
+impl KeySample {
+    /// Rows of this table with a key below `x` (None: above every key), interpolated linearly
+    /// between measured points; exact at the points themselves.
+    pub fn rows_below(&self, x: Option<&Bound>) -> f64 {
+        let Some(x) = x else {
+            return self.rows as f64;
+        };
+        let (Some(first), Some(last)) = (self.points.first(), self.points.last()) else {
+            return 0.0;
+        };
+        if x <= &first.0 {
+            return 0.0;
+        }
+        if x > &last.0 {
+            return self.rows as f64;
+        }
+        let i = self.points.partition_point(|(k, _)| k < x);
+        let (hk, hr) = &self.points[i];
+        if hk == x || i == 0 {
+            return *hr as f64;
+        }
+        let (lk, lr) = &self.points[i - 1];
+        let (lp, hp, xp) = (position(lk), position(hk), position(x));
+        let t = if hp > lp {
+            ((xp - lp) / (hp - lp)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        *lr as f64 + t * (*hr as f64 - *lr as f64)
+    }
+}
+
+impl RangeData {
+    /// Rows of every table with a key in `[lo, hi)` (None unbounded).
+    pub fn rows_between(&self, lo: Option<&Bound>, hi: Option<&Bound>) -> f64 {
+        self.tables
+            .values()
+            .map(|t| {
+                let below_lo = if lo.is_some() { t.rows_below(lo) } else { 0.0 };
+                (t.rows_below(hi) - below_lo).max(0.0)
+            })
+            .sum()
+    }
+
+    /// The measured key that best halves the rows in `[lo, hi)`, strictly inside it and with
+    /// rows on both sides: the weighted median of every table's points. Ties go to the smaller
+    /// key.
+    pub fn median(&self, lo: Option<&Bound>, hi: Option<&Bound>) -> Option<Bound> {
+        let base = lo.map_or(0.0, |l| self.rows_between(None, Some(l)));
+        let half = self.rows_between(lo, hi) / 2.0;
+        let mut keys: Vec<&Bound> = self
+            .tables
+            .values()
+            .flat_map(|t| t.points.iter().map(|(k, _)| k))
+            .filter(|k| lo.is_none_or(|l| *k > l) && hi.is_none_or(|h| *k < h))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut best: Option<(f64, &Bound)> = None;
+        for k in keys {
+            let below = self.rows_between(None, Some(k)) - base;
+            // Rows must stay on both sides, or the "split" would move the whole range.
+            if below < 0.5 || below > 2.0 * half - 0.5 {
+                continue;
+            }
+            let off = (below - half).abs();
+            if best.is_none_or(|(b, _)| off < b) {
+                best = Some((off, k));
+            }
+        }
+        best.map(|(_, k)| k.clone())
+    }
+
+    /// The smallest and largest measured key (integer keys), for the midpoint of an open end.
+    fn int_extent(&self) -> Option<(i64, i64)> {
+        let ints = self.tables.values().flat_map(|t| {
+            t.points.iter().filter_map(|(k, _)| match k {
+                Bound::Int(v) => Some(*v),
+                Bound::Text(_) => None,
+            })
+        });
+        ints.fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((a, b)) => Some((a.min(v), b.max(v))),
+        })
+    }
+
+    /// The guide's split: `(start + end) / 2` of the range's integer bounds (its data's smallest
+    /// and largest key for an open end).
+    fn midpoint(&self, lo: Option<&Bound>, hi: Option<&Bound>) -> Option<Bound> {
+        let (min, max) = self.int_extent()?;
+        let start = match lo {
+            Some(Bound::Int(v)) => *v as i128,
+            None => min as i128,
+            Some(Bound::Text(_)) => return None,
+        };
+        let end = match hi {
+            Some(Bound::Int(v)) => *v as i128,
+            None => max as i128 + 1,
+            Some(Bound::Text(_)) => return None,
+        };
+        let mid = start + (end - start).div_euclid(2);
+        (mid > start && mid < end)
+            .then(|| i64::try_from(mid).ok().map(Bound::Int))
+            .flatten()
+    }
+}
+
+/// A piece of an original range, possibly already split.
+#[derive(Debug, Clone)]
+struct Piece {
+    from: Option<Bound>,
+    to: Option<Bound>,
+    shard: String,
+    /// Index of the original range, whose data the piece's rows come from.
+    data: usize,
+    /// No key inside the piece halves its rows (one key holds them all).
+    stuck: bool,
+}
+
+fn cmp_from(a: &Option<Bound>, b: &Option<Bound>) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, _) => Ordering::Less,
+        (_, None) => Ordering::Greater,
+        (Some(x), Some(y)) => x.cmp(y),
+    }
+}
+
+pub(super) fn suggest(
+    map: &Map,
+    ranges: &[RangeSpec],
+    m: &Measurements,
+    req: &Request,
+) -> Result<Suggestion, InputError> {
+    if m.ranges.len() != ranges.len() {
+        return Err(InputError::one(format!(
+            "measurements: {} ranges measured for a map of {}",
+            m.ranges.len(),
+            ranges.len()
+        )));
+    }
+    let current = map.partitioning.owners();
+    let share = target_share(req.target, current.len());
+    let mut pieces = pieces_of(ranges);
+    let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
+    let total: f64 = pieces.iter().map(rows_of).sum();
+    let before = per_shard(&pieces, &rows_of);
+    let fresh: Vec<&String> = req
+        .add
+        .iter()
+        .take(budget(req, current.len()))
+        .map(|(n, _)| n)
+        .collect();
+    let Splitting {
+        splits,
+        mut notes,
+        added,
+    } = split_hot(&mut pieces, m, share, total, &fresh);
+    pieces.sort_by(|a, b| cmp_from(&a.from, &b.from));
+    let after = per_shard(&pieces, &rows_of);
+    let rows_moved: f64 = splits.iter().map(|s: &Split| s.rows_upper as f64).sum();
+    let ranges_out: Vec<RangeSpec> = pieces
+        .iter()
+        .map(|p| RangeSpec {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            shard: p.shard.clone(),
+        })
+        .collect();
+    let new_map = with_partitioning(map, req, &added, Partitioning::Range { ranges: ranges_out });
+    let reached = pieces
+        .iter()
+        .all(|p| total <= 0.0 || rows_of(p) / total <= share + 1e-12);
+    if splits.is_empty() && reached {
+        notes.push("every range is within the target: the map is unchanged".into());
+    }
+    let report = Report {
+        kind: "range".into(),
+        written_kind: "range".into(),
+        target_share: round_share(share),
+        target: describe_target(req.target, share),
+        total_rows: total.round() as u64,
+        before: shard_rows(&before, &super::hash::bytes_of(m)),
+        after: shard_rows(&after, &super::hash::bytes_of(m)),
+        rows_moved: rows_moved.round() as u64,
+        moved_fraction: 0.0,
+        reached_target: reached,
+        splits,
+        key_shares: BTreeMap::new(),
+        options: Vec::new(),
+        chosen: None,
+        unused_shards: unused(req, &added),
+        added_shards: added,
+        quantiles: quantile_methods(m),
+        notes,
+    };
+    Ok(Suggestion {
+        map: new_map,
+        report,
+    })
+}
+
+/// The map's ranges as pieces, each measured by its own range's data.
+fn pieces_of(ranges: &[RangeSpec]) -> Vec<Piece> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Piece {
+            from: r.from.clone(),
+            to: r.to.clone(),
+            shard: r.shard.clone(),
+            data: i,
+            stuck: false,
+        })
+        .collect()
+}
+
+/// What the splitting loop did.
+struct Splitting {
+    splits: Vec<Split>,
+    notes: Vec<String>,
+    added: Vec<String>,
+}
+
+/// Splits the hottest piece above the target at its data median, giving the upper part to the
+/// next of `fresh`, until none is above the target or `fresh` runs out.
+fn split_hot(
+    pieces: &mut Vec<Piece>,
+    m: &Measurements,
+    share: f64,
+    total: f64,
+    fresh: &[&String],
+) -> Splitting {
+    let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
+    let mut fresh = fresh.iter();
+    let (mut splits, mut notes, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let hot = pieces
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.stuck && total > 0.0 && rows_of(p) / total > share)
+            .max_by(|a, b| rows_of(a.1).total_cmp(&rows_of(b.1)).then(b.0.cmp(&a.0)))
+            .map(|(i, _)| i);
+        let Some(i) = hot else { break };
+        let p = pieces[i].clone();
+        let data = &m.ranges[p.data];
+        let at = data.median(p.from.as_ref(), p.to.as_ref());
+        let Some(at) = at else {
+            notes.push(format!(
+                "range {} of {}: no measured key inside it halves its rows; left whole",
+                show_range(&p.from, &p.to),
+                p.shard
+            ));
+            pieces[i].stuck = true;
+            continue;
+        };
+        let Some(new_shard) = fresh.next() else {
+            notes.push(format!(
+                "range {} of {} still holds {:.1}% of the rows, above the target, and no new \
+                 shard is left: add one with --add NAME=URL",
+                show_range(&p.from, &p.to),
+                p.shard,
+                rows_of(&p) / total * 100.0
+            ));
+            break;
+        };
+        splits.push(split_report(data, &p, &at, new_shard, total));
+        added.push((*new_shard).clone());
+        pieces[i].to = Some(at.clone());
+        pieces.push(Piece {
+            from: Some(at),
+            to: p.to.clone(),
+            shard: (*new_shard).clone(),
+            data: p.data,
+            stuck: false,
+        });
+    }
+    Splitting {
+        splits,
+        notes,
+        added,
+    }
+}
+
+fn per_shard(pieces: &[Piece], rows_of: &dyn Fn(&Piece) -> f64) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for p in pieces {
+        *out.entry(p.shard.clone()).or_insert(0.0) += rows_of(p);
+    }
+    out
+}
+
+fn split_report(data: &RangeData, p: &Piece, at: &Bound, new_shard: &str, total: f64) -> Split {
+    let (lo, hi) = (p.from.as_ref(), p.to.as_ref());
+    let whole = data.rows_between(lo, hi);
+    let lower = data.rows_between(lo, Some(at));
+    let midpoint = data.midpoint(lo, hi).map(|mid| {
+        let below = data.rows_between(lo, Some(&mid));
+        MidpointSplit {
+            at: mid,
+            rows_lower: below.round() as u64,
+            rows_upper: (whole - below).max(0.0).round() as u64,
+        }
+    });
+    Split {
+        from: p.from.clone(),
+        to: p.to.clone(),
+        shard: p.shard.clone(),
+        new_shard: new_shard.to_string(),
+        share_before: round_share(if total > 0.0 { whole / total } else { 0.0 }),
+        at: at.clone(),
+        rows_lower: lower.round() as u64,
+        rows_upper: (whole - lower).max(0.0).round() as u64,
+        midpoint,
+    }
+}
+
+pub(super) fn show_range(from: &Option<Bound>, to: &Option<Bound>) -> String {
+    let b = |x: &Option<Bound>| x.as_ref().map_or("null".to_string(), |b| b.to_string());
+    format!("[{}, {})", b(from), b(to))
+}
+
+pub(super) fn unused(req: &Request, added: &[String]) -> Vec<String> {
+    req.add
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| !added.contains(n))
+        .collect()
+}
+
+fn quantile_methods(m: &Measurements) -> BTreeMap<String, super::QuantileMethod> {
+    let mut out = BTreeMap::new();
+    for r in &m.ranges {
+        for (t, s) in &r.tables {
+            // A table measured by histogram anywhere is reported as approximate.
+            let e = out.entry(t.clone()).or_insert(s.method);
+            *e = (*e).max(s.method);
+        }
+    }
+    out
+}
