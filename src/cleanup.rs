@@ -319,12 +319,7 @@ impl Online<'_> {
             .iter()
             .find(|c| c.name == t.key)
             .is_some_and(|c| {
-                verify::filter_is_exact_on(
-                    &self.ctx.plan,
-                    m,
-                    t.backend.dialect(),
-                    &c.data_type,
-                )
+                verify::filter_is_exact_on(&self.ctx.plan, m, t.backend.dialect(), &c.data_type)
             });
         // Only the primary key and the shard key are read: the rest of a row is not needed
         // to delete it.

@@ -38,7 +38,10 @@ async fn killed_between_a_batch_and_its_cursor(kind: Kind) {
         .iter()
         .map(|sh| s.c.dump(sh, "orders").len())
         .collect();
-    assert!(mid.iter().zip(&before).any(|(m, b)| m < b), "{mid:?} {before:?}");
+    assert!(
+        mid.iter().zip(&before).any(|(m, b)| m < b),
+        "{mid:?} {before:?}"
+    );
     complete_and_audit(&s.c, &job).await;
     // What stays at each old owner is exactly its keys under the new map.
     for (shard, residue) in [("s0", 0), ("s1", 1)] {

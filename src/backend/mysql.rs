@@ -183,7 +183,11 @@ impl Mysql {
     /// Clears the flag of a [`Mysql::begin_bypass`] connection after `res`, the work done on it.
     /// A session variable: should anything have failed, the connection is closed rather than
     /// returned to the pool with the flag still set.
-    async fn end_bypass<T>(&self, mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, res: Result<T>) -> Result<T> {
+    async fn end_bypass<T>(
+        &self,
+        mut conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+        res: Result<T>,
+    ) -> Result<T> {
         let res = match res {
             Ok(v) => sqlx::query("SET @reshard_bypass = NULL")
                 .execute(&mut *conn)
@@ -694,7 +698,7 @@ impl Backend for Mysql {
             return Ok(());
         }
         let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
-let mut conn = self.begin_bypass().await.with_context(ctx)?;
+        let mut conn = self.begin_bypass().await.with_context(ctx)?;
         let res: Result<()> = async {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             upsert_in(&mut tx, schema, upserts).await?;
