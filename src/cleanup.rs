@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{Context as _, Result};
+use indicatif::HumanCount;
 
 use crate::backend::{Backend, PkValues, TableSchema};
 use crate::capture::Online;
@@ -81,6 +82,8 @@ impl Online<'_> {
         crate::failpoint::hit("complete_capture_removed");
         for (mi, m) in self.moves.iter().enumerate() {
             let src = self.backend(Side::From, &m.source)?;
+            let started = std::time::Instant::now();
+            let mut deleted = 0u64;
             for t in &self.ctx.tables {
                 let cur = self
                     .catalog
@@ -104,7 +107,18 @@ impl Online<'_> {
                     schema,
                     key: &t.key,
                 };
+                let mut beat = crate::progress::Heartbeat::new();
                 self.delete_moved(&target, after, async |cursor, done, n| {
+                    deleted += n;
+                    beat.beat(|| {
+                        format!(
+                            "complete: move {} ({} -> {}): {} old copies deleted so far",
+                            m.id,
+                            m.source,
+                            m.destination,
+                            HumanCount(deleted)
+                        )
+                    });
                     crate::failpoint::hit("cleanup_batch");
                     let cursor = match cursor {
                         Some(l) => Some(serde_json::to_string(l)?),
@@ -116,6 +130,14 @@ impl Online<'_> {
                 })
                 .await?;
             }
+            crate::progress::say_at(format!(
+                "complete: move {} ({} -> {}): {} old copies deleted in {:.1} s",
+                m.id,
+                m.source,
+                m.destination,
+                HumanCount(deleted),
+                started.elapsed().as_secs_f64()
+            ));
         }
         // Old owners keep their guards (fence rows up); shards that are only new owners
         // have nothing to refuse.
@@ -157,6 +179,7 @@ impl Online<'_> {
             paced: true,
         };
         for m in &self.moves {
+            let started = std::time::Instant::now();
             let mut persistent: Option<BTreeSet<(String, String, String)>> = None;
             let mut report = None;
             for _ in 0..COMPLETE_VERIFY_PASSES {
@@ -187,6 +210,21 @@ impl Online<'_> {
                 }
             }
             let still = persistent.unwrap_or_default();
+            if still.is_empty() {
+                let rows: u64 = report
+                    .iter()
+                    .flat_map(|r| &r.tables)
+                    .map(|t| t.rows_source)
+                    .sum();
+                crate::progress::say_at(format!(
+                    "complete: move {} ({} -> {}): {} rows verified before deleting, in {:.1} s",
+                    m.id,
+                    m.source,
+                    m.destination,
+                    HumanCount(rows),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
             if !still.is_empty() {
                 let listed: Vec<String> = still
                     .iter()
@@ -251,6 +289,7 @@ impl Online<'_> {
         let created: HashSet<(String, String)> = created.iter().cloned().collect();
         for (mi, m) in self.moves.iter().enumerate() {
             let dst = self.backend(Side::To, &m.destination)?;
+            let mut deleted = 0u64;
             for t in &self.ctx.tables {
                 if created.contains(&(m.destination.clone(), t.name.clone())) {
                     continue;
@@ -265,9 +304,20 @@ impl Online<'_> {
                     schema,
                     key: &t.key,
                 };
-                self.delete_moved(&target, None, async |_, _, _| Ok(()))
-                    .await?;
+                self.delete_moved(&target, None, async |_, _, n| {
+                    deleted += n;
+                    Ok(())
+                })
+                .await?;
             }
+            crate::progress::say_at(format!(
+                "cancel: move {} ({} -> {}): {} copied rows deleted at {}",
+                m.id,
+                m.source,
+                m.destination,
+                HumanCount(deleted),
+                m.destination
+            ));
         }
         for (shard, table) in &created {
             if let Some(b) = self.ctx.shard(Side::To, shard) {

@@ -400,6 +400,40 @@ pub fn say(text: impl AsRef<str>) {
     }
 }
 
+/// [`say`] with the UTC time of day after the `reshard: ` prefix, like the plain progress
+/// lines: for the steps of complete, cancel and rollback, which have no bars.
+pub fn say_at(text: impl AsRef<str>) {
+    let text = text.as_ref();
+    let body = text.strip_prefix("reshard: ").unwrap_or(text);
+    say(format!("reshard: {} {body}", stamp()));
+}
+
+/// Prints `line()` through [`say_at`] at most every two seconds: a long step's heartbeat.
+pub struct Heartbeat {
+    last: Instant,
+}
+
+impl Heartbeat {
+    pub fn new() -> Heartbeat {
+        Heartbeat {
+            last: Instant::now(),
+        }
+    }
+
+    pub fn beat(&mut self, line: impl FnOnce() -> String) {
+        if self.last.elapsed() >= PLAIN_EVERY {
+            self.last = Instant::now();
+            say_at(line());
+        }
+    }
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn emit(v: serde_json::Value) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{v}");

@@ -42,6 +42,26 @@ async fn killed_between_a_batch_and_its_cursor(kind: Kind) {
         mid.iter().zip(&before).any(|(m, b)| m < b),
         "{mid:?} {before:?}"
     );
+    let out = run(&s.c, &["complete", &job]).await;
+    assert!(out.status.success(), "complete: {}", stderr(&out));
+    // Each move says what it deleted, stamped with the time of day.
+    let err = stderr(&out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("old copies deleted in"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "a line per move (modulo 2 -> 3 has four): {err}"
+    );
+    for l in lines {
+        let stamp = l
+            .strip_prefix("reshard: ")
+            .and_then(|r| r.get(..9))
+            .unwrap_or("");
+        assert!(stamp.ends_with('Z') && stamp.as_bytes()[2] == b':', "{l}");
+    }
     complete_and_audit(&s.c, &job).await;
     // What stays at each old owner is exactly its keys under the new map.
     for (shard, residue) in [("s0", 0), ("s1", 1)] {
