@@ -394,3 +394,39 @@ fn text_table_fits_a_terminal_and_shows_moves_and_balance() {
     assert!(text.contains("m4    s3 -> s7"), "{text}");
     assert!(text.contains("moved 50.000% of keys in 4 moves"), "{text}");
 }
+
+/// A range split on real ids says how many integer keys move, not "0.000%" of the 2^64 key
+/// space (issue 17).
+#[test]
+fn regression_range_plans_on_real_ids_moved_0_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = |split: i64| {
+        serde_json::json!({"shards": {"a": "sqlite://a.db", "b": "sqlite://b.db"},
+            "tables": [{"name": "users", "key": "id"}],
+            "partitioning": {"kind": "range", "ranges": [
+                {"from": null, "to": split, "shard": "a"},
+                {"from": split, "to": null, "shard": "b"}]}})
+    };
+    let (old, new) = (dir.path().join("old.json"), dir.path().join("new.json"));
+    std::fs::write(&old, map(100_000).to_string()).unwrap();
+    std::fs::write(&new, map(25_000).to_string()).unwrap();
+    let o = run(&[
+        "plan",
+        "--from",
+        old.to_str().unwrap(),
+        "--to",
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("moved 75,000 integer keys in 1 moves"),
+        "{text}"
+    );
+    assert!(text.contains("75,000  [25000, 100000)"), "{text}");
+    assert!(!text.contains("moved 0.000%"), "{text}");
+    assert!(text.contains("shares are of the whole key space"), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "{line:?}");
+    }
+}

@@ -42,6 +42,50 @@ fn pct(x: f64) -> String {
     }
 }
 
+/// Integer keys in a move's finite integer ranges: `Some((keys, unbounded))`, where
+/// `unbounded` says a range runs to -inf or +inf. None for other segments. A reviewer checks
+/// "75,000 ids" against the data, not a fraction of the 2^64 key space that rounds to 0.
+fn range_keys(seg: &Segments) -> Option<(u128, bool)> {
+    let Segments::Ranges { ranges } = seg else {
+        return None;
+    };
+    use crate::map::Bound;
+    let mut keys = 0u128;
+    let mut unbounded = false;
+    for r in ranges {
+        match (&r.from, &r.to) {
+            (Some(Bound::Int(a)), Some(Bound::Int(b))) => {
+                keys += (i128::from(*b) - i128::from(*a)).max(0) as u128;
+            }
+            (None | Some(Bound::Int(_)), None | Some(Bound::Int(_))) => unbounded = true,
+            _ => return None,
+        }
+    }
+    Some((keys, unbounded))
+}
+
+/// Below this many integer keys a count is what a reviewer checks against the data; above it
+/// (ranges sized as shares of the i64 space, as in plans/range-split) the fraction reads better.
+const COUNTABLE: u128 = 1_000_000_000_000;
+
+/// Integer keys of finite integer ranges, when few enough to count.
+fn countable(seg: &Segments) -> Option<u128> {
+    range_keys(seg).and_then(|(k, open)| (!open && k < COUNTABLE).then_some(k))
+}
+
+/// The keys column of a move: its integer keys for countable integer ranges, else its key
+/// fraction.
+fn keys_cell(seg: &Segments, fraction: f64) -> String {
+    countable(seg).map_or_else(|| pct(fraction), count)
+}
+
+fn count(k: u128) -> String {
+    match u64::try_from(k) {
+        Ok(k) => indicatif::HumanCount(k).to_string(),
+        Err(_) => k.to_string(),
+    }
+}
+
 /// Cuts `s` to `n` characters, marking the cut.
 fn fit(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -120,11 +164,22 @@ pub fn render(plan: &Plan) -> String {
         "plan  {} (fractions: {how})",
         &plan.fingerprint[..plan.fingerprint.len().min(12)]
     );
-    let mut moved = format!(
-        "moved {} of keys in {} moves",
-        pct(s.moved_fraction),
-        plan.moves.len()
-    );
+    let ranged: Option<Vec<u128>> = plan.moves.iter().map(|m| countable(&m.segments)).collect();
+    let counted = ranged.as_ref().is_some_and(|r| !r.is_empty());
+    let mut moved = match ranged.filter(|r| !r.is_empty()) {
+        // Integer ranges on real ids: the ids that move, which a reviewer can count in the data,
+        // instead of a fraction of the 2^64 key space that rounds to 0.
+        Some(r) => format!(
+            "moved {} integer keys in {} moves",
+            count(r.iter().sum()),
+            plan.moves.len()
+        ),
+        None => format!(
+            "moved {} of keys in {} moves",
+            pct(s.moved_fraction),
+            plan.moves.len()
+        ),
+    };
     if let Some(m) = s.minimum_fraction {
         let _ = write!(moved, "; minimum to rebalance {}", pct(m));
     }
@@ -166,7 +221,7 @@ pub fn render(plan: &Plan) -> String {
                 "{:<6}{:<36}{:>9}  {}",
                 fit(&m.id, 5),
                 pair,
-                pct(m.fraction),
+                keys_cell(&m.segments, m.fraction),
                 segments_brief(&m.segments)
             );
             let _ = writeln!(out, "{}", fit(&line, WIDTH));
@@ -200,5 +255,41 @@ pub fn render(plan: &Plan) -> String {
             cell(s.shares_after.get(*sh))
         );
     }
+    if counted {
+        let _ = writeln!(
+            out,
+            "shares are of the whole key space; the rows each move takes: reshard apply PLAN --dry-run"
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::Bound;
+    use crate::plan::KeyInterval;
+
+    fn ranges(rs: &[(Option<i64>, Option<i64>)]) -> Segments {
+        Segments::Ranges {
+            ranges: rs
+                .iter()
+                .map(|(a, b)| KeyInterval {
+                    from: a.map(Bound::Int),
+                    to: b.map(Bound::Int),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn integer_ranges_count_their_keys() {
+        let seg = ranges(&[(Some(25_000), Some(100_000)), (Some(-10), Some(0))]);
+        assert_eq!(range_keys(&seg), Some((75_010, false)));
+        assert_eq!(keys_cell(&seg, 0.0), "75,010");
+        let open = ranges(&[(Some(5), None)]);
+        assert_eq!(keys_cell(&open, 0.5), "50.000%");
+        let huge = ranges(&[(Some(0), Some(1 << 61))]);
+        assert_eq!(keys_cell(&huge, 0.125), "12.500%");
+    }
 }
