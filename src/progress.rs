@@ -83,10 +83,10 @@ fn working(state: &str) -> bool {
 }
 
 /// Rows per second and the seconds left, from `done` rows in `secs` of work and `left` to do:
-/// unknown (None) before a second of work or before any row, so that a first batch done in a
+/// unknown (None) before a quarter second of work or before any row, so that a first batch done in a
 /// blink does not promise an ETA of 0. The ETA of nothing left is 0.
 fn rate_and_eta(done: u64, secs: f64, left: u64) -> (Option<u64>, Option<u64>) {
-    if secs < 1.0 || done == 0 {
+    if secs < 0.25 || done == 0 {
         return (None, (left == 0).then_some(0));
     }
     let rate = done as f64 / secs;
