@@ -139,7 +139,14 @@ pub async fn connect(plan: &Plan) -> (Context, Vec<String>) {
                     shards.insert(u, b.clone());
                 }
             }
-            Err(e) => problems.push(format!("shard {name} ({url}): not reachable: {e:#}")),
+            Err(e) => {
+                // The causes name the shard too: said once.
+                let cause = format!("{e:#}");
+                let prefix = format!("shard {name}: ");
+                let cause = cause.strip_prefix(&prefix).unwrap_or(&cause);
+                let shown = url.shown(&name);
+                problems.push(format!("shard {name} ({shown}): not reachable: {cause}"))
+            }
         }
     }
     let ctx = Context {

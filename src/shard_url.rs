@@ -89,6 +89,22 @@ impl ShardUrl {
         Ok(url)
     }
 
+    /// The URL [`ShardUrl::resolve`] connects with, redacted, and where it came from when not
+    /// from the map itself: what an error about the connection names.
+    pub fn shown(&self, shard: &str) -> String {
+        let override_var = format!(
+            "RESHARD_SHARD_{}_URL",
+            shard.to_ascii_uppercase().replace('-', "_")
+        );
+        if let Ok(v) = std::env::var(&override_var) {
+            return format!("{} from {override_var}", redact(&v));
+        }
+        match self.env_name().map(|n| (n, std::env::var(n))) {
+            Some((name, Ok(v))) => format!("{} from {name}", redact(&v)),
+            _ => redact(&self.0),
+        }
+    }
+
     /// For tests and the demo, which build maps in code.
     pub fn raw_for_tests(&self) -> &str {
         &self.0

@@ -257,3 +257,34 @@ fn regression_apply_format_ignored_without_dry_run() {
         "refused before the plan is read: {err}"
     );
 }
+
+/// With `RESHARD_SHARD_<NAME>_URL` set, an unreachable shard was reported under the plan's URL,
+/// not the one reshard had tried, and its cause named the shard a second time. The error now
+/// names the URL used (redacted) and where it came from, once.
+#[test]
+fn regression_override_errors_named_the_plans_url() {
+    let Some((c, _, _, plan)) = two_to_three(Kind::Postgres, "ovr", true) else {
+        return;
+    };
+    let server = Kind::Postgres.server_url().unwrap();
+    let used = match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/rs_no_such_db_{}", std::process::id()),
+        None => panic!("{server}"),
+    };
+    let used = used.replacen("://postgres@", "://postgres:s3cret@", 1);
+    let out = c
+        .cmd(&["apply", &plan, "--dry-run"])
+        .env("RESHARD_SHARD_S2_URL", &used)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    let line = err
+        .lines()
+        .find(|l| l.contains("shard s2 ("))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("rs_no_such_db_"), "{line}");
+    assert!(line.contains("from RESHARD_SHARD_S2_URL"), "{line}");
+    assert!(!line.contains("s3cret"), "{line}");
+    assert_eq!(line.matches("shard s2").count(), 1, "{line}");
+}
