@@ -343,7 +343,8 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub yes: bool,
-    /// Create tables missing at a destination from the source's definition
+    /// Create tables missing at a destination from the source's definition (columns, primary
+    /// key, indexes); refused when the source table has CHECK constraints, which it does not copy
     #[arg(long)]
     pub create_tables: bool,
     /// Proceed even when rows of the moving keys already exist at a destination

@@ -279,7 +279,21 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
                 Some(None) => {
                     if checks.create_tables {
                         if seen_missing.insert((m.destination.clone(), t.name.clone())) {
-                            rep.missing.push((m.destination.clone(), t.name.clone()));
+                            match src.check_constraints(&t.name).await {
+                                Ok(c) if c.is_empty() => {
+                                    rep.missing.push((m.destination.clone(), t.name.clone()))
+                                }
+                                Ok(c) => rep.problems.push(format!(
+                                    "shard {}: table {} has CHECK constraints ({}) that \
+                                     --create-tables does not copy; create the table at {} \
+                                     with them yourself, then apply again",
+                                    m.source,
+                                    t.name,
+                                    c.join(", "),
+                                    m.destination
+                                )),
+                                Err(e) => rep.problems.push(format!("{e:#}")),
+                            }
                         }
                     } else if seen_missing.insert((m.destination.clone(), t.name.clone())) {
                         rep.problems.push(format!(

@@ -237,7 +237,8 @@ per_backend!(
     missing_table_and_type_mismatch_at_once,
     rows_already_at_destination,
     no_yes_without_terminal,
-    read_from_replica_without_replicas
+    read_from_replica_without_replicas,
+    regression_create_tables_dropped_check_constraints
 );
 
 /// `apply --format` says what `--dry-run` prints; given without `--dry-run` it was silently
@@ -287,4 +288,37 @@ fn regression_override_errors_named_the_plans_url() {
     assert!(line.contains("from RESHARD_SHARD_S2_URL"), "{line}");
     assert!(!line.contains("s3cret"), "{line}");
     assert_eq!(line.matches("shard s2").count(), 1, "{line}");
+}
+
+/// `--create-tables` created a destination table without the source's CHECK constraints, and
+/// said nothing. It refuses now, naming them, and writes nothing; without them it creates.
+fn regression_create_tables_dropped_check_constraints(kind: Kind) {
+    let Some((c, _, _, plan)) = two_to_three(kind, "chk", false) else {
+        return;
+    };
+    let out = c.run(&["apply", &plan, "--dry-run", "--create-tables"]);
+    assert_eq!(out.status.code(), Some(0), "no CHECK yet: {}", stderr(&out));
+    let add = match kind {
+        Kind::Sqlite => {
+            // SQLite cannot add a constraint to a table: define users again with one.
+            "ALTER TABLE users RENAME TO users_old; \
+             CREATE TABLE users (id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, \
+             score REAL, CONSTRAINT score_ok CHECK (score > -1000)); \
+             INSERT INTO users SELECT * FROM users_old; DROP TABLE users_old"
+        }
+        _ => "ALTER TABLE users ADD CONSTRAINT score_ok CHECK (score > -1000)",
+    };
+    for s in ["s0", "s1"] {
+        c.db(s).exec(add);
+    }
+    let out = c.run(&["apply", &plan, "--yes", "--create-tables"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(err.contains("CHECK constraints"), "{err}");
+    assert!(err.contains("--create-tables does not copy"), "{err}");
+    if kind != Kind::Sqlite {
+        assert!(err.contains("score_ok"), "{err}");
+    }
+    assert!(!c.table_exists("s2", "users"), "nothing created");
+    assert!(!c.catalog_path().exists(), "nothing written");
 }

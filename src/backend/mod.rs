@@ -283,6 +283,11 @@ pub trait Backend: Send + Sync {
     /// secondary indexes (those are built after the copy, which is faster).
     async fn create_table(&self, schema: &TableSchema) -> Result<()>;
 
+    /// The names of the table's CHECK constraints (none when the table does not exist):
+    /// `--create-tables` does not copy them, so preflight refuses to create a table that has
+    /// any rather than drop them without a word.
+    async fn check_constraints(&self, table: &str) -> Result<Vec<String>>;
+
     /// Creates the secondary indexes that do not exist yet.
     async fn create_indexes(&self, schema: &TableSchema) -> Result<()>;
 

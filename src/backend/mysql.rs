@@ -367,6 +367,20 @@ impl Backend for Mysql {
             .collect()
     }
 
+    async fn check_constraints(&self, table: &str) -> Result<Vec<String>> {
+        // A JSON column is LONGTEXT with CHECK (json_valid(`col`)), named after the column:
+        // the created table's JSON column brings its own.
+        sqlx::query_scalar(
+            "SELECT CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+             AND CHECK_CLAUSE <> CONCAT('json_valid(`', CONSTRAINT_NAME, '`)') ORDER BY 1",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| self.ctx("read the CHECK constraints of", table))
+    }
+
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>> {
         check_table(table)?;
         let ctx = || self.ctx("describe", table);

@@ -445,6 +445,19 @@ impl Backend for Postgres {
             .collect()
     }
 
+    async fn check_constraints(&self, table: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT c.conname::text FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid \
+             JOIN pg_namespace n ON n.oid = r.relnamespace \
+             WHERE r.relname = $1 AND n.nspname = current_schema() AND c.contype = 'c' \
+             ORDER BY 1",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| self.ctx("read the CHECK constraints of", table))
+    }
+
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>> {
         check_table(table)?;
         let Some(oid) = self.relation(table).await? else {

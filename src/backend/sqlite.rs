@@ -244,6 +244,38 @@ fn page_query(
     sql::range_select(D, schema, key_column, bounds, filter, limit, &select)
 }
 
+/// Whether a CREATE TABLE statement declares a CHECK constraint: the keyword CHECK, outside
+/// quotes, followed by `(`.
+fn has_check(sql: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let chars: Vec<char> = sql.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if matches!(c, '\'' | '"' | '`' | '[') => {
+                quote = Some(if c == '[' { ']' } else { c })
+            }
+            None => {
+                let word: String = chars[i..].iter().take(5).collect();
+                let before = i.checked_sub(1).map(|j| chars[j]);
+                if word.eq_ignore_ascii_case("check")
+                    && !before.is_some_and(|b| b.is_alphanumeric() || b == '_')
+                {
+                    let rest = chars[i + 5..].iter().find(|c| !c.is_whitespace());
+                    if rest == Some(&'(') {
+                        return true;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
 #[async_trait]
 impl Backend for Sqlite {
     fn dialect(&self) -> Dialect {
@@ -273,6 +305,20 @@ impl Backend for Sqlite {
                     .with_context(|| format!("shard {}: column {i} of {sql}", self.shard))
             })
             .collect()
+    }
+
+    async fn check_constraints(&self, table: &str) -> Result<Vec<String>> {
+        // SQLite keeps no catalog of constraints: the table's CREATE statement says.
+        let sql: Option<String> =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
+                .bind(table)
+                .fetch_optional(&self.pool)
+                .await
+                .with_context(|| self.ctx("read the definition of", table))?;
+        Ok(sql
+            .filter(|s| has_check(s))
+            .map(|_| vec!["CHECK in its CREATE TABLE".to_string()])
+            .unwrap_or_default())
     }
 
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>> {
@@ -781,5 +827,22 @@ impl Backend for Sqlite {
             .with_context(ctx)?;
         tx.commit().await.with_context(ctx)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn check_constraints_are_found_outside_quotes() {
+        assert!(super::has_check("CREATE TABLE t (a INT, CHECK (a > 0))"));
+        assert!(super::has_check(
+            "CREATE TABLE t (a INT CONSTRAINT c check(a > 0))"
+        ));
+        assert!(!super::has_check(
+            "CREATE TABLE t (a TEXT DEFAULT 'check (x)')"
+        ));
+        assert!(!super::has_check(
+            "CREATE TABLE t (recheck INT, \"check\" INT)"
+        ));
     }
 }
