@@ -90,3 +90,18 @@ async fn regression_worker_exited_0_on_sigint() {
         tokio::task::block_in_place(|| interrupted(&s.c, &["worker"], "", "reverse sync running"));
     assert_eq!(code, Some(INTERRUPTED), "{seen}");
 }
+
+/// `log --follow` and `route --follow` had no signal handler: SIGINT killed them, so they had
+/// no exit code (a shell showed 130 for SIGINT but 143 for SIGTERM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_followers_were_killed_by_sigint() {
+    let s = setup(Kind::Sqlite, "xrf").unwrap();
+    let job = applied(&s).await;
+    for (args, input, ready) in [
+        (&["log", job.as_str(), "--follow"][..], "", "dual_write"),
+        (&["route", "--follow"][..], "2\n", "s2"),
+    ] {
+        let (code, seen) = tokio::task::block_in_place(|| interrupted(&s.c, args, input, ready));
+        assert_eq!(code, Some(INTERRUPTED), "{args:?}: {seen}");
+    }
+}
