@@ -30,6 +30,9 @@ const BAD: i32 = 2;
 const MISMATCH: i32 = 3;
 const INTERRUPTED: i32 = 130;
 
+/// A server address that refuses connections at once.
+const DOWN: &str = "postgres://reshard@127.0.0.1:1/catalog";
+
 /// The tables: a line per case, `CODE  [ENV=VALUE ...] ARGS  # what the code means there`.
 type Table = &'static str;
 
@@ -165,6 +168,42 @@ const BEFORE_THE_CUTOVER_A_ROW_DAMAGED: Table = "
 0   complete JOB                        # done
 ";
 
+/// A job started with `--switch manual`, stopped (kill -9) while it catches up: pause, switch
+/// and resume act on it with nobody running it.
+const A_MANUAL_JOB_NOBODY_RUNS: Table = "
+2   switch JOB --move m-nosuch          # unknown move
+0   switch JOB --dry-run                # what each fence would do; nothing changes
+0   pause JOB                           # nobody runs it: paused at once
+0   switch JOB --no-wait                # recorded for whoever runs the job next
+0   resume JOB                          # catches up and flips, as switched
+2   switch JOB                          # nothing left to switch
+2   pause JOB                           # nothing left to pause: it waits for complete
+";
+
+/// A catalog (or a shard) that refuses connections: a failure, not bad input; the same command
+/// succeeds once it is back. Nothing is recorded, since the catalog is what is down. (apply's
+/// preflight refuses a plan whose shard is unreachable: exit 2, before anything is written.)
+const WITH_THE_CATALOG_DOWN: Table = "
+1   status --catalog DOWN               # the catalog refuses connections
+1   jobs --catalog DOWN                 # the catalog refuses connections
+1   log --catalog DOWN                  # the catalog refuses connections
+1   route 2 --catalog DOWN              # the catalog refuses connections
+1   verify --catalog DOWN               # the catalog refuses connections
+1   resume --catalog DOWN               # the catalog refuses connections
+1   complete --catalog DOWN             # the catalog refuses connections
+1   rollback --catalog DOWN             # the catalog refuses connections
+1   cancel --catalog DOWN               # the catalog refuses connections
+1   sync --catalog DOWN                 # the catalog refuses connections
+1   pause --catalog DOWN                # the catalog refuses connections
+1   switch --catalog DOWN               # the catalog refuses connections
+1   throttle --catalog DOWN             # the catalog refuses connections
+1   worker --catalog DOWN               # the catalog refuses connections
+1   apply PLAN --yes --catalog DOWN     # the catalog refuses connections
+1   suggest --from DOWN_MAP -o OUT      # a shard refuses connections
+2   apply DOWN_PLAN --dry-run           # preflight: a shard is not reachable
+2   apply DOWN_PLAN --yes               # preflight: a shard is not reachable, nothing written
+";
+
 /// The words a table's rows use, filled in.
 struct Words {
     dir: PathBuf,
@@ -183,6 +222,16 @@ impl Words {
         std::fs::write(dir.join("to.json"), to.to_string()).unwrap();
         std::fs::write(dir.join("other.json"), other.to_string()).unwrap();
         std::fs::write(dir.join("bad.json"), "{\"shards\": ").unwrap();
+        // s1 on a port nothing listens on.
+        let mut down = s.from.clone();
+        down["shards"]["s1"] = DOWN.into();
+        std::fs::write(dir.join("down.json"), down.to_string()).unwrap();
+        let mut down_to = to.clone();
+        down_to["shards"]["s1"] = DOWN.into();
+        let from = reshard::map::Map::from_value(&down, "from").unwrap();
+        let to_map = reshard::map::Map::from_value(&down_to, "to").unwrap();
+        let plan = reshard::planner::plan(&from, &to_map).unwrap();
+        std::fs::write(dir.join("down-plan.json"), plan.to_json()).unwrap();
         Words {
             dir,
             job: job.to_string(),
@@ -202,6 +251,9 @@ impl Words {
             "MISSING" => file("missing.json"),
             "OUT" => self.out().display().to_string(),
             "NEW" => file("new.json"),
+            "DOWN" => DOWN.to_string(),
+            "DOWN_MAP" => file("down.json"),
+            "DOWN_PLAN" => file("down-plan.json"),
             w => w.to_string(),
         }
     }
@@ -274,6 +326,7 @@ fn without_a_catalog_every_command_refuses_bad_input_and_creates_nothing() {
     let w = Words::of(&s, "j-none");
     let before = s.c.snapshot();
     check(&s.c, &w, WITHOUT_A_CATALOG);
+    check(&s.c, &w, WITH_THE_CATALOG_DOWN);
     assert!(!s.c.catalog_path().exists(), "a catalog was created");
     assert_eq!(s.c.snapshot(), before, "a shard was written");
 }
@@ -325,6 +378,15 @@ async fn cutover_verification_refuses_a_damaged_row() {
     let w = Words::of(&s, &job);
     tokio::task::block_in_place(|| check(&s.c, &w, BEFORE_THE_CUTOVER_A_ROW_DAMAGED));
     assert_eq!(status(&s.c, &job).await["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_job_is_paused_and_switched() {
+    let s = setup(Kind::Sqlite, "xsw").unwrap();
+    let job = common::online::killed_at(&s, "after_apply:1", &["--switch", "manual"]);
+    let w = Words::of(&s, &job);
+    tokio::task::block_in_place(|| check(&s.c, &w, A_MANUAL_JOB_NOBODY_RUNS));
+    assert_eq!(status(&s.c, &job).await["state"], "dual_write");
 }
 
 /// The command with its stdout a pipe whose reader has already gone (`reshard status | head`
