@@ -102,3 +102,31 @@ pub fn install() -> std::io::Result<StopFlag> {
     }
     Ok(flag)
 }
+
+/// For commands that only read and print until stopped (`route --follow`, `log --follow`):
+/// SIGINT or SIGTERM ends the process at once with exit 130, as the README's table says of every
+/// interrupted command. Without a handler the signal killed them: no exit code (a shell showed
+/// 130 for SIGINT, 143 for SIGTERM). They hold nothing that a stop in the middle leaves behind.
+pub fn exit_on_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            crate::progress::say("reshard: interrupted");
+            std::process::exit(crate::error::EXIT_INTERRUPTED);
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(crate::error::EXIT_INTERRUPTED);
+        }
+    });
+    Ok(())
+}

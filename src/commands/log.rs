@@ -28,6 +28,9 @@ pub fn run(opts: LogOptions) -> i32 {
 }
 
 async fn log(opts: LogOptions) -> Result<()> {
+    if opts.follow {
+        crate::signals::exit_on_signal().context("installing signal handlers")?;
+    }
     let cat = super::open_existing_ro(&opts.catalog).await?;
     let result = async {
         let job = super::pick_job(&cat, opts.job.as_deref()).await?;

@@ -178,6 +178,7 @@ fn route_keys(route: &RouteFn<'_>, kind: KeyKind, opts: &RouteOptions) -> anyhow
 /// coprocess never loses its place. The exit code is 2 when any line was refused.
 fn follow(url: &str, format: Format) -> anyhow::Result<()> {
     super::block_on_value(async {
+        crate::signals::exit_on_signal().context("installing signal handlers")?;
         let router = Router::connect(url).await?;
         let kind = router.snapshot().key_kind();
         let mut input = std::io::stdin().lock();

@@ -3,9 +3,9 @@
 //! (src/throttle.rs; stored in the job's options, read by the running process within a
 //! second), or, with no option, shows them and whether the job is being held back now.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
-use crate::error::Stop;
+use crate::error::{InputError, Stop};
 use crate::job::JobState;
 
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ async fn throttle(opts: ThrottleOptions, lag_ms: Option<u64>, batch_ms: Option<u
         let row = cat
             .job(job)
             .await?
-            .with_context(|| format!("job {job} is not in the catalog"))?;
+            .ok_or_else(|| InputError::one(format!("job {job}: not in the catalog")))?;
         let state = JobState::parse(&row.state);
         let stored = crate::throttle::Settings::of_options(&row.options_json);
         let given = [

@@ -84,5 +84,11 @@ async fn work(opts: WorkerOptions, checked: Checked) -> Result<()> {
     });
     let r = worker.run().await;
     catalog.close().await;
-    r
+    r?;
+    // `run` returns only once a signal asked it to stop: exit 130 like every interrupted
+    // command (README's exit codes), not 0 as if the work were done.
+    Err(crate::error::Stop::Interrupted {
+        resume: "reshard worker (or reshard resume for the job)".to_string(),
+    }
+    .into())
 }
