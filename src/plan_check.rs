@@ -34,10 +34,15 @@ impl std::fmt::Display for Difference {
     }
 }
 
+/// A side of a difference: scalars in full (a fingerprint or a URL cut short cannot be
+/// compared by eye), arrays and objects cut at 60 characters.
 fn brief(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 40 {
-        let t: String = s.chars().take(39).collect();
+    if !v.is_array() && !v.is_object() {
+        return s;
+    }
+    if s.chars().count() > 60 {
+        let t: String = s.chars().take(59).collect();
         format!("{t}…")
     } else {
         s

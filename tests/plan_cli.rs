@@ -309,6 +309,27 @@ fn check_reports_a_stale_plan_with_the_fields_that_differ() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("fingerprint:"), "{}", stderr(&o));
+    // regression_check_truncated_fingerprints_and_printed_placeholder_paths: both
+    // fingerprints in full, and the command to regenerate names the real files.
+    let full = |p: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v["fingerprint"].as_str().unwrap().to_string()
+    };
+    for fp in [full(&d.join("plan.json")), full(&other)] {
+        assert!(
+            stderr(&o).contains(&format!("\"{fp}\"")),
+            "{fp}: {}",
+            stderr(&o)
+        );
+    }
+    let hint = format!(
+        "reshard plan --from {} --to {} -o {}",
+        d.join("old.json").display(),
+        d.join("new.json").display(),
+        other.display()
+    );
+    assert!(stderr(&o).contains(&hint), "{hint}: {}", stderr(&o));
 
     // Not JSON at all: bad input.
     std::fs::write(&stale, "not json").unwrap();

@@ -59,7 +59,7 @@ fn execute(opts: &PlanOptions) -> anyhow::Result<()> {
     let json = plan.to_json();
 
     if let Some(check) = &opts.check {
-        return check_against(check, &json);
+        return check_against(check, &json, opts);
     }
     if let Some(out) = &opts.output {
         write_atomically(out, &json)
@@ -88,7 +88,7 @@ fn execute(opts: &PlanOptions) -> anyhow::Result<()> {
 
 /// Exit 0 when the committed plan is byte-identical to the recomputed one, 1 with the fields
 /// that differ otherwise, 2 when the committed file cannot be read as JSON.
-fn check_against(path: &Path, fresh: &str) -> anyhow::Result<()> {
+fn check_against(path: &Path, fresh: &str, opts: &PlanOptions) -> anyhow::Result<()> {
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| InputError::one(format!("{label}: cannot read: {e}")))?;
@@ -123,7 +123,11 @@ fn check_against(path: &Path, fresh: &str) -> anyhow::Result<()> {
     if lines.len() > shown {
         msg.push_str(&format!("  … {} more differences\n", lines.len() - shown));
     }
-    msg.push_str("regenerate it with: reshard plan --from OLD --to NEW -o PLAN.json");
+    msg.push_str(&format!(
+        "regenerate it with: reshard plan --from {} --to {} -o {label}",
+        opts.from.display(),
+        opts.to.display()
+    ));
     Err(Stop::Different(msg).into())
 }
 
