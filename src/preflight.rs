@@ -223,6 +223,8 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
     let mut rep = Report::default();
     let mut seen_missing = BTreeSet::new();
     let mut compared = BTreeSet::new();
+    // (destination, table, difference) -> the sources that differ from it so.
+    let mut diffs: BTreeMap<(String, String, Diff), Vec<String>> = BTreeMap::new();
     for m in &ctx.plan.moves {
         let (src, dst) = (
             ctx.shard(Side::From, &m.source),
@@ -273,8 +275,12 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
                         t.name.clone(),
                     )) =>
                 {
-                    rep.problems
-                        .extend(compare(s, &m.source, d, &m.destination));
+                    for diff in compare(s, d) {
+                        diffs
+                            .entry((m.destination.clone(), t.name.clone(), diff))
+                            .or_default()
+                            .push(m.source.clone());
+                    }
                 }
                 Some(None) => {
                     if checks.create_tables {
@@ -306,6 +312,9 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
                 _ => {}
             }
         }
+    }
+    for ((dest, table, diff), sources) in &diffs {
+        rep.problems.push(render_diff(table, diff, sources, dest));
     }
     if !rep.problems.is_empty() {
         return rep;
@@ -358,46 +367,69 @@ pub async fn check(ctx: &Context, checks: &Checks) -> Report {
     rep
 }
 
-fn compare(s: &TableSchema, sname: &str, d: &TableSchema, dname: &str) -> Vec<String> {
+/// One way a destination's definition of a table differs from a source's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Diff {
+    /// A source column the destination lacks.
+    Missing(String),
+    /// A destination column the source lacks.
+    Extra(String),
+    /// (column, type at the source, type at the destination)
+    Type(String, String, String),
+    /// (column, nullable at the source, nullable at the destination)
+    Null(String, bool, bool),
+    /// Primary-key columns at the source and at the destination.
+    Key(String, String),
+}
+
+fn compare(s: &TableSchema, d: &TableSchema) -> Vec<Diff> {
     let mut out = Vec::new();
-    let t = &s.name;
     let dcols: BTreeMap<&str, _> = d.columns.iter().map(|c| (c.name.as_str(), c)).collect();
     let scols: BTreeMap<&str, _> = s.columns.iter().map(|c| (c.name.as_str(), c)).collect();
     for c in &s.columns {
         match dcols.get(c.name.as_str()) {
-            None => out.push(format!(
-                "table {t}: column {} exists at {sname} but not at {dname}",
-                c.name
+            None => out.push(Diff::Missing(c.name.clone())),
+            Some(dc) if dc.data_type != c.data_type => out.push(Diff::Type(
+                c.name.clone(),
+                c.data_type.clone(),
+                dc.data_type.clone(),
             )),
-            Some(dc) if dc.data_type != c.data_type => out.push(format!(
-                "table {t}: column {} is {} at {sname} but {} at {dname}",
-                c.name, c.data_type, dc.data_type
-            )),
-            Some(dc) if dc.nullable != c.nullable => out.push(format!(
-                "table {t}: column {} is {} at {sname} but {} at {dname}",
-                c.name,
-                null_word(c.nullable),
-                null_word(dc.nullable)
-            )),
+            Some(dc) if dc.nullable != c.nullable => {
+                out.push(Diff::Null(c.name.clone(), c.nullable, dc.nullable))
+            }
             _ => {}
         }
     }
     for c in &d.columns {
         if !scols.contains_key(c.name.as_str()) {
-            out.push(format!(
-                "table {t}: column {} exists at {dname} but not at {sname}",
-                c.name
-            ));
+            out.push(Diff::Extra(c.name.clone()));
         }
     }
     if s.primary_key != d.primary_key {
-        out.push(format!(
-            "table {t}: primary key is ({}) at {sname} but ({}) at {dname}",
+        out.push(Diff::Key(
             s.primary_key.join(", "),
-            d.primary_key.join(", ")
+            d.primary_key.join(", "),
         ));
     }
     out
+}
+
+/// A difference between table `t` at `sources` (every source that differs the same way) and
+/// at the destination `dname`: one problem, not one per move.
+fn render_diff(t: &str, diff: &Diff, sources: &[String], dname: &str) -> String {
+    let srcs = sources.join(", ");
+    let what = match diff {
+        Diff::Missing(c) => format!("column {c} exists at {srcs} but not at {dname}"),
+        Diff::Extra(c) => format!("column {c} exists at {dname} but not at {srcs}"),
+        Diff::Type(c, st, dt) => format!("column {c} is {st} at {srcs} but {dt} at {dname}"),
+        Diff::Null(c, sn, dn) => format!(
+            "column {c} is {} at {srcs} but {} at {dname}",
+            null_word(*sn),
+            null_word(*dn)
+        ),
+        Diff::Key(sk, dk) => format!("primary key is ({sk}) at {srcs} but ({dk}) at {dname}"),
+    };
+    format!("shard {dname}: table {t}: {what}")
 }
 
 fn null_word(nullable: bool) -> &'static str {

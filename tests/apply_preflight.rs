@@ -117,6 +117,14 @@ fn missing_table_and_type_mismatch_at_once(kind: Kind) {
     );
     assert!(err.contains("--create-tables"), "{err}");
     assert!(err.contains("column score"), "{err}");
+    // regression_preflight_repeated_a_problem_per_move: both sources move keys to s2; the
+    // mismatch is one problem naming both.
+    assert_eq!(err.matches("column score").count(), 1, "{err}");
+    assert!(
+        err.contains("shard s2: table users: column score is"),
+        "{err}"
+    );
+    assert!(err.contains(" at s0, s1 but "), "{err}");
     assert!(!c.catalog_path().exists());
     assert_eq!(c.snapshot(), before);
 
