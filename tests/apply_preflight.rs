@@ -246,7 +246,8 @@ per_backend!(
     rows_already_at_destination,
     no_yes_without_terminal,
     read_from_replica_without_replicas,
-    regression_create_tables_dropped_check_constraints
+    regression_create_tables_dropped_check_constraints,
+    regression_stale_dry_run_hinted_allow_existing
 );
 
 /// `apply --format` says what `--dry-run` prints; given without `--dry-run` it was silently
@@ -329,4 +330,20 @@ fn regression_create_tables_dropped_check_constraints(kind: Kind) {
     }
     assert!(!c.table_exists("s2", "users"), "nothing created");
     assert!(!c.catalog_path().exists(), "nothing written");
+}
+
+/// The dry run of a plan already carried out (its job completed) is stale, and its moved rows
+/// sit at the destinations; it also told the operator to pass --allow-existing, which would
+/// not help: the remedy is a plan from the current map, which the stale refusal says.
+fn regression_stale_dry_run_hinted_allow_existing(kind: Kind) {
+    let Some((c, _, _, plan)) = two_to_three(kind, "stdr", true) else {
+        return;
+    };
+    let out = c.run(&["apply", &plan, "--yes", "--complete", "--progress", "plain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.run(&["apply", &plan, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("stale plan"), "{text}");
+    assert!(!text.contains("--allow-existing"), "{text}");
 }

@@ -144,10 +144,12 @@ async fn preflight_all(plan: &Plan, checks: &Checks) -> (Context, Report) {
 async fn dry_run(plan: &Plan, opts: &ApplyOptions) -> Result<bool> {
     let mut problems = Vec::new();
     let mut unfinished = None;
+    let mut stale = false;
     let catalog = Catalog::open(&opts.catalog, Access::ReadOnly).await?;
     if let Some(cat) = &catalog {
         if let Err(e) = Catalog::check_not_stale(cat.routing().await?.as_ref(), &plan.from) {
             problems.push(format!("{e:#}"));
+            stale = true;
         }
         unfinished = cat.unfinished_job().await?;
         problems.extend(unfinished.clone());
@@ -156,8 +158,10 @@ async fn dry_run(plan: &Plan, opts: &ApplyOptions) -> Result<bool> {
     let checks = Checks {
         create_tables: opts.create_tables,
         // Rows at a destination while a job is unfinished are most likely that job's, and the
-        // refusal above already names it: the existing-rows problem would say otherwise.
-        allow_existing: opts.allow_existing || unfinished.is_some(),
+        // refusal above already names it: the existing-rows problem would say otherwise. So
+        // are the rows of a stale plan's moves (an earlier job moved them), and its remedy is
+        // a new plan, not --allow-existing.
+        allow_existing: opts.allow_existing || unfinished.is_some() || stale,
     };
     let (ctx, rep) = preflight_all(plan, &checks).await;
     problems.extend(rep.problems.iter().cloned());
