@@ -194,6 +194,8 @@ pub struct CompleteArgs {
     /// with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
+    #[command(flatten)]
+    pub progress: StepProgress,
 }
 
 impl From<CompleteArgs> for commands::online::JobOptions {
@@ -206,6 +208,7 @@ impl From<CompleteArgs> for commands::online::JobOptions {
             verify: !a.skip_verify_risking_data_loss,
             lock_timeout: None,
             no_wait: a.no_wait,
+            json: a.progress.json(),
         }
     }
 }
@@ -297,6 +300,22 @@ pub enum ProgressArg {
     Plain,
     /// One JSON object per line, for tooling
     Json,
+}
+
+/// `--progress` of the commands whose steps are reported as lines, with no bars.
+#[derive(Args, Debug)]
+pub struct StepProgress {
+    /// How each step is reported on stderr: `auto`, `plain` and `bars` print a line per step
+    /// (these commands have no bars), `json` one JSON object per line and nothing else
+    /// (docs/progress.md)
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+}
+
+impl StepProgress {
+    pub fn json(&self) -> bool {
+        matches!(self.progress, ProgressArg::Json)
+    }
 }
 
 #[derive(Args, Debug)]

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use common::cluster::*;
 use common::db::Kind;
+use common::online::{applied, run, setup};
 
 const ROWS: i64 = 12_000;
 const CAP: u64 = 2_000;
@@ -80,4 +81,49 @@ async fn resumed_rate_is_this_runs(kind: Kind) {
     );
 }
 
-per_backend_async!(resumed_rate_is_this_runs);
+/// Every stderr line of `out` is a JSON event; the texts of its `message` events.
+fn json_only(what: &str, out: &std::process::Output) -> Vec<String> {
+    let err = stderr(out);
+    err.lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|_| panic!("{what}: not JSON: {l}\n{err}"));
+            assert!(v["event"].is_string(), "{what}: {l}");
+            v["text"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// `--progress json` on rollback, cancel and complete: nothing but JSON lines, and the steps
+/// are in them (regression: these commands had no --progress, and printed plain lines).
+async fn regression_job_actions_had_no_progress_json(kind: Kind) {
+    let Some(s) = setup(kind, "pjs") else { return };
+    let job = applied(&s).await;
+    let out = run(&s.c, &["rollback", &job, "--progress", "json"]).await;
+    assert!(out.status.success(), "rollback: {}", stderr(&out));
+    let texts = json_only("rollback", &out);
+    assert!(
+        texts.iter().any(|t| t.contains("flipped back")),
+        "{texts:?}"
+    );
+    let out = run(&s.c, &["cancel", &job, "--progress", "json"]).await;
+    assert!(out.status.success(), "cancel: {}", stderr(&out));
+    let texts = json_only("cancel", &out);
+    assert!(
+        texts.iter().any(|t| t.contains("copied rows deleted")),
+        "{texts:?}"
+    );
+    let job = applied(&s).await;
+    let out = run(&s.c, &["complete", &job, "--progress", "json"]).await;
+    assert!(out.status.success(), "complete: {}", stderr(&out));
+    let texts = json_only("complete", &out);
+    assert!(
+        texts.iter().any(|t| t.contains("old copies deleted")),
+        "{texts:?}"
+    );
+}
+
+per_backend_async!(
+    resumed_rate_is_this_runs,
+    regression_job_actions_had_no_progress_json
+);

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::CatalogArg;
+use super::{CatalogArg, StepProgress};
 use crate::commands;
 
 #[derive(Args, Debug)]
@@ -31,6 +31,8 @@ pub struct RollbackArgs {
     /// Default: the value the job was started with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
+    #[command(flatten)]
+    pub progress: StepProgress,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +54,8 @@ pub struct CancelArgs {
     /// started with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
+    #[command(flatten)]
+    pub progress: StepProgress,
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +73,8 @@ pub struct SyncArgs {
     /// was started with (`apply --lock-timeout`), else 1s
     #[arg(long, value_name = "DURATION")]
     pub lock_timeout: Option<String>,
+    #[command(flatten)]
+    pub progress: StepProgress,
 }
 
 impl From<RollbackArgs> for commands::online::JobOptions {
@@ -81,6 +87,7 @@ impl From<RollbackArgs> for commands::online::JobOptions {
             verify: true,
             lock_timeout: None,
             no_wait: a.no_wait,
+            json: a.progress.json(),
         }
     }
 }
@@ -95,6 +102,7 @@ impl From<CancelArgs> for commands::online::JobOptions {
             verify: true,
             lock_timeout: None,
             no_wait: a.no_wait,
+            json: a.progress.json(),
         }
     }
 }
@@ -111,6 +119,7 @@ impl From<SyncArgs> for commands::online::JobOptions {
             verify: true,
             lock_timeout: None,
             no_wait: false,
+            json: a.progress.json(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct JobOptions {
     pub lock_timeout: Option<Duration>,
     /// When a live process serves the job: record the request and return at once.
     pub no_wait: bool,
+    /// `--progress json`: every line on stderr is a JSON object (docs/progress.md).
+    pub json: bool,
 }
 
 /// `2s`, `500ms`, `1.5s` or `1m`; a unit is required.
@@ -74,6 +76,7 @@ pub fn parse_duration_or_off(flag: &str, s: &str) -> Result<Duration, InputError
 }
 
 pub fn run(action: Action, opts: JobOptions) -> i32 {
+    crate::progress::json_lines(opts.json);
     let max_fence = match parse_duration("--max-fence", &opts.max_fence) {
         Ok(d) => d,
         Err(e) => return super::report(e.into()),
@@ -111,7 +114,7 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
     ) {
         Decision::Run => {}
         Decision::Done(msg) => {
-            eprintln!("reshard: {msg}");
+            crate::progress::say(format!("reshard: {msg}"));
             return Ok(());
         }
         Decision::NothingFlipped { mark_rolled_back } => {
@@ -122,10 +125,10 @@ async fn act(action: Action, opts: JobOptions, max_fence: Duration) -> Result<()
                     .set_job_state(&id, JobState::RolledBack, None)
                     .await?;
             }
-            eprintln!(
+            crate::progress::say(format!(
                 "reshard: job {id}: no move is flipped; routing is the old map already. \
                  Next: reshard cancel {id} (undo) or reshard resume {id} (cut over again)"
-            );
+            ));
             return Ok(());
         }
         Decision::Refused(msg) => return Err(Stop::Refused(msg).into()),
@@ -230,13 +233,15 @@ async fn ask(
         .record_request(id, &word, &format!("{word}, asked of {holder}"))
         .await?;
     if opts.no_wait {
-        eprintln!(
+        crate::progress::say(format!(
             "reshard: job {id}: {word} requested of {holder}; `reshard status {id}` shows when \
              it is done"
-        );
+        ));
         return Ok(());
     }
-    eprintln!("reshard: job {id}: {word} requested of {holder}; waiting for it");
+    crate::progress::say(format!(
+        "reshard: job {id}: {word} requested of {holder}; waiting for it"
+    ));
     let started = std::time::Instant::now();
     let mut last_event = String::new();
     loop {
@@ -257,11 +262,11 @@ async fn ask(
             .collect();
         let mv = opts.move_id.as_deref();
         if state.is_some_and(|s| carried_out(action, s, &flipped, mv)) {
-            eprintln!(
+            crate::progress::say(format!(
                 "reshard: job {id} is {} ({:.1}s)",
                 row.state,
                 started.elapsed().as_secs_f64()
-            );
+            ));
             return Ok(());
         }
         if state == Some(JobState::Failed) {
@@ -274,7 +279,7 @@ async fn ask(
         if let Some(e) = catalog.events(id).await?.last() {
             let line = format!("{} {}", e.kind, e.detail);
             if line != last_event {
-                eprintln!("reshard: job {id}: {line}");
+                crate::progress::say(format!("reshard: job {id}: {line}"));
                 last_event = line;
             }
         }
@@ -288,7 +293,9 @@ async fn ask(
         if catalog.live_holder(id).await?.is_none() {
             // No process serves the job now (the one asked went away, perhaps midway; every
             // action continues where it stopped): this command carries it out itself.
-            eprintln!("reshard: job {id}: no process serves the job now; carrying out {word} here");
+            crate::progress::say(format!(
+                "reshard: job {id}: no process serves the job now; carrying out {word} here"
+            ));
             catalog.clear_request(id, &word).await?;
             return Box::pin(act(action, opts.clone(), opts_fence(opts)?)).await;
         }
