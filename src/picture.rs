@@ -78,7 +78,9 @@ pub fn plan_svg(plan: &Plan) -> String {
         (Partitioning::Modulo { .. }, Partitioning::Modulo { .. }) => {
             height = modulo_picture(plan, &shards, &mut body, height);
         }
-        _ => {}
+        _ => {
+            height = moves_picture(plan, &shards, &mut body, height);
+        }
     }
     height = shares_picture(plan, &shards, &mut body, height + 20.0);
     height = legend(&shards, &mut body, height + 10.0);
@@ -339,6 +341,23 @@ fn modulo_picture(plan: &Plan, shards: &[String], out: &mut String, top: f64) ->
         let (gx, gy) = ((r % per_row) as f64, (r / per_row) as f64);
         let x = 60.0 + gx * size;
         let y = top + 20.0 + gy * (2.0 * size + 12.0);
+        if r % per_row == 0 {
+            // Each grid row says which half is which map.
+            let _ = writeln!(
+                out,
+                r#"<text x="12" y="{:.1}" font-size="9">before</text><text x="12" y="{:.1}" font-size="9">after</text>"#,
+                y + size * 0.75,
+                y + size * 1.75
+            );
+        }
+        if r % 10 == 0 {
+            // The residue of every tenth column, above it.
+            let _ = writeln!(
+                out,
+                r#"<text x="{x:.1}" y="{:.1}" font-size="8">{r}</text>"#,
+                y - 2.0
+            );
+        }
         let old = &a[(r % n) as usize];
         let new = &b[(r % m) as usize];
         let moving = old != new;
@@ -374,6 +393,50 @@ fn modulo_picture(plan: &Plan, shards: &[String], out: &mut String, top: f64) ->
         bottom + 14.0
     );
     bottom + 24.0
+}
+
+/// Maps of different kinds have no common geometry: one bar per move, as long as the share
+/// of the keys it moves, labelled with the move, its shards and that share.
+fn moves_picture(plan: &Plan, shards: &[String], out: &mut String, top: f64) -> f64 {
+    let _ = writeln!(
+        out,
+        r#"<text x="20" y="{}" font-size="14" font-weight="bold">keys each move takes (share of the key space)</text>"#,
+        top + 14.0
+    );
+    let max = plan
+        .moves
+        .iter()
+        .map(|m| m.fraction)
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let mut y = top + 26.0;
+    for m in plan.moves.iter().take(MAX_CELLS as usize) {
+        let w = 520.0 * m.fraction / max;
+        let _ = writeln!(
+            out,
+            r#"<text x="20" y="{:.1}" font-size="12">{} {} → {}</text><rect class="moving-share" x="200" y="{:.1}" width="{w:.1}" height="12" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11">{:.2}%</text>"#,
+            y + 11.0,
+            esc(&m.id),
+            esc(&m.source),
+            esc(&m.destination),
+            y + 1.0,
+            colour(shards, &m.destination),
+            206.0 + w,
+            y + 11.0,
+            m.fraction * 100.0
+        );
+        y += 18.0;
+    }
+    if plan.moves.len() > MAX_CELLS as usize {
+        let _ = writeln!(
+            out,
+            r#"<text x="20" y="{:.1}" font-size="12">… {} more moves</text>"#,
+            y + 11.0,
+            plan.moves.len() - MAX_CELLS as usize
+        );
+        y += 18.0;
+    }
+    y
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

@@ -69,6 +69,32 @@ fn every_example_draws_valid_svg_with_its_moves_marked() {
             &"modulo-to-ring" => assert_eq!(moving, 0, "{ex}"),
             _ => assert_eq!(moving, segments, "{ex}: every moving segment is marked"),
         }
+        // regression_mixed_kind_picture_was_empty_and_residue_grid_unlabelled: a mixed-kind
+        // plan draws a bar per move with its share; residue grids say before/after and their
+        // residues.
+        if *ex == "modulo-to-ring" {
+            let bars = doc
+                .descendants()
+                .filter(|n| n.attribute("class") == Some("moving-share"))
+                .count();
+            assert_eq!(bars, p.moves.len(), "{ex}");
+            for m in &p.moves {
+                let label = format!(">{} {} → {}</text>", m.id, m.source, m.destination);
+                assert!(text.contains(&label), "{ex}: {label}");
+                let share = format!(">{:.2}%</text>", m.fraction * 100.0);
+                assert!(text.contains(&share), "{ex}: {share}");
+            }
+        }
+        if ex.starts_with("modulo-4") {
+            assert!(
+                text.contains(">before</text>") && text.contains(">after</text>"),
+                "{ex}"
+            );
+            assert!(
+                text.contains("font-size=\"8\">0</text>"),
+                "{ex}: residue labels"
+            );
+        }
         // Every shard of both maps appears in the legend.
         for s in p.summary.shares_after.keys() {
             assert!(text.contains(&format!(">{s}</text>")), "{ex}: {s} missing");
