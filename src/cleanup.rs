@@ -18,6 +18,11 @@ use crate::verify;
 /// 10,000: with 1,000, the catalog record per batch took a third of the time.
 const CLEANUP_BATCH: usize = 10_000;
 
+/// The same where one `DELETE` over a key range takes a batch (an exact filter): it holds
+/// no key list, so a batch costs a read of its keys, the statement and the catalog record,
+/// and fewer, larger batches spend less on the last two.
+const CLEANUP_BATCH_RANGE: usize = 50_000;
+
 /// `schema` narrowed to its primary-key columns and the shard key, in table order.
 fn key_columns(schema: &TableSchema, key: &str) -> TableSchema {
     let mut out = schema.clone();
@@ -336,6 +341,15 @@ impl Online<'_> {
     }
 }
 
+/// `RESHARD_CLEANUP_BATCH`: rows per cleanup batch, for tests that need many batches of a few
+/// rows (tests/complete_deletes.rs).
+fn batch_override() -> Option<usize> {
+    std::env::var("RESHARD_CLEANUP_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+}
+
 /// A table at one shard whose rows of one move `complete` or `cancel` deletes.
 struct Target<'a> {
     /// The move's index in [`Online::moves`].
@@ -348,7 +362,7 @@ struct Target<'a> {
 
 impl Online<'_> {
     /// Deletes the rows of move `t.mi` in `t`'s table after the cursor `after`, in primary-key
-    /// order, [`CLEANUP_BATCH`] rows per transaction, quiet (the guards let reshard through).
+    /// order, [`CLEANUP_BATCH`] rows per transaction ([`CLEANUP_BATCH_RANGE`] by range), quiet (the guards let reshard through).
     /// After each batch, `record(cursor, finished, deleted)`.
     ///
     /// Where the move's SQL filter selects exactly its rows (`verify::filter_is_exact_on`),
@@ -379,10 +393,15 @@ impl Online<'_> {
             .iter()
             .filter_map(|c| keys.column_index(c))
             .collect();
+        let size = batch_override().unwrap_or(if exact {
+            CLEANUP_BATCH_RANGE
+        } else {
+            CLEANUP_BATCH
+        });
         loop {
             let batch = retry(&format!("{}: reading {}", t.shard, t.schema.name), || {
                 t.backend
-                    .read_batch(&keys, t.key, after.as_ref(), &filter, CLEANUP_BATCH)
+                    .read_batch(&keys, t.key, after.as_ref(), &filter, size)
             })
             .await?;
             let what = format!("{}: deleting the rows of move {}", t.shard, m.id);
@@ -411,7 +430,7 @@ impl Online<'_> {
                 retry(&what, || t.backend.write_quiet(t.schema, &[], &gone)).await?;
                 gone.len() as u64
             };
-            let done = batch.rows.len() < CLEANUP_BATCH;
+            let done = batch.rows.len() < size;
             record(batch.last.as_ref(), done, n).await?;
             if done {
                 return Ok(());

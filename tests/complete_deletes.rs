@@ -12,7 +12,8 @@ use common::online::{applied, complete_and_audit, run, setup_users};
 
 /// Identity modulo 2 -> 3: each old owner keeps the keys of some residues and loses the others,
 /// interleaved in primary-key order, so a range delete that ignored the filter would take rows
-/// that stay. 6,000 users with 2 orders each: more than one 10,000-row batch per old owner.
+/// that stay. 6,000 users with 2 orders each, in batches of 1,000 (`RESHARD_CLEANUP_BATCH`):
+/// several batches per move and table, so the resume continues from a recorded cursor.
 async fn killed_between_a_batch_and_its_cursor(kind: Kind) {
     let Some(s) = setup_users(kind, "cdel", 6_000) else {
         return;
@@ -24,12 +25,13 @@ async fn killed_between_a_batch_and_its_cursor(kind: Kind) {
         .collect();
     let out =
         s.c.cmd(&["complete", &job])
-            .env("RESHARD_FAILPOINT", "cleanup_batch:2")
+            .env("RESHARD_FAILPOINT", "cleanup_batch:3")
+            .env("RESHARD_CLEANUP_BATCH", "1000")
             .output()
             .unwrap();
     assert!(!out.status.success(), "the failpoint must stop complete");
     assert!(
-        stderr(&out).contains("failpoint cleanup_batch:2 reached"),
+        stderr(&out).contains("failpoint cleanup_batch:3 reached"),
         "{}",
         stderr(&out)
     );
@@ -42,7 +44,11 @@ async fn killed_between_a_batch_and_its_cursor(kind: Kind) {
         mid.iter().zip(&before).any(|(m, b)| m < b),
         "{mid:?} {before:?}"
     );
-    let out = run(&s.c, &["complete", &job]).await;
+    let mut cmd = s.c.cmd(&["complete", &job]);
+    cmd.env("RESHARD_CLEANUP_BATCH", "1000");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     assert!(out.status.success(), "complete: {}", stderr(&out));
     // Each move says what it deleted, stamped with the time of day.
     let err = stderr(&out);
