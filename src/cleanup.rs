@@ -408,7 +408,7 @@ impl Online<'_> {
             let n = if exact {
                 match &batch.last {
                     Some(last) => {
-                        retry(&what, || {
+                        crate::lockwait::bounded(&what, || {
                             t.backend.delete_range_quiet(
                                 t.schema,
                                 t.key,
@@ -427,8 +427,8 @@ impl Online<'_> {
                         gone.push(pk_i.iter().map(|&i| row[i].clone()).collect::<Vec<_>>());
                     }
                 }
-                retry(&what, || t.backend.write_quiet(t.schema, &[], &gone)).await?;
-                gone.len() as u64
+                crate::lockwait::bounded(&what, || t.backend.delete_keys_quiet(t.schema, &gone))
+                    .await?
             };
             let done = batch.rows.len() < size;
             record(batch.last.as_ref(), done, n).await?;

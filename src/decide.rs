@@ -65,6 +65,10 @@ pub fn decide(request: Request, job: &str, state: JobState, flips: Flips) -> Dec
                 String::new()
             }
         )),
+        (Rollback | Sync, Completing) => Decision::Refused(format!(
+            "job {job} is completing: complete has begun deleting the old owners' copies, so \
+             routing cannot go back to them; finish it with: reshard complete {job}"
+        )),
         (Rollback | Sync, DualWrite | Failed | RolledBack | Interrupted | Running | Paused)
             if flips.any =>
         {
@@ -131,8 +135,11 @@ mod tests {
                             Complete => assert!(f.all || s == Completing, "{r:?} {s} {f:?}"),
                             // Removing the copies a flipped move's routing relies on.
                             Cancel => assert!(!f.any, "{r:?} {s} {f:?}"),
-                            // Nothing to flip back or sync without a flipped move.
-                            Rollback | Sync => assert!(f.any, "{r:?} {s} {f:?}"),
+                            // Nothing to flip back or sync without a flipped move, and no
+                            // way back once complete has begun deleting old copies.
+                            Rollback | Sync => {
+                                assert!(f.any && s != Completing, "{r:?} {s} {f:?}")
+                            }
                         }
                         assert!(!s.finished(), "{r:?} runs on a finished job ({s})");
                     }
@@ -188,6 +195,12 @@ mod tests {
         match decide(Cancel, "j", DualWrite, all) {
             Decision::Refused(m) => assert!(m.contains("reshard rollback j"), "{m}"),
             d => panic!("{d:?}"),
+        }
+        for r in [Rollback, Sync] {
+            match decide(r, "j", Completing, all) {
+                Decision::Refused(m) => assert!(m.contains("reshard complete j"), "{m}"),
+                d => panic!("{d:?}"),
+            }
         }
         assert!(matches!(
             decide(Cancel, "j", Completing, all),

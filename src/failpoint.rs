@@ -7,6 +7,10 @@
 //! `reverse_synced` (a reverse-sync pass applied), `request_taken` (a request begun, nothing of
 //! it done). Unset, it costs one relaxed atomic load per call.
 //!
+//! `RESHARD_FAILPOINT=NAME:N:stop` stops the process there instead (SIGSTOP, as a debugger
+//! would), so that a test can act at that exact moment, such as taking a lock between two
+//! steps, and then let it go on with SIGCONT.
+//!
 //! [`triggered`] is the same switch for points that misbehave on purpose instead of aborting,
 //! so that a test can prove a check fails: `demo_damage` (`reshard demo` moves one row to a
 //! shard that does not own it before its final checks), `rollback_drain_fails` (a rollback's
@@ -15,29 +19,53 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+struct Spec {
+    name: String,
+    n: u64,
+    /// `:stop`: SIGSTOP instead of abort.
+    stop: bool,
+}
+
+static SPEC: OnceLock<Option<Spec>> = OnceLock::new();
 static HITS: AtomicU64 = AtomicU64::new(0);
 
-fn spec() -> &'static Option<(String, u64)> {
+fn spec() -> &'static Option<Spec> {
     SPEC.get_or_init(|| {
         let v = std::env::var("RESHARD_FAILPOINT").ok()?;
-        let (name, n) = v.split_once(':')?;
-        Some((name.to_string(), n.parse().ok()?))
+        let (name, rest) = v.split_once(':')?;
+        let (n, stop) = match rest.strip_suffix(":stop") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        Some(Spec {
+            name: name.to_string(),
+            n: n.parse().ok()?,
+            stop,
+        })
     })
 }
 
 pub fn hit(name: &str) {
-    if triggered(name) {
-        let n = spec().as_ref().map_or(0, |(_, n)| *n);
-        eprintln!("reshard: failpoint {name}:{n} reached; aborting");
-        std::process::abort();
+    if !triggered(name) {
+        return;
     }
+    let Some(s) = spec() else { return };
+    if s.stop {
+        eprintln!("reshard: failpoint {name}:{} reached; stopping", s.n);
+        // The test sends SIGCONT; `kill` exits as soon as it has sent the signal.
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+        return;
+    }
+    eprintln!("reshard: failpoint {name}:{} reached; aborting", s.n);
+    std::process::abort();
 }
 
 /// Whether `RESHARD_FAILPOINT=NAME:N` names this point and this is its Nth pass.
 pub fn triggered(name: &str) -> bool {
     match spec() {
-        Some((want, n)) => want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n,
+        Some(s) => s.name == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == s.n,
         None => false,
     }
 }

@@ -120,6 +120,20 @@ impl JobState {
         }
     }
 
+    /// The state a job in `from` takes when asked to become `self`: a failure during
+    /// `complete` or `cancel` keeps the job `completing` or `cancelling` (its error recorded).
+    /// Their first steps cannot be undone: once complete has removed capture or deleted old
+    /// copies, the old owners are stale, and a `failed` job could be rolled back onto them or
+    /// verified again against them (which refuses for ever); once cancel has deleted copied
+    /// rows, a `failed` job could be resumed onto a destination missing them. Running the same
+    /// command again is the only way on.
+    pub fn or_kept_from(self, from: JobState) -> JobState {
+        match (from, self) {
+            (JobState::Completing | JobState::Cancelling, JobState::Failed) => from,
+            _ => self,
+        }
+    }
+
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
         matches!(
@@ -129,10 +143,10 @@ impl JobState {
                 Interrupted | Failed | Copied | DualWrite | Cancelling
             ) | (Interrupted | Failed | Running | RolledBack, Running)
                 | (Interrupted | Failed | RolledBack | Copied, Cancelling)
-                | (Cancelling, Cancelled | Failed)
+                | (Cancelling, Cancelled)
                 | (Copied, Completed | Cancelled | Running)
                 | (DualWrite, Completing | RolledBack | Running)
-                | (Completing, Completed | Failed)
+                | (Completing, Completed)
                 | (Failed | Interrupted | Running, RolledBack)
                 | (Failed, Completing | DualWrite)
                 | (DualWrite | RolledBack | Interrupted, Failed)
@@ -260,6 +274,28 @@ mod tests {
         assert!(!MoveState::Pending.can_become(MoveState::Copied));
         assert!(JobState::Failed.can_become(JobState::Running));
         assert!(!JobState::Completed.can_become(JobState::Running));
+    }
+
+    /// complete's and cancel's first steps cannot be undone: those states lead only to their
+    /// end, and a failure keeps them.
+    #[test]
+    fn completing_and_cancelling_lead_only_to_their_end() {
+        for (s, end) in [
+            (JobState::Completing, JobState::Completed),
+            (JobState::Cancelling, JobState::Cancelled),
+        ] {
+            let next: Vec<JobState> = JobState::ALL
+                .into_iter()
+                .filter(|&t| s.can_become(t))
+                .collect();
+            assert_eq!(next, vec![end], "{s}");
+            assert_eq!(JobState::Failed.or_kept_from(s), s);
+            assert!(!s.resumable(), "{s}");
+        }
+        assert_eq!(
+            JobState::Failed.or_kept_from(JobState::DualWrite),
+            JobState::Failed
+        );
     }
 
     #[test]

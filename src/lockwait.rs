@@ -118,6 +118,7 @@ pub fn describe_stmt(stmt: &str) -> String {
                 | "EXISTS"
                 | "NOT"
                 | "INTO"
+                | "FROM"
         ) {
             verb.push(w);
         } else {

@@ -560,6 +560,174 @@ async fn regression_second_sigint_waits_for_a_long_copy_statement(kind: Kind) {
     complete_and_audit(&s.c, &job).await;
 }
 
+/// Waits until the process `child` has stopped itself at a `:stop` failpoint (state T).
+async fn wait_stopped(child: &mut Child) {
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        // `pid (comm) state ...`: the state follows the last ')'.
+        if s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+        {
+            return;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("reshard exited ({st}) before it stopped at the failpoint");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("reshard never stopped at the failpoint");
+}
+
+/// Runs `args` stopped at `point` (`NAME:N`, after capture and guards are handled), takes a
+/// row lock with `lock_sql` on `shard` in a transaction left open, and lets the command go on;
+/// returns the holder, the exit code and stderr.
+async fn blocked_at(
+    s: &Setup,
+    args: &[&str],
+    point: &str,
+    shard: &str,
+    lock_sql: &str,
+) -> (RawConn, i32, String) {
+    let stop = format!("{point}:stop");
+    let env = [
+        ("RESHARD_FAILPOINT", stop.as_str()),
+        ("RESHARD_LOCK_RETRIES", "2"),
+    ];
+    let (mut child, rx) = spawn(s, args, &env);
+    wait_stopped(&mut child).await;
+    let (mut holder, _) = session(s, shard).await;
+    holder.execute("BEGIN").await.unwrap();
+    holder.execute(lock_sql).await.unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-CONT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut seen = String::new();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        let _ = wait_exit(child, rx, &mut seen).await;
+        panic!("{args:?} still waits 60 s behind the row lock:\n{seen}");
+    }
+    let code = wait_exit(child, rx, &mut seen).await;
+    (holder, code, seen)
+}
+
+fn assert_gave_up(code: i32, err: &str, shard: &str) {
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{shard}: DELETE FROM users waits for a lock held by"
+        )),
+        "holder not named:\n{err}"
+    );
+    assert!(
+        err.contains("gave up after 2 attempt(s) of 300 ms each"),
+        "{err}"
+    );
+}
+
+/// `complete` of the setup's job, stopped by a row lock on key 2 at its old owner s0 taken
+/// after capture was removed, past `--lock-timeout` (2 attempts of 300 ms): the setup, the job
+/// and the holder, its transaction still open.
+async fn complete_blocked(kind: Kind, tag: &str) -> Option<(Setup, String, RawConn)> {
+    let s = setup(kind, tag)?;
+    let job = common::online::applied(&s).await;
+    let args = ["complete", &job, "--lock-timeout", "300ms"];
+    let lock = "SELECT id FROM users WHERE id = 2 FOR UPDATE";
+    let (holder, code, err) = blocked_at(&s, &args, "complete_capture_removed:1", "s0", lock).await;
+    assert_gave_up(code, &err, "s0");
+    Some((s, job, holder))
+}
+
+/// Regression: complete's and cancel's deletes waited without end behind an application
+/// transaction holding one of their rows (PostgreSQL has no lock timeout by default; MariaDB
+/// waited InnoDB's 50 s, then retried, for minutes). Now they wait `--lock-timeout` per
+/// attempt, name the holder, stop resumable past the bound, and finish once it has gone.
+/// complete deletes by key range (identity modulo: an exact filter).
+async fn regression_complete_deletes_wait_unbounded_behind_a_row_lock(kind: Kind) {
+    let Some((s, job, mut holder)) = complete_blocked(kind, "lwdel").await else {
+        return;
+    };
+    holder.execute("ROLLBACK").await.unwrap();
+    complete_and_audit(&s.c, &job).await;
+    let left =
+        s.c.db("s0")
+            .query_async("SELECT id FROM users WHERE id = 2")
+            .await;
+    assert!(left.is_empty(), "key 2 still at its old owner: {left:?}");
+}
+
+/// Regression: a complete that failed after removing capture (or deleting old copies) left the
+/// job `failed`. From there `rollback` flipped routing back onto old owners that had stopped
+/// receiving writes or lost rows, and `complete` verified again, found them different and
+/// refused for ever. The job now stays `completing`, rollback refuses and names complete, and
+/// complete, run again, finishes without verifying.
+async fn regression_failed_complete_can_be_rolled_back_onto_deleted_copies(kind: Kind) {
+    let Some((s, job, mut holder)) = complete_blocked(kind, "lwfail").await else {
+        return;
+    };
+    let v = status(&s.c, &job).await;
+    assert_eq!(v["state"], "completing", "{v}");
+    holder.execute("ROLLBACK").await.unwrap();
+    let r = run(&s.c, &["rollback", &job]).await;
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains(&format!("reshard complete {job}")),
+        "{}",
+        stderr(&r)
+    );
+    complete_and_audit(&s.c, &job).await;
+}
+
+/// The same for cancel (after a rollback), whose deletes of the copied rows at the destination
+/// go by key list under an md5 map (no exact SQL filter).
+async fn regression_cancel_deletes_wait_unbounded_behind_a_row_lock(kind: Kind) {
+    let Some(c) = common::cluster::Cluster::create(kind, "lwcan", 3) else {
+        return;
+    };
+    c.create_tables(&["s0", "s1", "s2"]);
+    let from = c.map(&["s0", "s1"], modulo("md5", &["s0", "s1"]));
+    let to = c.map(&["s0", "s1", "s2"], modulo("md5", &["s0", "s1", "s2"]));
+    c.populate(&from, 40, 2);
+    let plan = c.write_plan("plan", &from, &to).display().to_string();
+    let s = Setup { c, from, plan };
+    let job = common::online::applied(&s).await;
+    let r = run(&s.c, &["rollback", &job]).await;
+    assert!(r.status.success(), "rollback: {}", stderr(&r));
+    let copied =
+        s.c.db("s2")
+            .query_async("SELECT id FROM users ORDER BY id")
+            .await;
+    assert!(!copied.is_empty(), "nothing copied to s2");
+    let args = ["cancel", &job, "--lock-timeout", "300ms"];
+    let lock = "SELECT id FROM users WHERE id = (SELECT MIN(id) FROM users) FOR UPDATE";
+    let lock = if kind == Kind::Mysql {
+        // MariaDB refuses a subquery on the table being locked: its minimum, read first.
+        format!(
+            "SELECT id FROM users WHERE id = {} FOR UPDATE",
+            copied[0][0]
+        )
+    } else {
+        lock.to_string()
+    };
+    let (mut holder, code, err) = blocked_at(&s, &args, "cancel_removed:1", "s2", &lock).await;
+    assert_gave_up(code, &err, "s2");
+    holder.execute("ROLLBACK").await.unwrap();
+    let r = run(&s.c, &["cancel", &job]).await;
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(status(&s.c, &job).await["state"], "cancelled");
+    let left = s.c.db("s2").query_async("SELECT id FROM users").await;
+    assert!(left.is_empty(), "copied rows left at s2: {left:?}");
+}
+
 /// SQLite: the install's wait for the database's write lock is bounded by the busy timeout.
 async fn sqlite_busy_timeout_bounds_the_install(kind: Kind) {
     bound_exceeded_then_resume(kind).await
@@ -586,6 +754,9 @@ server_backends!(
     fence_bound_exceeded_then_resume,
     regression_resume_forgets_the_lock_timeout_given_to_apply,
     regression_second_sigint_waits_for_a_long_copy_statement,
+    regression_complete_deletes_wait_unbounded_behind_a_row_lock,
+    regression_cancel_deletes_wait_unbounded_behind_a_row_lock,
+    regression_failed_complete_can_be_rolled_back_onto_deleted_copies,
 );
 
 mod sqlite {

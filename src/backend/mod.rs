@@ -385,6 +385,14 @@ pub trait Backend: Send + Sync {
         deletes: &[PkValues],
     ) -> Result<()>;
 
+    /// complete's and cancel's delete of `keys`, quiet like [`Backend::write_quiet`]; returns
+    /// the rows deleted. PostgreSQL and MariaDB bound its lock waits as
+    /// [`Backend::delete_range_quiet`] does; this default (SQLite) waits out the busy timeout.
+    async fn delete_keys_quiet(&self, schema: &TableSchema, keys: &[PkValues]) -> Result<u64> {
+        self.write_quiet(schema, &[], keys).await?;
+        Ok(keys.len() as u64)
+    }
+
     /// complete's delete of moved rows at their old owner: the rows with primary key in
     /// `(after, upto]` (`bounds`, either end open when None) that pass `filter`, quiet like
     /// [`Backend::write_quiet`]; returns the rows deleted. The caller passes a filter that
@@ -411,8 +419,7 @@ pub trait Backend: Send + Sync {
                 .iter()
                 .map(|r| pk_i.iter().map(|&i| r[i].clone()).collect())
                 .collect();
-            self.write_quiet(schema, &[], &pks).await?;
-            n += pks.len() as u64;
+            n += self.delete_keys_quiet(schema, &pks).await?;
             if b.rows.len() < PAGE {
                 return Ok(n);
             }

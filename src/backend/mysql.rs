@@ -29,6 +29,8 @@ use crate::ident::Dialect;
 use crate::map::Key;
 use crate::verify::canonical::ValueRef;
 
+mod quiet;
+
 const D: Dialect = Dialect::Mysql;
 /// The protocol's limit on placeholders in one prepared statement.
 const MAX_PARAMS: usize = 65_535;
@@ -166,42 +168,6 @@ fn bind_all(vals: &[Value]) -> Result<MySqlArguments> {
 }
 
 impl Mysql {
-    /// A connection with the bypass session flag set, which the capture triggers and the
-    /// guards read; hand it back with [`Mysql::end_bypass`].
-    async fn begin_bypass(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>> {
-        let mut conn = self.pool.acquire().await?;
-        if let Err(e) = sqlx::query("SET @reshard_bypass = 1")
-            .execute(&mut *conn)
-            .await
-        {
-            conn.close_on_drop();
-            return Err(e.into());
-        }
-        Ok(conn)
-    }
-
-    /// Clears the flag of a [`Mysql::begin_bypass`] connection after `res`, the work done on it.
-    /// A session variable: should anything have failed, the connection is closed rather than
-    /// returned to the pool with the flag still set.
-    async fn end_bypass<T>(
-        &self,
-        mut conn: sqlx::pool::PoolConnection<sqlx::MySql>,
-        res: Result<T>,
-    ) -> Result<T> {
-        let res = match res {
-            Ok(v) => sqlx::query("SET @reshard_bypass = NULL")
-                .execute(&mut *conn)
-                .await
-                .map(|_| v)
-                .map_err(Into::into),
-            Err(e) => Err(e),
-        };
-        if res.is_err() {
-            conn.close_on_drop();
-        }
-        res
-    }
-
     /// The rows of `(after, upto]` passing `filter`, at most `limit`, in primary-key order,
     /// each handed to `on_row` as it streams in (a page is never buffered whole).
     async fn stream_range(
@@ -707,59 +673,22 @@ impl Backend for Mysql {
         upserts: &[Vec<Value>],
         deletes: &[PkValues],
     ) -> Result<()> {
-        check_table(&schema.name)?;
-        if upserts.is_empty() && deletes.is_empty() {
-            return Ok(());
-        }
-        let ctx = || self.ctx("write (bypassing triggers) to", &schema.name);
-        let mut conn = self.begin_bypass().await.with_context(ctx)?;
-        let res: Result<()> = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            upsert_in(&mut tx, schema, upserts).await?;
-            delete_in(&mut tx, schema, deletes).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        self.end_bypass(conn, res).await.with_context(ctx)
+        self.write_quiet_impl(schema, upserts, deletes).await
+    }
+
+    async fn delete_keys_quiet(&self, schema: &TableSchema, keys: &[PkValues]) -> Result<u64> {
+        self.delete_keys_quiet_impl(schema, keys).await
     }
 
     async fn delete_range_quiet(
         &self,
         schema: &TableSchema,
         key_column: &str,
-        (after, upto): (Option<&PkValues>, Option<&PkValues>),
+        bounds: (Option<&PkValues>, Option<&PkValues>),
         filter: &KeyFilter,
     ) -> Result<u64> {
-        check_table(&schema.name)?;
-        let mut vals = Vec::new();
-        let w = sql::where_clause_range(
-            D,
-            schema,
-            key_column,
-            after,
-            upto,
-            filter,
-            &mut sql::question_marks(&mut vals),
-        )?;
-        let q = format!("DELETE FROM {} WHERE {w}", D.quote(&schema.name));
-        let mut args = MySqlArguments::default();
-        for v in &vals {
-            bind(&mut args, v)?;
-        }
-        let ctx = || self.ctx("delete (bypassing triggers) from", &schema.name);
-        let mut conn = self.begin_bypass().await.with_context(ctx)?;
-        let res: Result<u64> = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let n = sqlx::query_with(&q, args)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(n)
-        }
-        .await;
-        self.end_bypass(conn, res).await.with_context(ctx)
+        self.delete_range_quiet_impl(schema, key_column, bounds, filter)
+            .await
     }
 
     async fn raise_fence(
@@ -869,12 +798,7 @@ impl Mysql {
         stmt: &str,
         res: std::result::Result<sqlx::mysql::MySqlQueryResult, sqlx::Error>,
     ) -> Result<()> {
-        let lock = match &res {
-            Err(sqlx::Error::Database(db)) => db
-                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|e| matches!(e.number(), 1205 | 1969)),
-            _ => false,
-        };
+        let lock = res.as_ref().err().is_some_and(lock_timed_out);
         let holders = if lock {
             mysql_holders(&mut conn).await
         } else {
@@ -901,6 +825,17 @@ impl Mysql {
             })),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A lock wait timeout: 1205 (row locks, and metadata locks too), or 1969, a fence raise's
+/// `max_statement_time`, which only a lock wait makes a one-row UPDATE reach.
+fn lock_timed_out(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|e| matches!(e.number(), 1205 | 1969)),
+        _ => false,
     }
 }
 

@@ -31,6 +31,7 @@ use crate::map::Key;
 
 const D: Dialect = Dialect::Postgres;
 
+mod bounded;
 mod quiet;
 
 pub struct Postgres {
@@ -717,7 +718,7 @@ impl Backend for Postgres {
                 let (mut tx, pid) = self.begin_bounded().await?;
                 let watch = self.watch(pid);
                 let res = sqlx::Executor::execute(&mut *tx, st.as_str()).await;
-                self.end_bounded(tx, st, res, watch).await
+                self.end_bounded(tx, st, res, watch).await.map(drop)
             }
             .await;
             r.with_context(|| format!("shard {}: installing/removing triggers", self.shard))?;
@@ -772,6 +773,10 @@ impl Backend for Postgres {
         self.write_quiet_impl(schema, upserts, deletes).await
     }
 
+    async fn delete_keys_quiet(&self, schema: &TableSchema, keys: &[PkValues]) -> Result<u64> {
+        self.delete_keys_quiet_impl(schema, keys).await
+    }
+
     async fn delete_range_quiet(
         &self,
         schema: &TableSchema,
@@ -823,135 +828,6 @@ impl Backend for Postgres {
             .await
             .with_context(|| format!("shard {}: setting the fence of move {move_id}", self.shard))
     }
-}
-
-impl Postgres {
-    /// The fence row's UPDATE in a transaction of its own under `wait`: a lock timeout is a
-    /// [`crate::lockwait::Blocked`] naming the holders.
-    async fn update_fence(
-        &self,
-        pair: crate::triggers::FencePair,
-        move_id: &str,
-        on: bool,
-        wait: Duration,
-    ) -> Result<()> {
-        let q = crate::triggers::set_fence_sql(D);
-        let (mut tx, pid) = self.begin_bounded_for(wait).await?;
-        let watch = self.watch_for(pid, wait);
-        let res = sqlx::query(&q)
-            .bind(on as i32)
-            .bind(move_id)
-            .bind(pair.0 as i32)
-            .bind(pair.1 as i32)
-            .execute(&mut *tx)
-            .await;
-        self.end_bounded(tx, &q, res, watch).await
-    }
-
-    /// A transaction for one DDL or fence statement, under `SET LOCAL lock_timeout`
-    /// ([`crate::lockwait::timeout`]), and its backend's pid.
-    async fn begin_bounded(&self) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i32)> {
-        self.begin_bounded_for(crate::lockwait::timeout()).await
-    }
-
-    /// [`Postgres::begin_bounded`] under `wait` instead (a fence raise within its budget).
-    async fn begin_bounded_for(
-        &self,
-        wait: Duration,
-    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i32)> {
-        let mut tx = self.pool.begin().await?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            wait.as_millis().clamp(1, 3_600_000)
-        ))
-        .execute(&mut *tx)
-        .await?;
-        Ok((tx, pid))
-    }
-
-    /// Watches the statement about to run on backend `pid`: should it still wait at half the
-    /// lock timeout, the sessions blocking it are read from a second connection
-    /// (`pg_blocking_pids`) while it waits.
-    fn watch(&self, pid: i32) -> tokio::task::JoinHandle<Option<String>> {
-        self.watch_for(pid, crate::lockwait::timeout())
-    }
-
-    fn watch_for(&self, pid: i32, wait: Duration) -> tokio::task::JoinHandle<Option<String>> {
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait / 2).await;
-            blockers(&pool, pid).await
-        })
-    }
-
-    /// Commits, or turns a lock timeout (55P03) into a [`crate::lockwait::Blocked`] naming
-    /// the `holders`.
-    async fn end_bounded(
-        &self,
-        tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        stmt: &str,
-        res: std::result::Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
-        watch: tokio::task::JoinHandle<Option<String>>,
-    ) -> Result<()> {
-        match res {
-            Ok(_) => {
-                watch.abort();
-                tx.commit().await?;
-                Ok(())
-            }
-            Err(e) => {
-                drop(tx);
-                let lock = matches!(&e, sqlx::Error::Database(db)
-                    if db.code().as_deref() == Some("55P03"));
-                if lock {
-                    let holders = watch.await.ok().flatten();
-                    Err(anyhow::Error::new(e).context(crate::lockwait::Blocked {
-                        shard: self.shard.clone(),
-                        what: crate::lockwait::describe_stmt(stmt),
-                        holders,
-                    }))
-                } else {
-                    watch.abort();
-                    Err(e.into())
-                }
-            }
-        }
-    }
-}
-
-/// The sessions blocking backend `pid`, described for a message: pid, state, how long
-/// their transaction has been open and the start of their last statement.
-async fn blockers(pool: &PgPool, pid: i32) -> Option<String> {
-    let q = sqlx::query_as::<_, (i32, Option<String>, Option<f64>, Option<String>)>(
-        "SELECT a.pid, a.state, EXTRACT(EPOCH FROM now() - a.xact_start)::float8, \
-             left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) \
-             FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids($1)) ORDER BY a.pid",
-    )
-    .bind(pid)
-    .fetch_all(pool);
-    let rows = tokio::time::timeout(Duration::from_secs(2), q)
-        .await
-        .ok()?
-        .ok()?;
-    if rows.is_empty() {
-        return None;
-    }
-    Some(
-        rows.iter()
-            .map(|(pid, state, secs, query)| {
-                format!(
-                    "pid {pid} ({} for {} s: {:?})",
-                    state.as_deref().unwrap_or("unknown state"),
-                    secs.unwrap_or(0.0).round() as i64,
-                    query.as_deref().unwrap_or("")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
 }
 
 #[cfg(test)]

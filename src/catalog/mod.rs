@@ -549,6 +549,7 @@ impl Catalog {
             let Some(cur) = cur else { bail!("job {job} does not exist") };
             let from = JobState::parse(&cur)
                 .with_context(|| format!("job {job}: unknown state {cur:?} in the catalog"))?;
+            let to = to.or_kept_from(from);
             if from != to && !from.can_become(to) {
                 bail!("job {job}: cannot go from {from} to {to}");
             }

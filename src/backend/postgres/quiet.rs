@@ -4,6 +4,8 @@
 
 use anyhow::{Context as _, Result};
 
+use sqlx::postgres::PgArguments;
+
 use super::{delete_stmt, upsert_stmt, Postgres, Settings, D};
 use crate::backend::sql::{self, check_table};
 use crate::backend::{pg_copy, KeyFilter, PkValues, TableSchema, Value};
@@ -79,7 +81,6 @@ impl Postgres {
         filter: &KeyFilter,
     ) -> Result<u64> {
         check_table(&schema.name)?;
-        let ctx = || self.ctx("delete (bypassing triggers) from", &schema.name);
         let mut bound = Settings::default();
         let w = sql::where_clause_range(
             D,
@@ -90,34 +91,59 @@ impl Postgres {
             filter,
             &mut bound.placeholder(),
         )?;
-        let vals = bound.values()?;
-        let skip = self.may_skip_triggers().await?;
-        let mut tx = self.pool.begin().await.with_context(ctx)?;
-        sqlx::query("SELECT set_config('reshard.bypass', 'on', true)")
-            .execute(&mut *tx)
-            .await
-            .with_context(ctx)?;
-        if skip {
-            sqlx::query("SET LOCAL session_replication_role = replica")
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?;
-        }
-        if !vals.is_empty() {
-            let texts: Vec<Option<String>> = vals.iter().map(super::text_form).collect();
-            sqlx::query(pg_copy::BIND_SETTINGS)
-                .bind(texts)
-                .execute(&mut *tx)
-                .await
-                .with_context(ctx)?;
-        }
+        let texts: Vec<Option<String>> = bound.values()?.iter().map(super::text_form).collect();
         let q = format!("DELETE FROM {} WHERE {w}", D.quote(&schema.name));
-        let n = sqlx::query(&q)
-            .execute(&mut *tx)
+        self.delete_bounded(schema, &q, PgArguments::default(), texts)
             .await
-            .with_context(ctx)?
-            .rows_affected();
-        tx.commit().await.with_context(ctx)?;
-        Ok(n)
+    }
+
+    /// complete's and cancel's delete by key, under the same rules as the range delete.
+    pub(super) async fn delete_keys_quiet_impl(
+        &self,
+        schema: &TableSchema,
+        keys: &[PkValues],
+    ) -> Result<u64> {
+        match delete_stmt(schema, keys)? {
+            Some((q, args)) => self.delete_bounded(schema, &q, args, Vec::new()).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Runs one of complete's or cancel's deletes (`q` with `args`, after binding `settings`
+    /// as `reshard.pN`), quiet, with its lock waits bounded by [`crate::lockwait::timeout`]:
+    /// the old owner's rows may still be locked by an application transaction (a reader's
+    /// `SELECT ... FOR UPDATE` left open), and the DELETE waited for it without end. A lock
+    /// timeout is a [`crate::lockwait::Blocked`] naming the holder; the caller retries it.
+    async fn delete_bounded(
+        &self,
+        schema: &TableSchema,
+        q: &str,
+        args: PgArguments,
+        settings: Vec<Option<String>>,
+    ) -> Result<u64> {
+        let ctx = || self.ctx("delete (bypassing triggers) from", &schema.name);
+        let skip = self.may_skip_triggers().await?;
+        let r: Result<u64> = async {
+            let (mut tx, pid) = self.begin_bounded().await?;
+            sqlx::query("SELECT set_config('reshard.bypass', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+            if skip {
+                sqlx::query("SET LOCAL session_replication_role = replica")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !settings.is_empty() {
+                sqlx::query(pg_copy::BIND_SETTINGS)
+                    .bind(settings)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let watch = self.watch(pid);
+            let res = sqlx::query_with(q, args).execute(&mut *tx).await;
+            self.end_bounded(tx, q, res, watch).await
+        }
+        .await;
+        r.with_context(ctx)
     }
 }
