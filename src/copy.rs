@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
+use crate::backend::postgres::{pipe, Postgres};
 use crate::backend::{Backend, PkValues, TableSchema};
 use crate::catalog::Catalog;
 use crate::failpoint;
+use crate::ident::Dialect;
 use crate::job::MoveState;
 use crate::plan::Move;
 use crate::preflight::{key_filter, Context, Side};
@@ -124,6 +126,14 @@ impl CopyJob<'_> {
         Ok(Outcome::Copied)
     }
 
+    /// An event of move `m`; failing to record it only warns.
+    async fn note(&self, m: &Move, kind: &str, what: &str) {
+        let e = self.catalog.event(self.job, Some(&m.id), kind, what);
+        if let Err(e) = e.await {
+            crate::progress::say(format!("reshard: warning: {e:#}"));
+        }
+    }
+
     /// An event when the adaptive size has doubled or halved since the last one.
     async fn tell_size(
         &self,
@@ -139,12 +149,149 @@ impl CopyJob<'_> {
             took.as_millis(),
             target.as_millis()
         );
-        let e = self
-            .catalog
-            .event(self.job, Some(&m.id), "batch_size", &what);
-        if let Err(e) = e.await {
-            crate::progress::say(format!("reshard: warning: {e:#}"));
+        self.note(m, "batch_size", &what).await;
+    }
+
+    /// Whether move `m`'s rows of `schema` go through the COPY pipe between two PostgreSQL
+    /// shards (src/backend/postgres/pipe.rs): the move's SQL filter selects exactly its rows,
+    /// so none needs routing in Rust, and the primary key is all integers.
+    fn pipe_for<'b>(
+        &self,
+        m: &Move,
+        (src, dst): (&'b Arc<dyn Backend>, &'b Arc<dyn Backend>),
+        schema: &TableSchema,
+        key: &str,
+    ) -> Option<(&'b Postgres, &'b Postgres)> {
+        if std::env::var_os("RESHARD_NO_PIPE").is_some() {
+            return None;
         }
+        let (s, d) = (src.as_postgres()?, dst.as_postgres()?);
+        let key_type = &schema.columns.iter().find(|c| c.name == key)?.data_type;
+        let exact =
+            crate::verify::filter_is_exact_on(&self.ctx.plan, m, Dialect::Postgres, key_type);
+        (exact && pipe::pipeable(schema)).then_some((s, d))
+    }
+
+    /// [`Self::copy_table`] through the COPY pipe: each batch streams from the source into the
+    /// destination in one transaction there, then its cursor is recorded. A batch that a killed
+    /// run wrote and did not record meets its own rows, fails whole on the primary key, and is
+    /// read and written again through the upsert.
+    async fn copy_table_piped(
+        &self,
+        m: &Move,
+        (s, d): (&Postgres, &Postgres),
+        schema: &TableSchema,
+        key: &str,
+        mut after: Option<PkValues>,
+    ) -> Result<Outcome> {
+        let filter = key_filter(&m.segments);
+        let throttle = crate::throttle::for_job(self.job);
+        let mut size = self.batch_size;
+        let mut told = size;
+        self.note(
+            m,
+            "copy_path",
+            &format!(
+                "{}: COPY piped from {} to {}",
+                schema.name, m.source, m.destination
+            ),
+        )
+        .await;
+        loop {
+            if self.stop.requested() {
+                return Ok(Outcome::Stopped);
+            }
+            throttle.pace(size as u64, Some(self.stop)).await;
+            let started = Instant::now();
+            failpoint::hit("before_upsert");
+            let what = format!("{} -> {}: copying {}", m.source, m.destination, schema.name);
+            let piped = retry(&what, || {
+                s.pipe_to(d, schema, key, after.as_ref(), &filter, size)
+            })
+            .await;
+            let piped = match piped {
+                Ok(p) => p,
+                Err(e) if crate::backend::pg_copy_in::is_unique_violation(&e) => {
+                    self.rewrite_batch(m, (s, d), schema, key, after.as_ref(), size)
+                        .await?
+                }
+                Err(e) => return Err(e),
+            };
+            failpoint::hit("after_upsert");
+            let done = piped.rows < size as u64;
+            let cursor = match &piped.last {
+                Some(last) => Some(serde_json::to_string(last)?),
+                None => None,
+            };
+            let elapsed = started.elapsed();
+            retry("catalog: recording progress", || {
+                self.catalog.record_batch(
+                    self.job,
+                    &m.id,
+                    &schema.name,
+                    cursor.as_deref(),
+                    done,
+                    piped.rows,
+                    piped.rows,
+                    piped.bytes,
+                    elapsed.as_millis() as u64,
+                )
+            })
+            .await?;
+            failpoint::hit("after_cursor");
+            if let Some(target) = throttle.batch_time() {
+                let asked = size;
+                size = crate::batch_size::next(asked, started.elapsed(), target);
+                if crate::batch_size::worth_telling(told, size) {
+                    told = size;
+                    self.tell_size(m, &schema.name, size, asked, started.elapsed(), target)
+                        .await;
+                }
+            }
+            self.progress.add_rows(&m.id, piped.rows);
+            if done || piped.last.is_none() {
+                return Ok(Outcome::Copied);
+            }
+            after = piped.last;
+        }
+    }
+
+    /// One batch of the pipe written again through the upsert (see
+    /// [`Self::copy_table_piped`]): the same rows, every one overwritten.
+    async fn rewrite_batch(
+        &self,
+        m: &Move,
+        (s, d): (&Postgres, &Postgres),
+        schema: &TableSchema,
+        key: &str,
+        after: Option<&PkValues>,
+        size: usize,
+    ) -> Result<pipe::Piped> {
+        self.note(
+            m,
+            "batch_rewritten",
+            &format!(
+                "{}: a batch already at {} (written by a run stopped before recording it) \
+                 written again through the upsert",
+                schema.name, m.destination
+            ),
+        )
+        .await;
+        let filter = key_filter(&m.segments);
+        let batch = retry(&format!("{}: reading {}", m.source, schema.name), || {
+            s.read_batch(schema, key, after, &filter, size)
+        })
+        .await?;
+        retry(
+            &format!("{}: writing {}", m.destination, schema.name),
+            || d.write_quiet(schema, &batch.rows, &[]),
+        )
+        .await?;
+        Ok(pipe::Piped {
+            rows: batch.rows.len() as u64,
+            bytes: batch.bytes,
+            last: batch.last,
+        })
     }
 
     async fn copy_table(
@@ -156,6 +303,9 @@ impl CopyJob<'_> {
         key: &str,
         mut after: Option<PkValues>,
     ) -> Result<Outcome> {
+        if let Some(pair) = self.pipe_for(m, (src, dst), schema, key) {
+            return self.copy_table_piped(m, pair, schema, key, after).await;
+        }
         let filter = key_filter(&m.segments);
         let (si, di) = self.ctx.move_indices(m);
         let throttle = crate::throttle::for_job(self.job);

@@ -95,6 +95,18 @@ fn failpoints(kind: Kind) {
             stderr(&out)
         );
         resume_and_check(&s);
+        if kind == Kind::Postgres {
+            // Identity modulo on integer keys: the PostgreSQL copy goes through the COPY pipe,
+            // and a batch written but not recorded is written again through the upsert.
+            let log = s.c.run(&["log", "--format", "json"]);
+            let log = String::from_utf8_lossy(&log.stdout);
+            assert!(log.contains("COPY piped from"), "{point}: {log}");
+            assert_eq!(
+                log.contains("written again through the upsert"),
+                point.starts_with("after_upsert"),
+                "{point}: {log}"
+            );
+        }
     }
 }
 

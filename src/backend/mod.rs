@@ -20,7 +20,7 @@ use crate::verify::canonical::{encode_ref, encode_value, Class, ValueRef};
 pub mod closing;
 pub mod mysql;
 mod pg_copy;
-mod pg_copy_in;
+pub(crate) mod pg_copy_in;
 pub mod postgres;
 pub mod replication;
 mod sql;
@@ -266,6 +266,12 @@ impl EncodedBatch {
 #[async_trait]
 pub trait Backend: Send + Sync {
     fn dialect(&self) -> Dialect;
+
+    /// This shard as a PostgreSQL one, for the copy that pipes COPY between two of them
+    /// (src/backend/postgres/pipe.rs).
+    fn as_postgres(&self) -> Option<&postgres::Postgres> {
+        None
+    }
 
     /// The shard's name in the map (never its URL).
     fn shard(&self) -> &str;

@@ -52,7 +52,7 @@ fn escape_into(s: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Whether `e` is the server refusing a row whose key is already there.
-pub(super) fn is_unique_violation(e: &anyhow::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<sqlx::Error>()
             .and_then(|e| e.as_database_error())

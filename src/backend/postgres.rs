@@ -32,6 +32,7 @@ use crate::map::Key;
 const D: Dialect = Dialect::Postgres;
 
 mod bounded;
+pub mod pipe;
 mod quiet;
 
 pub struct Postgres {
@@ -411,6 +412,10 @@ fn delete_stmt(schema: &TableSchema, pks: &[PkValues]) -> Result<Option<(String,
 impl Backend for Postgres {
     fn dialect(&self) -> Dialect {
         D
+    }
+
+    fn as_postgres(&self) -> Option<&Postgres> {
+        Some(self)
     }
 
     fn shard(&self) -> &str {

@@ -13,7 +13,7 @@ use crate::backend::{pg_copy, KeyFilter, PkValues, TableSchema, Value};
 impl Postgres {
     /// Whether this role may set `session_replication_role` (src/backend/pg_copy_in.rs), asked
     /// once per process and shard.
-    async fn may_skip_triggers(&self) -> Result<bool> {
+    pub(super) async fn may_skip_triggers(&self) -> Result<bool> {
         self.replica_role
             .get_or_try_init(|| crate::backend::pg_copy_in::may_skip_triggers(&self.pool))
             .await
