@@ -181,7 +181,7 @@ fn lost(c: &Cluster) {
 
 /// `pause` of a live manual job whose run fails at its safe point (the `pause_fails`
 /// failpoint): pause exits 1, like the run, with the run's reason.
-async fn pause_sees_the_run_fail(s: &Setup) -> String {
+async fn regression_pause_exited_0_when_the_run_failed(s: &Setup) -> String {
     let (apply, job) = manual_apply(s, Some("pause_fails:1"), "").await;
     let out = common::online::run(&s.c, &["pause", &job]).await;
     assert_eq!(out.status.code(), Some(FAILED), "pause: {}", stderr(&out));
@@ -194,7 +194,7 @@ async fn pause_sees_the_run_fail(s: &Setup) -> String {
 
 /// Key 2 (moving s0 -> s2) damaged at s2 while a live manual apply catches up: `switch` lets
 /// apply cut over, whose verification finds the row; apply exits 3 and switch 1.
-async fn switch_sees_applys_cutover_mismatch(s: &Setup, after: &str) -> String {
+async fn regression_switch_exited_0_when_the_cutover_failed(s: &Setup, after: &str) -> String {
     let (apply, job) = manual_apply(s, None, after).await;
     damaged(&s.c);
     let out = common::online::run(&s.c, &["switch", &job]).await;
@@ -214,11 +214,11 @@ async fn through_every_step(kind: Kind) {
     assert!(!s.c.catalog_path().exists(), "a catalog was created");
     assert_eq!(s.c.snapshot(), before, "a shard was written");
 
-    w.job = pause_sees_the_run_fail(&s).await;
+    w.job = regression_pause_exited_0_when_the_run_failed(&s).await;
     in_place(|| check(&s.c, &w, A_MANUAL_JOB_NOBODY_RUNS));
     assert_eq!(status(&s.c, &w.job).await["state"], "cancelled");
 
-    w.job = switch_sees_applys_cutover_mismatch(&s, &w.job).await;
+    w.job = regression_switch_exited_0_when_the_cutover_failed(&s, &w.job).await;
     in_place(|| check(&s.c, &w, AFTER_APPLYS_CUTOVER_FOUND_A_DAMAGED_ROW));
     assert_eq!(status(&s.c, &w.job).await["state"], "cancelled");
     assert_eq!(
