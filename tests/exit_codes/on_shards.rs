@@ -120,6 +120,8 @@ const AFTER_A_ROW_LOST_AT_THE_DESTINATION: Table = "
 2   switch JOB                          # nothing to switch
 2   sync JOB                            # nothing to sync
 2   throttle JOB --max-rows-per-sec 10  # nothing to throttle
+2   apply PLAN --dry-run                # a stale plan: the routing is its target map now
+2   apply PLAN --yes                    # a stale plan, refused before anything is written
 ";
 
 fn in_place<T>(f: impl FnOnce() -> T) -> T {
