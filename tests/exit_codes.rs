@@ -47,6 +47,8 @@ const WITHOUT_A_CATALOG: Table = "
 2   apply BAD_JSON --yes                        # invalid plan
 2   apply PLAN --yes --batch-size lots          # bad option value
 2   apply PLAN --yes --max-fence 2              # a duration without a unit
+2   apply PLAN --yes --max-fence 61m            # past the 1-hour maximum
+0   apply PLAN --dry-run --max-fence 1m30s      # units combined, as humantime reads them
 2   apply PLAN --format json                    # --format without --dry-run
 2   resume                                      # missing catalog
 2   resume --parallel lots                      # bad option value
