@@ -24,7 +24,8 @@ pub use suggest_args::{SuggestArgs, ToKindArg};
         `reshard apply --dry-run` checks it against the shards in CI; `reshard apply` copies \
         the moving rows as a resumable job; `reshard status` and `reshard resume` follow it.",
     after_help = "Exit codes: 0 done; 1 failed (resumable) or different (plan --check); \
-        2 bad input or refused; 3 verification mismatch; 130 interrupted."
+        2 bad input or refused; 3 verification mismatch; 130 interrupted.\n\
+        Durations take a unit (ms, s, m, h), combined as in 1m30s; at most 1 hour."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -369,7 +370,7 @@ pub struct ApplyArgs {
     /// Proceed even when rows of the moving keys already exist at a destination
     #[arg(long)]
     pub allow_existing: bool,
-    /// Longest time a cutover may refuse writes to a move's keys (with a unit: 2s, 500ms, 1m); past it
+    /// Longest time a cutover may refuse writes to a move's keys (with a unit: 2s, 500ms, 1m30s); past it
     /// the fence is lowered, catch-up resumes and the cutover is retried
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub max_fence: String,

@@ -101,7 +101,7 @@ pub fn write_maps(layout: &Layout) -> Result<(Map, Map)> {
         (layout.new_map_path(), &all[..]),
     ] {
         let text = serde_json::to_string_pretty(&map_json(layout, shards))?;
-        std::fs::write(&path, format!("{text}\n"))
+        crate::atomic::write(&path, &format!("{text}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
         out.push(Map::load(&path)?);
     }

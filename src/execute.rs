@@ -374,6 +374,12 @@ impl Run<'_> {
 
     async fn finish(&self, result: Result<Option<JobState>>, paused: bool) -> Result<()> {
         let (job, cat) = (self.job, &self.catalog);
+        let result = match result {
+            Ok(None) if paused && crate::failpoint::triggered("pause_fails") => Err(
+                anyhow::anyhow!("failpoint pause_fails: the run failed where it would pause"),
+            ),
+            r => r,
+        };
         // A second signal abandoned a wait: interrupted, as after the first.
         let result = result.or_else(|e| {
             if crate::lockwait::is_aborted(&e) {

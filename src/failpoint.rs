@@ -14,7 +14,8 @@
 //! [`triggered`] is the same switch for points that misbehave on purpose instead of aborting,
 //! so that a test can prove a check fails: `demo_damage` (`reshard demo` moves one row to a
 //! shard that does not own it before its final checks), `rollback_drain_fails` (a rollback's
-//! fenced drain fails, as on a lost connection).
+//! fenced drain fails, as on a lost connection), `pause_fails` (a run asked to pause fails at
+//! its safe point instead, so that `pause` sees the job fail while it waits).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

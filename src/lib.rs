@@ -3,6 +3,7 @@
 //! The library is what the `reshard` binary runs; planning and routing are usable on their own
 //! from other Rust programs.
 
+pub mod atomic;
 pub mod backend;
 pub mod backlog;
 pub mod batch_size;

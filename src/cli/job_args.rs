@@ -16,7 +16,7 @@ pub struct RollbackArgs {
     pub job: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArg,
-    /// Longest time a move's keys stay fenced during the rollback (with a unit: 2s, 500ms, 1m)
+    /// Longest time a move's keys stay fenced during the rollback (with a unit: 2s, 500ms, 1m30s)
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub max_fence: String,
     /// Roll back only this move (default: every flipped move)

@@ -321,7 +321,7 @@ impl Demo {
             "new.json",
             &PlannerOptions::default(),
         )?;
-        std::fs::write(self.layout.plan_path(), plan.to_json())
+        crate::atomic::write(&self.layout.plan_path(), &plan.to_json())
             .with_context(|| format!("writing {}", self.layout.plan_path().display()))?;
         print!("{}", indent(&planner::render(&plan), 2));
 
@@ -710,7 +710,7 @@ impl Findings {
             })).collect::<Vec<_>>(),
         });
         let path = layout.dir.join("demo.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")
+        crate::atomic::write(&path, &(serde_json::to_string_pretty(&v)? + "\n"))
             .with_context(|| format!("writing {}", path.display()))
     }
 }

@@ -35,44 +35,53 @@ pub struct JobOptions {
     pub json: bool,
 }
 
-/// `2s`, `500ms`, `1.5s` or `1m`; a unit is required.
+/// The longest duration any flag takes.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// A duration in humantime's syntax (`2s`, `500ms`, `1.5s`, `1m30s`, `1h`), above zero and at
+/// most 1 hour, to the millisecond (a nonzero value under 1 ms is 1 ms). A unit is required.
 pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, InputError> {
-    let t = s.trim();
-    // A unit is required: a bare `2` read as milliseconds turned `--max-fence 2` (meant as
-    // seconds) into a fence no cutover could meet.
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000.0)
-    } else {
-        return Err(InputError::one(format!(
-            "{flag}: {s:?} has no unit: write {t}s or {t}ms (units: ms, s, m)"
-        )));
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v * scale <= 3_600_000.0 => {
-            Ok(Duration::from_millis((v * scale).round().max(1.0) as u64))
-        }
-        _ => Err(InputError::one(format!(
-            "{flag}: {s:?} is not a duration such as 2s, 500ms or 1m (at most 1 hour)"
-        ))),
+    let d = parse_any(flag, s)?;
+    if d.is_zero() || d > MAX_DURATION {
+        return Err(not_a_duration(flag, s, None));
     }
+    // Whole milliseconds, as every limit is stored and compared in them: a lock timeout of
+    // 0.2ms must not become 0 ms, which PostgreSQL reads as no timeout at all.
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    Ok(Duration::from_millis(
+        u64::try_from(ms.max(1)).unwrap_or(u64::MAX),
+    ))
 }
 
 /// As [`parse_duration`], for a limit that zero turns off (`--max-lag 0s`, `--batch-time
-/// 0s`): Duration::ZERO for it.
+/// 0s`): Duration::ZERO for it. Zero too needs its unit.
 pub fn parse_duration_or_off(flag: &str, s: &str) -> Result<Duration, InputError> {
-    let t = s.trim();
-    let zero = ["ms", "s", "m"].iter().any(|u| {
-        t.strip_suffix(u)
-            .is_some_and(|n| n.trim().parse::<f64>() == Ok(0.0))
-    });
-    if zero {
+    if parse_any(flag, s)?.is_zero() {
         return Ok(Duration::ZERO);
     }
     parse_duration(flag, s)
+}
+
+/// humantime's reading of `s`, any length; a bare number is refused with the units to write.
+fn parse_any(flag: &str, s: &str) -> Result<Duration, InputError> {
+    let t = s.trim();
+    // A unit is required: a bare `2` read as milliseconds turned `--max-fence 2` (meant as
+    // seconds) into a fence no cutover could meet.
+    if t.parse::<f64>().is_ok() {
+        return Err(InputError::one(format!(
+            "{flag}: {s:?} has no unit: write {t}s or {t}ms (units: ms, s, m, h; combined as \
+             in 1m30s)"
+        )));
+    }
+    humantime::parse_duration(t).map_err(|e| not_a_duration(flag, s, Some(e)))
+}
+
+fn not_a_duration(flag: &str, s: &str, why: Option<humantime::DurationError>) -> InputError {
+    let why = why.map_or(String::new(), |e| format!(" ({e})"));
+    InputError::one(format!(
+        "{flag}: {s:?} is not a duration such as 2s, 500ms or 1m30s, above zero and at most 1 \
+         hour{why}"
+    ))
 }
 
 pub fn run(action: Action, opts: JobOptions) -> i32 {
@@ -402,7 +411,32 @@ mod tests {
         );
         assert!(parse_duration("f", "0s").is_err());
         assert!(parse_duration("f", "61m").is_err());
+        assert!(
+            parse_duration("f", "1h1s").is_err(),
+            "past the 1-hour maximum"
+        );
         assert!(parse_duration("f", "abc").is_err());
         assert!(parse_duration("f", "-1s").is_err());
+        assert!(parse_duration("f", "2x").is_err());
+    }
+
+    #[test]
+    fn durations_combine_units_as_humantime_does() {
+        let ms = |s: &str| parse_duration("f", s).map(|d| d.as_millis());
+        assert_eq!(ms("1m30s"), Ok(90_000));
+        assert_eq!(ms("1h"), Ok(3_600_000));
+        assert_eq!(ms("1s 500ms"), Ok(1_500));
+        // To the millisecond, never down to zero.
+        assert_eq!(ms("0.2ms"), Ok(1));
+        assert_eq!(ms("1.0004s"), Ok(1_000));
+        let e = parse_duration("--max-fence", "2x").unwrap_err().to_string();
+        assert!(e.starts_with("--max-fence: \"2x\""), "{e}");
+        assert!(
+            parse_duration_or_off("--max-lag", "0m0s")
+                .unwrap()
+                .is_zero(),
+            "zero in any units turns the limit off"
+        );
+        assert!(parse_duration_or_off("--max-lag", "61m").is_err());
     }
 }

@@ -65,7 +65,8 @@ async fn wait_paused(cat: &Catalog, job: &str, holder: &str) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < WAIT {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let state = cat.job(job).await?.and_then(|j| JobState::parse(&j.state));
+        let row = cat.job(job).await?;
+        let state = row.as_ref().and_then(|j| JobState::parse(&j.state));
         match state {
             Some(JobState::Paused) => {
                 eprintln!(
@@ -75,7 +76,16 @@ async fn wait_paused(cat: &Catalog, job: &str, holder: &str) -> Result<()> {
                 return Ok(());
             }
             Some(JobState::Running) | None => {}
-            // It ended another way first (finished its cutovers, failed, was interrupted).
+            // It failed first: not paused, and the reason is the job's.
+            Some(JobState::Failed) => {
+                let why = row.and_then(|j| j.last_error);
+                anyhow::bail!(
+                    "job {job} failed before it could pause: {}; fix the cause, then: \
+                     reshard resume {job}",
+                    why.unwrap_or_default()
+                );
+            }
+            // It ended another way first (finished its cutovers, was interrupted).
             Some(other) => {
                 eprintln!("reshard: job {job} stopped as {other} before it could pause");
                 return Ok(());

@@ -62,11 +62,11 @@ fn execute(opts: &PlanOptions) -> anyhow::Result<()> {
         return check_against(check, &json, opts);
     }
     if let Some(out) = &opts.output {
-        write_atomically(out, &json)
+        crate::atomic::write(out, &json)
             .with_context(|| format!("writing the plan to {}", out.display()))?;
     }
     if let Some(svg) = &opts.svg {
-        write_atomically(svg, &crate::picture::plan_svg(&plan))
+        crate::atomic::write(svg, &crate::picture::plan_svg(&plan))
             .with_context(|| format!("writing the picture to {}", svg.display()))?;
     }
     let shown = match opts.format {
@@ -132,27 +132,3 @@ fn check_against(path: &Path, fresh: &str, opts: &PlanOptions) -> anyhow::Result
 }
 
 const MAX_DIFF_LINES: usize = 30;
-
-/// Writes through a temporary file in the same directory and renames it into place, so a
-/// reader never sees half a plan.
-pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plan.json".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}

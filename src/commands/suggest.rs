@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::plan::write_atomically;
 use super::Format;
 use crate::error::InputError;
 use crate::ident::is_shard_name;
@@ -112,7 +111,7 @@ async fn execute(opts: SuggestOptions, map: Map, req: Request) -> anyhow::Result
     let out_label = opts.output.display().to_string();
     Map::parse(&text, &out_label)
         .map_err(|e| anyhow::anyhow!("internal error: the suggested map is invalid: {e}"))?;
-    write_atomically(&opts.output, &text)
+    crate::atomic::write(&opts.output, &text)
         .with_context(|| format!("writing the map to {out_label}"))?;
     let shown = match opts.format {
         Format::Json => s.report.to_json(),

@@ -275,9 +275,17 @@ async fn wait_flipped(cat: &Catalog, id: &str, holder: &str, chosen: &[MoveRow])
         }
         match state {
             Some(JobState::Running) | None => {}
+            // The switch was not carried out (a failed cutover, an interrupted run): a
+            // failure, not done. The request stays recorded for the next run.
             Some(other) => {
-                eprintln!("reshard: job {id} stopped as {other} before the moves flipped");
-                return Ok(());
+                let why = job
+                    .last_error
+                    .filter(|_| other == JobState::Failed)
+                    .map_or(String::new(), |e| format!(": {e}"));
+                anyhow::bail!(
+                    "job {id} stopped as {other} before the moves flipped{why}; the switch \
+                     stays recorded: reshard resume {id} cuts them over"
+                );
             }
         }
     }
