@@ -16,6 +16,34 @@ async fn open(db: &TestDb) -> std::sync::Arc<dyn Backend> {
         .unwrap()
 }
 
+/// Copies `fid` through the COPY pipe between two PostgreSQL databases (the copy's path when
+/// no row needs routing in Rust), in pages of 2 rows; each page is piped a second time, which
+/// must fail whole on the primary key (the copy then rewrites it through the upsert).
+async fn pipe(src: &dyn Backend, dst: &dyn Backend) -> (TableSchema, Vec<Vec<Value>>) {
+    let schema = src.describe("fid").await.unwrap().unwrap();
+    dst.create_table(&schema).await.unwrap();
+    let (s, d) = (src.as_postgres().unwrap(), dst.as_postgres().unwrap());
+    let mut after = None;
+    loop {
+        let p = s
+            .pipe_to(d, &schema, "id", after.as_ref(), &KeyFilter::All, 2)
+            .await
+            .map_err(|e| format!("{e:#}"))
+            .unwrap();
+        if p.rows == 0 {
+            break;
+        }
+        let again = s
+            .pipe_to(d, &schema, "id", after.as_ref(), &KeyFilter::All, 2)
+            .await;
+        let e = format!("{:#}", again.expect_err("piped twice"));
+        assert!(e.contains("duplicate key"), "{e}");
+        after = p.last;
+    }
+    let all = reread(src, &schema).await;
+    (schema, all)
+}
+
 /// Copies `fid` in pages of 2 rows (so cursors are exercised) and returns every row read.
 async fn copy(src: &dyn Backend, dst: &dyn Backend) -> (TableSchema, Vec<Vec<Value>>) {
     let schema = src.describe("fid").await.unwrap().unwrap();
@@ -59,6 +87,16 @@ async fn reread(b: &dyn Backend, schema: &TableSchema) -> Vec<Vec<Value>> {
 }
 
 async fn check(kind: Kind, ddl: &str, inserts: &str, exact: impl Fn(&TableSchema) -> String) {
+    check_with(kind, ddl, inserts, exact, false).await
+}
+
+async fn check_with(
+    kind: Kind,
+    ddl: &str,
+    inserts: &str,
+    exact: impl Fn(&TableSchema) -> String,
+    piped: bool,
+) {
     let Some(src) = TestDb::create(kind, "fid_src") else {
         return;
     };
@@ -66,7 +104,11 @@ async fn check(kind: Kind, ddl: &str, inserts: &str, exact: impl Fn(&TableSchema
     src.exec_async(ddl).await;
     src.exec_async(inserts).await;
     let (s, d) = (open(&src).await, open(&dst).await);
-    let (schema, read) = copy(&*s, &*d).await;
+    let (schema, read) = if piped {
+        pipe(&*s, &*d).await
+    } else {
+        copy(&*s, &*d).await
+    };
     let q = exact(&schema);
     let want = src.query_async(&q).await;
     let got = dst.query_async(&q).await;
@@ -91,6 +133,15 @@ async fn check(kind: Kind, ddl: &str, inserts: &str, exact: impl Fn(&TableSchema
 
 #[tokio::test]
 async fn postgres_round_trips_every_type() {
+    postgres_fixture(false).await
+}
+
+#[tokio::test]
+async fn postgres_pipe_round_trips_every_type() {
+    postgres_fixture(true).await
+}
+
+async fn postgres_fixture(piped: bool) {
     let ddl = "CREATE TABLE fid (id integer PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, \
         n numeric(38,10), nu numeric, f4 real, f8 double precision, t text, vc varchar(50), \
         ch char(5), b bytea, bo boolean, d date, tm time, tz timetz, ts timestamp, tstz timestamptz, \
@@ -120,15 +171,15 @@ async fn postgres_round_trips_every_type() {
         (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
     );
-    check(Kind::Postgres, ddl, &inserts, |s| {
+    let exact = |s: &TableSchema| {
         let cols: Vec<String> = s
             .columns
             .iter()
             .map(|c| format!("COALESCE(\"{}\"::text, 'NULL')", c.name))
             .collect();
         format!("SELECT {} FROM fid ORDER BY id", cols.join(", "))
-    })
-    .await;
+    };
+    check_with(Kind::Postgres, ddl, &inserts, exact, piped).await;
 }
 
 #[tokio::test]
