@@ -6,7 +6,18 @@ use clap::{Args, ValueEnum};
 
 use super::FormatArg;
 use crate::commands::suggest::SuggestOptions;
-use crate::suggest::{Target, ToKind};
+use crate::suggest::{Target, ToKind, Weigh};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeighArg {
+    /// Rows counted per shard and range
+    Rows,
+    /// Rows inserted, updated and deleted per second over the --sample window (PostgreSQL;
+    /// MariaDB with userstat or performance_schema on); every shard must have them
+    Writes,
+    /// Table sizes on disk, data and indexes (PostgreSQL, MariaDB; not SQLite)
+    Bytes,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ToKindArg {
@@ -64,6 +75,17 @@ pub struct SuggestArgs {
     /// modulus grown), ring for a ring; a range map stays a range map
     #[arg(long, value_enum, value_name = "KIND")]
     pub to_kind: Option<ToKindArg>,
+    /// How long to sample write rates from the servers' counters, such as 5s, 500ms or 1m (at
+    /// most 1 hour); 0s turns it off. Measured while rows are counted, so it adds at most this
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub sample: String,
+    /// What shares and the target are computed from
+    #[arg(long, value_enum, value_name = "BASIS", default_value_t = WeighArg::Rows)]
+    pub weigh: WeighArg,
+    /// Range maps: a shard to remove; each of its ranges is merged into the colder adjacent
+    /// range (by --weigh) if the merged range stays within the target. Repeat it for more
+    #[arg(long = "remove", value_name = "NAME")]
+    pub remove: Vec<String>,
 }
 
 impl SuggestArgs {
@@ -80,6 +102,13 @@ impl SuggestArgs {
             add: self.add,
             format: self.format.into(),
             exact: self.exact,
+            sample: self.sample,
+            weigh: match self.weigh {
+                WeighArg::Rows => Weigh::Rows,
+                WeighArg::Writes => Weigh::Writes,
+                WeighArg::Bytes => Weigh::Bytes,
+            },
+            remove: self.remove,
             to_kind: match self.to_kind {
                 None => ToKind::Same,
                 Some(ToKindArg::Ring) => ToKind::Ring,
