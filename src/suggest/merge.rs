@@ -55,7 +55,7 @@ pub(super) fn remove(
         let merged = frac(load + own);
         if merged > share + 1e-12 {
             problems.push(format!(
-                "--remove {}: its range {} holds {:.1}% of the {}; merged into {}, its colder \
+                "--remove {}: its range {} holds {:.1}% of the {}; merged into {}, its {} \
                  neighbour, that range would hold {:.1}%, above the target of {:.1}%: raise \
                  --max-share, or keep the shard",
                 p.shard,
@@ -63,6 +63,7 @@ pub(super) fn remove(
                 frac(own) * 100.0,
                 w.basis.word(),
                 into,
+                if sides.len() > 1 { "colder" } else { "only" },
                 merged * 100.0,
                 share * 100.0
             ));

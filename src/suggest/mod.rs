@@ -437,6 +437,18 @@ pub fn suggest(map: &Map, m: &Measurements, req: &Request) -> Result<Suggestion,
         .filter_map(|(n, l)| l.writes_source.clone().map(|w| (n.clone(), w)))
         .collect();
     s.report.notes.extend(m.notes.iter().cloned());
+    let pg = s
+        .report
+        .writes_sources
+        .values()
+        .any(|v| v == "pg_stat_user_tables");
+    if pg && m.sample_seconds.is_some_and(|t| t < 2.0) {
+        s.report.notes.push(
+            "a window under 2 s can fall between two of a PostgreSQL session's flushes (about one \
+             a second) and read 0 writes/s for a busy shard: sample 2 s or more"
+                .into(),
+        );
+    }
     // The planner has the last word on what moves: the same call `reshard plan` makes.
     let plan = plan_labeled(map, "from", &s.map, "to", &PlannerOptions::default())?;
     // `+ 0.0`: an empty sum is -0.0, which would print as such.

@@ -80,13 +80,13 @@ fn shard_table(out: &mut String, r: &Report) {
 
 fn render_merges(out: &mut String, r: &Report) {
     for g in &r.merges {
-        let other = match &g.other {
-            Some((s, v)) => format!("; {s} would have made {}", pct(*v)),
-            None => String::new(),
+        let (which, other) = match &g.other {
+            Some((s, v)) => ("colder", format!("; {s} would have made {}", pct(*v))),
+            None => ("only", String::new()),
         };
         let _ = writeln!(
             out,
-            "merge {} of {} ({}) into {}, its colder neighbour: the merged range holds {}{}; {} \
+            "merge {} of {} ({}) into {}, its {which} neighbour: the merged range holds {}{}; {} \
              rows move",
             show_range(&g.from, &g.to),
             g.shard,
