@@ -160,6 +160,29 @@ pub(super) struct Weights<'a> {
 }
 
 impl Weights<'_> {
+    /// The measured loads, rows counted within each shard's ranges (the basis follows when it
+    /// is rows).
+    fn new<'a>(
+        owners: &[String],
+        ranges: &[RangeSpec],
+        m: &'a Measurements,
+        basis: super::Weigh,
+    ) -> Result<Weights<'a>, InputError> {
+        let measured = Loads::measured(owners, m, basis)?;
+        let mut in_ranges: BTreeMap<String, f64> =
+            owners.iter().map(|s| (s.clone(), 0.0)).collect();
+        for (p, r) in ranges.iter().zip(&m.ranges) {
+            *in_ranges.entry(p.shard.clone()).or_insert(0.0) +=
+                r.rows_between(p.from.as_ref(), p.to.as_ref());
+        }
+        Ok(Weights {
+            m,
+            owner: ranges.iter().map(|r| r.shard.clone()).collect(),
+            before: measured.with_rows(in_ranges, basis),
+            basis,
+        })
+    }
+
     pub fn rows(&self, p: &Piece) -> f64 {
         self.m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref())
     }
@@ -205,18 +228,7 @@ pub(super) fn suggest(
     }
     let current = map.partitioning.owners();
     let mut pieces = pieces_of(ranges);
-    let measured = Loads::measured(&current, m, req.weigh)?;
-    let mut in_ranges: BTreeMap<String, f64> = current.iter().map(|s| (s.clone(), 0.0)).collect();
-    for (p, r) in pieces.iter().zip(&m.ranges) {
-        *in_ranges.entry(p.shard.clone()).or_insert(0.0) +=
-            r.rows_between(p.from.as_ref(), p.to.as_ref());
-    }
-    let w = Weights {
-        m,
-        owner: ranges.iter().map(|r| r.shard.clone()).collect(),
-        before: measured.with_rows(in_ranges, req.weigh),
-        basis: req.weigh,
-    };
+    let w = Weights::new(&current, ranges, m, req.weigh)?;
     let before = w.loads(&pieces);
     let total: f64 = before.weight.values().sum();
     let staying = current.len() - req.remove.len();
@@ -254,13 +266,7 @@ pub(super) fn suggest(
     if splits.is_empty() && merges.is_empty() && reached {
         notes.push("every range is within the target: the map is unchanged".into());
     }
-    if req.weigh != super::Weigh::Rows && !splits.is_empty() {
-        notes.push(format!(
-            "the split keys are the median of the rows (from the key quantiles): {} are taken \
-             to spread over a shard's keys as its rows do",
-            req.weigh.word()
-        ));
-    }
+    notes.extend(basis_note(req, &splits));
     let report = Report {
         kind: "range".into(),
         written_kind: "range".into(),
@@ -290,6 +296,17 @@ pub(super) fn suggest(
     Ok(Suggestion {
         map: new_map,
         report,
+    })
+}
+
+/// Splits by another basis than rows still cut at the rows' median: said so.
+fn basis_note(req: &Request, splits: &[Split]) -> Option<String> {
+    (req.weigh != super::Weigh::Rows && !splits.is_empty()).then(|| {
+        format!(
+            "the split keys are the median of the rows (from the key quantiles): {} are taken \
+             to spread over a shard's keys as its rows do",
+            req.weigh.word()
+        )
     })
 }
 
