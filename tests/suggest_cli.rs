@@ -4,36 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::db::{Kind, TestDb};
+use common::suggest::{load, reshard, text, write_map};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_reshard");
-
-fn reshard(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run reshard")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Inserts these ids into `users`, a few hundred rows a statement.
-fn load(db: &TestDb, ids: &[i64]) {
-    db.exec("CREATE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR(40) NOT NULL)");
-    for chunk in ids.chunks(500) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, 'u{i}')")).collect();
-        db.exec(&format!(
-            "INSERT INTO users (id, name) VALUES {}",
-            values.join(", ")
-        ));
-    }
-}
 
 /// The guide's hot spot: the newest ids pile up at the top of the last range.
 fn skewed_ids() -> [Vec<i64>; 3] {
@@ -42,19 +16,6 @@ fn skewed_ids() -> [Vec<i64>; 3] {
     let mut s2: Vec<i64> = (0..100).map(|i| 200_000 + i * 7_000).collect();
     s2.extend(900_000..903_200);
     [s0, s1, s2]
-}
-
-fn write_map(path: &Path, urls: &[String; 3]) {
-    let map = json!({
-        "shards": {"s0": urls[0], "s1": urls[1], "s2": urls[2]},
-        "tables": [{"name": "users", "key": "id"}],
-        "partitioning": {"kind": "range", "ranges": [
-            {"from": null, "to": 100000, "shard": "s0"},
-            {"from": 100000, "to": 200000, "shard": "s1"},
-            {"from": 200000, "to": null, "shard": "s2"}
-        ]}
-    });
-    std::fs::write(path, serde_json::to_string_pretty(&map).expect("json")).expect("write map");
 }
 
 fn split_hot_range(kind: Kind) {

@@ -10,7 +10,7 @@ use reshard::planner::{plan_labeled, PlannerOptions};
 use reshard::shard_url::ShardUrl;
 use reshard::suggest::{
     suggest, KeySample, Measurements, QuantileMethod, RangeData, Request, ShardLoad, TableLoad,
-    Target, ToKind, QUANTILES,
+    Target, ToKind, Weigh, QUANTILES,
 };
 use serde_json::{json, Value};
 
@@ -29,8 +29,15 @@ fn map(part: Value) -> Map {
 
 fn load(rows: u64) -> ShardLoad {
     let mut tables = BTreeMap::new();
-    tables.insert("users".to_string(), TableLoad { rows, bytes: None });
-    ShardLoad { tables }
+    let t = TableLoad {
+        rows,
+        ..TableLoad::default()
+    };
+    tables.insert("users".to_string(), t);
+    ShardLoad {
+        tables,
+        ..ShardLoad::default()
+    }
 }
 
 /// What an exact pass finds in these sorted keys.
@@ -73,6 +80,8 @@ fn request(target: Target, adds: usize, to_kind: ToKind) -> Request {
             })
             .collect(),
         to_kind,
+        weigh: Weigh::Rows,
+        remove: Vec::new(),
     }
 }
 
@@ -80,9 +89,11 @@ fn request(target: Target, adds: usize, to_kind: ToKind) -> Request {
 fn check(m: &Map, meas: &Measurements, req: &Request) -> Result<(), TestCaseError> {
     let s = match suggest(m, meas, req) {
         Ok(s) => s,
-        // `--shards` below the current count or above what --add allows is refused as input.
+        // `--shards` below the current count or above what --add allows is refused as input,
+        // and so is a `--remove` whose merge would pass the target.
         Err(e) => {
-            prop_assert!(e.problems.iter().all(|p| p.starts_with("--shards")), "{e}");
+            let named = |p: &String| p.starts_with("--shards") || p.starts_with("--remove");
+            prop_assert!(e.problems.iter().all(named), "{e}");
             return Ok(());
         }
     };
@@ -103,6 +114,23 @@ fn check(m: &Map, meas: &Measurements, req: &Request) -> Result<(), TestCaseErro
     for added in &s.report.added_shards {
         prop_assert!(back.shards.contains_key(added));
     }
+    // A removed shard owns nothing; the rest lose keys only to the new shards.
+    for r in &req.remove {
+        prop_assert!(
+            !back.partitioning.owners().contains(r),
+            "{r} still owns keys"
+        );
+    }
+    // (Range maps: rings and modulo maps move keys between the shards that stay.)
+    let ranges = m.partitioning.kind() == "range";
+    for mv in plan.moves.iter().filter(|_| ranges) {
+        prop_assert!(
+            req.remove.contains(&mv.source) || s.report.added_shards.contains(&mv.destination),
+            "{} -> {} moves keys of a shard that stays to one that was there",
+            mv.source,
+            mv.destination
+        );
+    }
     Ok(())
 }
 
@@ -116,6 +144,9 @@ proptest! {
         keys in prop::collection::vec(prop_oneof![-1_200i64..1_200, 900i64..905, any::<i64>()], 0..300),
         t in target(),
         adds in 0usize..=4,
+        remove in prop::option::of(0usize..5),
+        writes in prop::collection::vec(0.0f64..100.0, 5),
+        by_writes in any::<bool>(),
     ) {
         let mut edges = vec![Value::Null];
         edges.extend(bounds.iter().map(|b| json!(b)));
@@ -148,7 +179,21 @@ proptest! {
             meas.ranges.push(d);
         }
         meas.shards = rows.into_iter().map(|(s, r)| (s, load(r))).collect();
-        check(&m, &meas, &request(t, adds, ToKind::Same))?;
+        meas.sample_seconds = Some(1.0);
+        for (l, w) in meas.shards.values_mut().zip(&writes) {
+            for t in l.tables.values_mut() {
+                t.writes_per_second = Some(*w);
+            }
+        }
+        let mut req = request(t, adds, ToKind::Same);
+        if by_writes {
+            req.weigh = Weigh::Writes;
+        }
+        let owners = m.partitioning.owners();
+        if let Some(i) = remove.filter(|_| owners.len() > 1) {
+            req.remove.push(owners[i % owners.len()].clone());
+        }
+        check(&m, &meas, &req)?;
     }
 
     #[test]
@@ -164,7 +209,7 @@ proptest! {
         let m = map(json!({"kind": "ring", "hash": hash, "vnodes": vnodes, "nodes": nodes}));
         let meas = Measurements {
             shards: nodes.iter().zip(&rows).map(|(s, r)| (s.to_string(), load(*r))).collect(),
-            ranges: Vec::new(),
+            ..Measurements::default()
         };
         check(&m, &meas, &request(t, adds, ToKind::Same))?;
     }
@@ -182,7 +227,7 @@ proptest! {
         let m = map(json!({"kind": "modulo", "hash": hash, "shards": shards}));
         let meas = Measurements {
             shards: shards.iter().zip(&rows).map(|(s, r)| (s.to_string(), load(*r))).collect(),
-            ranges: Vec::new(),
+            ..Measurements::default()
         };
         let to_kind = if ring { ToKind::Ring } else { ToKind::Modulo };
         check(&m, &meas, &request(t, adds, to_kind))?;

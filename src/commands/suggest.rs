@@ -13,7 +13,7 @@ use crate::ident::is_shard_name;
 use crate::map::Map;
 use crate::shard_url::ShardUrl;
 use crate::suggest::measure::{measure, MeasureOptions};
-use crate::suggest::{self, check_request, Request, Target, ToKind};
+use crate::suggest::{self, check_request, Request, Target, ToKind, Weigh};
 
 #[derive(Debug, Clone)]
 pub struct SuggestOptions {
@@ -25,14 +25,19 @@ pub struct SuggestOptions {
     pub format: Format,
     pub exact: bool,
     pub to_kind: ToKind,
+    /// The write-rate sampling window as given (`5s`; `0s` turns it off).
+    pub sample: String,
+    pub weigh: Weigh,
+    /// `--remove NAME` as given.
+    pub remove: Vec<String>,
 }
 
 pub fn run(opts: SuggestOptions) -> i32 {
-    let (map, req) = match prepare(&opts) {
+    let (map, req, measure) = match prepare(&opts) {
         Ok(v) => v,
         Err(e) => return super::report(e.into()),
     };
-    super::block_on(execute(opts, map, req))
+    super::block_on(execute(opts, map, req, measure))
 }
 
 /// Parses `--add NAME=URL` entries; problems name the entry.
@@ -70,7 +75,7 @@ pub fn parse_add(given: &[String]) -> Result<Vec<(String, ShardUrl)>, Vec<String
 }
 
 /// Everything checked before any connection: the map, the options, the output path.
-fn prepare(opts: &SuggestOptions) -> Result<(Map, Request), InputError> {
+fn prepare(opts: &SuggestOptions) -> Result<(Map, Request, MeasureOptions), InputError> {
     let label = opts.from.display().to_string();
     let mut problems = Vec::new();
     let map = Map::load(&opts.from)
@@ -85,10 +90,25 @@ fn prepare(opts: &SuggestOptions) -> Result<(Map, Request), InputError> {
             opts.output.display()
         ));
     }
+    let sample = super::online::parse_duration_or_off("--sample", &opts.sample)
+        .map_err(|e| problems.extend(e.problems))
+        .unwrap_or_default();
+    if opts.weigh == Weigh::Writes && sample.is_zero() && problems.is_empty() {
+        problems.push(format!(
+            "--weigh writes: write rates need a sampling window, and --sample {} turns it off",
+            opts.sample
+        ));
+    }
     let req = Request {
         target: opts.target,
         add,
         to_kind: opts.to_kind,
+        weigh: opts.weigh,
+        remove: opts.remove.clone(),
+    };
+    let measure = MeasureOptions {
+        exact: opts.exact,
+        sample,
     };
     if let Some(map) = &map {
         if let Err(e) = check_request(map, &req, &label) {
@@ -96,14 +116,19 @@ fn prepare(opts: &SuggestOptions) -> Result<(Map, Request), InputError> {
         }
     }
     match map {
-        Some(map) if problems.is_empty() => Ok((map, req)),
+        Some(map) if problems.is_empty() => Ok((map, req, measure)),
         _ => Err(InputError::many(problems)),
     }
 }
 
-async fn execute(opts: SuggestOptions, map: Map, req: Request) -> anyhow::Result<()> {
+async fn execute(
+    opts: SuggestOptions,
+    map: Map,
+    req: Request,
+    how: MeasureOptions,
+) -> anyhow::Result<()> {
     let label = opts.from.display().to_string();
-    let m = measure(&map, &label, MeasureOptions { exact: opts.exact }).await?;
+    let m = measure(&map, &label, how).await?;
     let s = suggest::suggest(&map, &m, &req)?;
     // The written map must read back as a valid map: parse what is about to be written.
     let mut text = serde_json::to_string_pretty(&s.map).context("encoding the new map")?;

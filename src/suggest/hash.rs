@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use super::range::unused;
 use super::{
-    budget, describe_target, max_share, round_share, shard_rows, target_share, with_partitioning,
-    Candidate, Measurements, Report, Request, Suggestion, Target, ToKind, RING_VNODES,
+    budget, describe_target, max_share, round_share, target_share, with_partitioning, Candidate,
+    Loads, Measurements, Report, Request, Suggestion, Target, ToKind, RING_VNODES,
 };
 use crate::error::InputError;
 use crate::hashing::HashKind;
@@ -24,36 +24,8 @@ const CANDIDATE_SAMPLE_KEYS: u64 = 100_000;
 /// Vnode counts weighed for a ring, besides its own.
 const VNODE_OPTIONS: [u32; 8] = [8, 16, 32, 64, 128, 256, 512, 1024];
 
-pub(super) fn bytes_of(m: &Measurements) -> BTreeMap<String, Option<u64>> {
-    m.shards
-        .iter()
-        .map(|(s, l)| (s.clone(), l.bytes()))
-        .collect()
-}
-
-fn rows_before(map: &Map, m: &Measurements) -> BTreeMap<String, f64> {
-    map.partitioning
-        .owners()
-        .into_iter()
-        .map(|s| {
-            let r = m.shards.get(&s).map_or(0, |l| l.rows()) as f64;
-            (s, r)
-        })
-        .collect()
-}
-
-/// The rows each shard is predicted to hold under `to`, and the rows moved.
-pub(super) fn predict(
-    from: &Map,
-    to: &Map,
-    rows: &BTreeMap<String, f64>,
-) -> Result<(Plan, BTreeMap<String, f64>, f64), InputError> {
-    // Only a plan between different hashes samples keys (identity modulo to a ring); options
-    // are weighed on a smaller sample, and the written map's own plan takes the full one.
-    let opts = PlannerOptions {
-        sample_keys: CANDIDATE_SAMPLE_KEYS,
-    };
-    let plan = plan_labeled(from, "from", to, "to", &opts)?;
+/// What a plan's moves do to one quantity per shard: the quantity after, and what moved.
+fn carry(plan: &Plan, to: &Map, q: &BTreeMap<String, f64>) -> (BTreeMap<String, f64>, f64) {
     let key_shares = &plan.summary.shares_before;
     let mut after: BTreeMap<String, f64> = to
         .partitioning
@@ -61,13 +33,13 @@ pub(super) fn predict(
         .into_iter()
         .map(|s| (s, 0.0))
         .collect();
-    for (s, r) in rows {
+    for (s, r) in q {
         *after.entry(s.clone()).or_insert(0.0) += r;
     }
     let mut moved = 0.0;
     for mv in &plan.moves {
         let ks = key_shares.get(&mv.source).copied().unwrap_or(0.0);
-        let have = rows.get(&mv.source).copied().unwrap_or(0.0);
+        let have = q.get(&mv.source).copied().unwrap_or(0.0);
         let r = if ks > 0.0 {
             (have * mv.fraction / ks).min(have)
         } else {
@@ -80,6 +52,23 @@ pub(super) fn predict(
         moved += r;
     }
     after.retain(|s, _| to.partitioning.owners().contains(s));
+    (after, moved)
+}
+
+/// The load each shard is predicted to hold under `to`, and the rows moved.
+pub(super) fn predict(
+    from: &Map,
+    to: &Map,
+    loads: &Loads,
+) -> Result<(Plan, Loads, f64), InputError> {
+    // Only a plan between different hashes samples keys (identity modulo to a ring); options
+    // are weighed on a smaller sample, and the written map's own plan takes the full one.
+    let opts = PlannerOptions {
+        sample_keys: CANDIDATE_SAMPLE_KEYS,
+    };
+    let plan = plan_labeled(from, "from", to, "to", &opts)?;
+    let after = loads.map(|q| carry(&plan, to, q).0);
+    let (_, moved) = carry(&plan, to, &loads.rows);
     Ok((plan, after, moved))
 }
 
@@ -87,20 +76,20 @@ pub(super) fn predict(
 struct Weighed {
     candidate: Candidate,
     map: Map,
-    after: BTreeMap<String, f64>,
+    after: Loads,
     rows_moved: f64,
 }
 
 fn weigh(
     from: &Map,
     to: Map,
-    rows: &BTreeMap<String, f64>,
+    loads: &Loads,
     name: String,
     added: Vec<String>,
     share: f64,
 ) -> Result<Weighed, InputError> {
-    let (plan, after, moved) = predict(from, &to, rows)?;
-    let max_after = max_share(&after);
+    let (plan, after, moved) = predict(from, &to, loads)?;
+    let max_after = max_share(&after.weight);
     let vnodes = match &to.partitioning {
         Partitioning::Ring { vnodes, .. } => Some(*vnodes),
         _ => None,
@@ -163,7 +152,7 @@ pub(super) fn suggest_ring(
     else {
         return Err(InputError::one("suggest_ring: not a ring"));
     };
-    let rows = rows_before(map, m);
+    let rows = Loads::measured(&map.partitioning.owners(), m, req.weigh)?;
     let share = target_share(req.target, nodes.len());
     let mut vlist: Vec<u32> = VNODE_OPTIONS
         .iter()
@@ -190,16 +179,14 @@ pub(super) fn suggest_ring(
             options.push(weigh(map, to, &rows, name, added.clone(), share)?);
         }
     }
-    let already = max_share(&rows) <= share + 1e-12 && !matches!(req.target, Target::Shards(_));
+    let already =
+        max_share(&rows.weight) <= share + 1e-12 && !matches!(req.target, Target::Shards(_));
     let chosen = if already { None } else { choose(&options) };
     let key_shares = plan_labeled(map, "from", map, "to", &PlannerOptions::default())?
         .summary
         .shares_before;
     let mut notes = vec![ring_spread_note(*vnodes, &key_shares)];
-    finish(
-        map, m, req, share, rows, options, chosen, &mut notes, "ring",
-    )
-    .map(|mut s| {
+    finish(map, req, share, rows, options, chosen, &mut notes, "ring").map(|mut s| {
         s.report.key_shares = key_shares
             .into_iter()
             .map(|(k, v)| (k, round_share(v)))
@@ -264,7 +251,7 @@ pub(super) fn suggest_modulo(
     let Partitioning::Modulo { hash, shards } = &map.partitioning else {
         return Err(InputError::one("suggest_modulo: not a modulo map"));
     };
-    let rows = rows_before(map, m);
+    let rows = Loads::measured(&map.partitioning.owners(), m, req.weigh)?;
     let share = target_share(req.target, shards.len());
     let ring_hash = match hash {
         HashKind::Identity => HashKind::Sha1,
@@ -316,26 +303,22 @@ pub(super) fn suggest_modulo(
     };
     let mut options = grow;
     options.extend(ring);
-    finish(
-        map, m, req, share, rows, options, chosen, &mut notes, "modulo",
-    )
+    finish(map, req, share, rows, options, chosen, &mut notes, "modulo")
 }
 
 /// Builds the suggestion from the chosen option (None: the map stays as it is).
 #[allow(clippy::too_many_arguments)]
 fn finish(
     map: &Map,
-    m: &Measurements,
     req: &Request,
     share: f64,
-    rows: BTreeMap<String, f64>,
+    rows: Loads,
     options: Vec<Weighed>,
     chosen: Option<usize>,
     notes: &mut Vec<String>,
     kind: &str,
 ) -> Result<Suggestion, InputError> {
-    let bytes = bytes_of(m);
-    let before = shard_rows(&rows, &bytes);
+    let before = rows.table();
     let (new_map, after, moved, name, added, reached) = match chosen.and_then(|i| options.get(i)) {
         Some(w) => (
             w.map.clone(),
@@ -346,7 +329,7 @@ fn finish(
             w.candidate.meets_target,
         ),
         None => {
-            let reached = max_share(&rows) <= share + 1e-12;
+            let reached = max_share(&rows.weight) <= share + 1e-12;
             if reached {
                 notes.push("every shard is within the target: the map is unchanged".into());
             }
@@ -365,20 +348,26 @@ fn finish(
     let report = Report {
         kind: kind.into(),
         written_kind: new_map.partitioning.kind().into(),
+        weigh: req.weigh,
         target_share: round_share(share),
         target: describe_target(req.target, share),
-        total_rows: rows.values().sum::<f64>().round() as u64,
+        total_rows: rows.total_rows().round() as u64,
         before,
-        after: shard_rows(&after, &bytes),
+        after: after.table(),
         rows_moved: moved.round() as u64,
         moved_fraction: 0.0,
         reached_target: reached,
+        merges: Vec::new(),
         splits: Vec::new(),
         key_shares: BTreeMap::new(),
         options: options.into_iter().map(|w| w.candidate).collect(),
         chosen: name,
         unused_shards: unused(req, &added),
         added_shards: added,
+        removed_shards: Vec::new(),
+        sample_seconds: None,
+        writes_unavailable: BTreeMap::new(),
+        writes_sources: BTreeMap::new(),
         quantiles: BTreeMap::new(),
         notes: std::mem::take(notes),
     };

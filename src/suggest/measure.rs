@@ -19,11 +19,15 @@ use crate::ident::Dialect;
 use crate::map::{Bound, KeyKind, Map, Partitioning, RangeSpec, TableSpec};
 use crate::shard_url::{dialect_of, ShardUrl};
 
-/// How key quantiles are measured.
+mod rates;
+
+/// How key quantiles and write rates are measured.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MeasureOptions {
     /// Always by key order (`ORDER BY key LIMIT 1 OFFSET n`), never from pg_stats.
     pub exact: bool,
+    /// The write-rate sampling window; zero: no write rates.
+    pub sample: std::time::Duration,
 }
 
 /// A read-only connection to one shard.
@@ -76,17 +80,39 @@ impl Sql {
         self.text.push_str(&p);
         self
     }
-    /// ` WHERE key >= lo AND key < hi` for the bounds given.
+    /// A bound compared with [`ordered_key`]: bytewise for text on MariaDB/MySQL too.
+    fn bound(&mut self, b: &Bound) -> &mut Sql {
+        match (self.dialect, b) {
+            (Dialect::Mysql, Bound::Text(_)) => {
+                self.push("CAST(").param(b.into()).push(" AS BINARY)")
+            }
+            _ => self.param(b.into()),
+        }
+    }
+    /// ` WHERE key >= lo AND key < hi` for the bounds given; `key` from [`ordered_key`].
     fn range(&mut self, key: &str, lo: Option<&Bound>, hi: Option<&Bound>) -> &mut Sql {
         let mut word = " WHERE ";
         if let Some(lo) = lo {
-            self.push(word).push(key).push(" >= ").param(lo.into());
+            self.push(word).push(key).push(" >= ").bound(lo);
             word = " AND ";
         }
         if let Some(hi) = hi {
-            self.push(word).push(key).push(" < ").param(hi.into());
+            self.push(word).push(key).push(" < ").bound(hi);
         }
         self
+    }
+}
+
+/// The (quoted) key column as the map orders keys: integers by value, text bytewise (UTF-8
+/// bytes, Rust's `str` order) whatever the column's collation: PostgreSQL `COLLATE "C"`,
+/// MariaDB/MySQL `CAST(.. AS BINARY)` (utf8mb4's bytes, no padding, no case folding), SQLite
+/// `COLLATE BINARY`.
+fn ordered_key(d: Dialect, key: &str, integer: bool) -> String {
+    match (d, integer) {
+        (_, true) => key.to_string(),
+        (Dialect::Postgres, false) => format!("{key} COLLATE \"C\""),
+        (Dialect::Mysql, false) => format!("CAST({key} AS BINARY)"),
+        (Dialect::Sqlite, false) => format!("{key} COLLATE BINARY"),
     }
 }
 
@@ -194,18 +220,13 @@ impl Conn {
         Ok(self.int(&q).await?.unwrap_or(0) > 0)
     }
 
-    /// Rows of `table` with its key in `[lo, hi)`.
-    async fn count(
-        &mut self,
-        t: &TableSpec,
-        lo: Option<&Bound>,
-        hi: Option<&Bound>,
-    ) -> Result<u64> {
+    /// Rows of `table` with its key in the window.
+    async fn count(&mut self, t: &TableSpec, w: &Window<'_>) -> Result<u64> {
         let d = self.dialect();
         let mut q = Sql::new(d);
         q.push("SELECT COUNT(*) FROM ")
             .push(&d.quote(&t.name))
-            .range(&d.quote(&t.key), lo, hi);
+            .range(&ordered_key(d, &d.quote(&t.key), w.integer), w.lo, w.hi);
         Ok(self.int(&q).await?.unwrap_or(0).max(0) as u64)
     }
 
@@ -245,11 +266,12 @@ impl Conn {
             (Dialect::Mysql, false) => "CHAR",
             (_, false) => "TEXT",
         };
+        let ordered = ordered_key(d, &key, r.integer);
         let mut q = Sql::new(d);
         q.push(&format!("SELECT CAST({key} AS {cast}) FROM "))
             .push(&d.quote(&t.name))
-            .range(&key, r.lo, r.hi)
-            .push(&format!(" ORDER BY {key} LIMIT 1 OFFSET "))
+            .range(&ordered, r.lo, r.hi)
+            .push(&format!(" ORDER BY {ordered} LIMIT 1 OFFSET "))
             .param(Bind::Int(offset as i64));
         Ok(if r.integer {
             self.int(&q).await?.map(Bound::Int)
@@ -263,12 +285,34 @@ impl Conn {
         })
     }
 
+    /// Whether PostgreSQL orders this text column bytewise (collation "C" or "POSIX", its own
+    /// or the database's libc default). pg_stats' histogram follows the column's collation.
+    async fn bytewise_collation(&mut self, t: &TableSpec) -> bool {
+        let mut q = Sql::new(Dialect::Postgres);
+        q.push(
+            "SELECT CAST(COUNT(*) AS bigint) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
+             CROSS JOIN pg_catalog.pg_database d \
+             WHERE d.datname = current_database() AND a.attrelid = to_regclass(",
+        )
+        .param(Bind::Text(Dialect::Postgres.quote(&t.name)))
+        .push(") AND a.attname = ")
+        .param(Bind::Text(t.key.clone()))
+        .push(
+            " AND (co.collname IN ('C', 'POSIX') OR (co.collname = 'default' \
+             AND d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX')))",
+        );
+        // An older server without datlocprovider: not known to be bytewise.
+        matches!(self.int(&q).await, Ok(Some(n)) if n > 0)
+    }
+
     /// PostgreSQL's histogram bounds of the key column, sorted; None when it keeps none (no
     /// ANALYZE yet) or elsewhere.
     async fn histogram(&mut self, t: &TableSpec, integer: bool) -> Option<Vec<Bound>> {
         if self.dialect() != Dialect::Postgres {
             return None;
         }
+
         let ty = if integer { "bigint" } else { "text" };
         let mut q = Sql::new(Dialect::Postgres);
         q.push(&format!(
@@ -366,6 +410,76 @@ struct ShardResult {
     load: ShardLoad,
     ranges: Vec<(usize, RangeData)>,
     problems: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Opens the write-rate window on the shard's tables, or says why there is none (None: not
+/// sampled).
+async fn start_window(
+    c: &mut Conn,
+    map: &Map,
+    opts: MeasureOptions,
+) -> Result<Option<Result<rates::Window, String>>> {
+    if opts.sample.is_zero() {
+        return Ok(None);
+    }
+    let tables: Vec<String> = map.tables.iter().map(|t| t.name.clone()).collect();
+    Ok(Some(match c.counters().await? {
+        Ok(src) => Ok(rates::open(c, src, &tables).await?),
+        Err(why) => Err(why),
+    }))
+}
+
+/// Closes the window: each table's rate, or the shard's reason for having none.
+async fn finish_window(
+    c: &mut Conn,
+    window: Option<Result<rates::Window, String>>,
+    opts: MeasureOptions,
+    load: &mut ShardLoad,
+) -> Result<()> {
+    let Some(window) = window else {
+        return Ok(());
+    };
+    let src = window.as_ref().map(|w| w.src.name()).ok();
+    let rates = match window {
+        Ok(w) => rates::close(c, w, opts.sample).await?,
+        Err(why) => Err(why),
+    };
+    match rates {
+        Ok(list) => {
+            for (t, r) in list {
+                if let Some(tl) = load.tables.get_mut(&t) {
+                    tl.writes_per_second = Some(r);
+                }
+            }
+            load.writes_source = src.map(str::to_string);
+        }
+        Err(why) => load.writes_unavailable = Some(why),
+    }
+    Ok(())
+}
+
+/// The table's key histogram where it may be used; a note when a text key's collation rules
+/// it out.
+async fn usable_histogram(
+    c: &mut Conn,
+    t: &TableSpec,
+    shard: &str,
+    integer: bool,
+    notes: &mut Vec<String>,
+) -> Option<Vec<Bound>> {
+    if c.dialect() != Dialect::Postgres {
+        return None;
+    }
+    if !integer && !c.bytewise_collation(t).await {
+        notes.push(format!(
+            "shard {shard}: {}.{} is not collated \"C\", so pg_stats orders it otherwise than \
+             the map (bytewise): its key quantiles come from the exact pass",
+            t.name, t.key
+        ));
+        return None;
+    }
+    c.histogram(t, integer).await
 }
 
 async fn measure_shard(
@@ -388,7 +502,11 @@ async fn measure_shard(
             .map(|(i, _)| (*i, RangeData::default()))
             .collect(),
         problems: Vec::new(),
+        notes: Vec::new(),
     };
+    let window = start_window(&mut c, map, opts)
+        .await
+        .with_context(|| format!("shard {shard}: reading its write counters"))?;
     for t in &map.tables {
         let ctx = || format!("shard {shard}: measuring table {}", t.name);
         if !c.exists(&t.name).await.with_context(ctx)? {
@@ -398,14 +516,22 @@ async fn measure_shard(
             ));
             continue;
         }
-        let rows = c.count(t, None, None).await.with_context(ctx)?;
+        let all = Window {
+            lo: None,
+            hi: None,
+            integer,
+        };
+        let rows = c.count(t, &all).await.with_context(ctx)?;
         let bytes = c.bytes(&t.name).await.with_context(ctx)?;
-        out.load
-            .tables
-            .insert(t.name.clone(), TableLoad { rows, bytes });
+        let load = TableLoad {
+            rows,
+            bytes,
+            writes_per_second: None,
+        };
+        out.load.tables.insert(t.name.clone(), load);
         let hist = match opts.exact || ranges.is_empty() {
             true => None,
-            false => c.histogram(t, integer).await,
+            false => usable_histogram(&mut c, t, shard, integer, &mut out.notes).await,
         };
         for (slot, (_, r)) in out.ranges.iter_mut().zip(ranges) {
             let w = Window {
@@ -413,13 +539,18 @@ async fn measure_shard(
                 hi: r.to.as_ref(),
                 integer,
             };
-            let n = c.count(t, w.lo, w.hi).await.with_context(ctx)?;
+            let n = c.count(t, &w).await.with_context(ctx)?;
             let sample = match hist.as_deref().and_then(|h| histogram_sample(h, &w, n)) {
                 Some(s) => s,
                 None => exact_sample(&mut c, t, &w, n).await.with_context(ctx)?,
             };
             slot.1.tables.insert(t.name.clone(), sample);
         }
+    }
+    if out.problems.is_empty() {
+        finish_window(&mut c, window, opts, &mut out.load)
+            .await
+            .with_context(|| format!("shard {shard}: reading its write counters"))?;
     }
     c.close().await;
     Ok(out)
@@ -445,11 +576,14 @@ pub async fn measure(map: &Map, label: &str, opts: MeasureOptions) -> Result<Mea
     let mut m = Measurements {
         shards: BTreeMap::new(),
         ranges: vec![RangeData::default(); range_list.len()],
+        sample_seconds: (!opts.sample.is_zero()).then_some(opts.sample.as_secs_f64()),
+        notes: Vec::new(),
     };
     let mut problems = Vec::new();
     for (s, r) in owners.iter().zip(results) {
         let r = r?;
         problems.extend(r.problems);
+        m.notes.extend(r.notes);
         m.shards.insert(s.clone(), r.load);
         for (i, d) in r.ranges {
             m.ranges[i] = d;

@@ -12,7 +12,9 @@
 //! - Modulo: growing the modulus against moving to a ring; the one asked for is written.
 
 mod hash;
+mod loads;
 pub mod measure;
+mod merge;
 mod range;
 mod report;
 
@@ -26,6 +28,7 @@ use crate::plan::round_fraction;
 use crate::planner::{plan_labeled, PlannerOptions};
 use crate::shard_url::ShardUrl;
 
+pub(crate) use loads::Loads;
 pub use report::render;
 
 /// Key quantiles measured per range and table (exact pass): ranks `i * rows / QUANTILES`.
@@ -44,12 +47,23 @@ pub struct TableLoad {
     pub rows: u64,
     /// Table size on disk where the server reports it cheaply (not on SQLite).
     pub bytes: Option<u64>,
+    /// Rows inserted, updated and deleted per second over the sampling window, where the
+    /// server keeps such counters (see [`ShardLoad::writes_unavailable`] otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_per_second: Option<f64>,
 }
 
 /// A shard's measured load, per table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ShardLoad {
     pub tables: BTreeMap<String, TableLoad>,
+    /// Why this shard has no write rates although a window was sampled (the server keeps no
+    /// counters, or they are switched off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_unavailable: Option<String>,
+    /// The counters the write rates come from (`pg_stat_user_tables`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_source: Option<String>,
 }
 
 impl ShardLoad {
@@ -58,6 +72,36 @@ impl ShardLoad {
     }
     pub fn bytes(&self) -> Option<u64> {
         self.tables.values().map(|t| t.bytes).sum()
+    }
+    /// Writes per second over every table, when each has a rate.
+    pub fn writes(&self) -> Option<f64> {
+        if self.writes_unavailable.is_some() || self.tables.is_empty() {
+            return None;
+        }
+        self.tables.values().map(|t| t.writes_per_second).sum()
+    }
+}
+
+/// What the shares (and so the target) are computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weigh {
+    /// Rows counted per shard (and per range).
+    #[default]
+    Rows,
+    /// Rows inserted, updated and deleted per second over the sampling window.
+    Writes,
+    /// Table sizes on disk (data and indexes) as the server reports them.
+    Bytes,
+}
+
+impl Weigh {
+    pub fn word(self) -> &'static str {
+        match self {
+            Weigh::Rows => "rows",
+            Weigh::Writes => "writes",
+            Weigh::Bytes => "bytes",
+        }
     }
 }
 
@@ -94,6 +138,12 @@ pub struct Measurements {
     pub shards: BTreeMap<String, ShardLoad>,
     /// Range maps only: one per range, in the map's (sorted) order.
     pub ranges: Vec<RangeData>,
+    /// The write-rate sampling window actually measured, in seconds (None: not sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_seconds: Option<f64>,
+    /// What the measurement itself has to say (which quantile pass, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What the new map must achieve.
@@ -122,16 +172,23 @@ pub struct Request {
     /// New shards that may be added, in the order they are to be used.
     pub add: Vec<(String, ShardUrl)>,
     pub to_kind: ToKind,
+    /// What the shares are computed from.
+    pub weigh: Weigh,
+    /// Range maps: shards whose ranges are merged into a neighbour, in the order given.
+    pub remove: Vec<String>,
 }
 
-/// A shard's rows and share, before or after.
+/// A shard's rows and share, before (measured) or after (predicted).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShardRow {
     pub shard: String,
     pub rows: u64,
+    /// Share of the load basis ([`Report::weigh`]): of the rows by default.
     pub share: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_per_second: Option<f64>,
 }
 
 /// One range split.
@@ -159,6 +216,23 @@ pub struct MidpointSplit {
     pub rows_upper: u64,
 }
 
+/// A range of a removed shard merged into its neighbour.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Merge {
+    pub from: Option<Bound>,
+    pub to: Option<Bound>,
+    pub shard: String,
+    pub into: String,
+    /// The range's share of the load basis.
+    pub share: f64,
+    /// The share of the merged range: the neighbour's adjacent range(s) and this one.
+    pub merged_share: f64,
+    pub rows: u64,
+    /// The other neighbour and the share its merge would have given (None: there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other: Option<(String, f64)>,
+}
+
 /// One option weighed for a ring or a modulo map.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {
@@ -178,6 +252,8 @@ pub struct Candidate {
 pub struct Report {
     pub kind: String,
     pub written_kind: String,
+    /// What shares are of: rows, writes or bytes.
+    pub weigh: Weigh,
     pub target_share: f64,
     pub target: String,
     pub total_rows: u64,
@@ -187,6 +263,8 @@ pub struct Report {
     /// The key-space fraction `reshard plan` of the written map will report.
     pub moved_fraction: f64,
     pub reached_target: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merges: Vec<Merge>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub splits: Vec<Split>,
     /// Rings: each node's share of the key space under the current vnode count.
@@ -198,6 +276,17 @@ pub struct Report {
     pub chosen: Option<String>,
     pub added_shards: Vec<String>,
     pub unused_shards: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_shards: Vec<String>,
+    /// The write-rate sampling window in seconds (None: not sampled, `--sample 0s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_seconds: Option<f64>,
+    /// Shards whose write rates could not be measured, and why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub writes_unavailable: BTreeMap<String, String>,
+    /// Where each shard's write rates come from.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub writes_sources: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub quantiles: BTreeMap<String, QuantileMethod>,
     pub notes: Vec<String>,
@@ -248,15 +337,20 @@ fn describe_target(t: Target, share: f64) -> String {
 
 /// Checks the request against the map: problems name the option (exit 2, nothing written).
 pub fn check_request(map: &Map, req: &Request, label: &str) -> Result<(), InputError> {
-    let mut problems = Vec::new();
-    let current = map.partitioning.owners().len();
+    let mut problems = check_remove(map, req, label);
+    let current = remaining(map, req);
+    let removing = if req.remove.is_empty() {
+        String::new()
+    } else {
+        " left after --remove".to_string()
+    };
     match req.target {
         Target::MaxShare(s) if !(s > 0.0 && s <= 1.0) => {
             problems.push(format!("--max-share: {s} is not a share in (0, 1]"))
         }
         Target::Shards(n) if n < current => problems.push(format!(
-            "--shards: {n} is fewer than the {current} shards of {label}; suggest adds shards, \
-             it does not remove them"
+            "--shards: {n} is fewer than the {current} shards of {label}{removing}; remove \
+             shards with --remove NAME (range maps)"
         )),
         Target::Shards(n) if n > current + req.add.len() => problems.push(format!(
             "--shards: {n} shards need {} new ones, but --add names {}",
@@ -289,6 +383,44 @@ pub fn check_request(map: &Map, req: &Request, label: &str) -> Result<(), InputE
     }
 }
 
+/// The shards that own keys once `--remove` has taken its own.
+fn remaining(map: &Map, req: &Request) -> usize {
+    let owners = map.partitioning.owners();
+    owners.iter().filter(|s| !req.remove.contains(s)).count()
+}
+
+fn check_remove(map: &Map, req: &Request, label: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if req.remove.is_empty() {
+        return problems;
+    }
+    let kind = map.partitioning.kind();
+    if kind != "range" {
+        problems.push(format!(
+            "--remove: {label} is a {kind} map; --remove merges the ranges of a range map into \
+             their neighbours"
+        ));
+        return problems;
+    }
+    let owners = map.partitioning.owners();
+    for (i, name) in req.remove.iter().enumerate() {
+        if req.remove[..i].contains(name) {
+            problems.push(format!("--remove[{i}]: shard {name} is given twice"));
+        } else if !owners.contains(name) {
+            problems.push(format!(
+                "--remove[{i}]: {name} owns no range of {label} (its shards that do: {})",
+                owners.join(", ")
+            ));
+        }
+    }
+    if problems.is_empty() && remaining(map, req) == 0 {
+        problems.push(format!(
+            "--remove: that is every shard of {label}; at least one must keep the keys"
+        ));
+    }
+    problems
+}
+
 /// The pure choice: the new map and the report, from the map and its measurements.
 pub fn suggest(map: &Map, m: &Measurements, req: &Request) -> Result<Suggestion, InputError> {
     check_request(map, req, "the map")?;
@@ -297,6 +429,26 @@ pub fn suggest(map: &Map, m: &Measurements, req: &Request) -> Result<Suggestion,
         Partitioning::Ring { .. } => hash::suggest_ring(map, m, req),
         Partitioning::Modulo { .. } => hash::suggest_modulo(map, m, req),
     }?;
+    s.report.sample_seconds = m.sample_seconds;
+    s.report.writes_unavailable = Loads::writes_unavailable(m);
+    s.report.writes_sources = m
+        .shards
+        .iter()
+        .filter_map(|(n, l)| l.writes_source.clone().map(|w| (n.clone(), w)))
+        .collect();
+    s.report.notes.extend(m.notes.iter().cloned());
+    let pg = s
+        .report
+        .writes_sources
+        .values()
+        .any(|v| v == "pg_stat_user_tables");
+    if pg && m.sample_seconds.is_some_and(|t| t < 2.0) {
+        s.report.notes.push(
+            "a window under 2 s can fall between two of a PostgreSQL session's flushes (about one \
+             a second) and read 0 writes/s for a busy shard: sample 2 s or more"
+                .into(),
+        );
+    }
     // The planner has the last word on what moves: the same call `reshard plan` makes.
     let plan = plan_labeled(map, "from", &s.map, "to", &PlannerOptions::default())?;
     // `+ 0.0`: an empty sum is -0.0, which would print as such.
@@ -337,26 +489,6 @@ pub(crate) fn with_partitioning(
     out
 }
 
-/// Rows and shares per shard, sorted by shard name.
-pub(crate) fn shard_rows(
-    rows: &BTreeMap<String, f64>,
-    bytes: &BTreeMap<String, Option<u64>>,
-) -> Vec<ShardRow> {
-    let total: f64 = rows.values().sum();
-    rows.iter()
-        .map(|(shard, r)| ShardRow {
-            shard: shard.clone(),
-            rows: r.round().max(0.0) as u64,
-            share: if total > 0.0 {
-                round_share(r / total)
-            } else {
-                0.0
-            },
-            bytes: bytes.get(shard).copied().flatten(),
-        })
-        .collect()
-}
-
 /// Shares are shown to a millionth: finer digits only tell summation order.
 pub(crate) fn round_share(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
@@ -372,3 +504,5 @@ pub(crate) fn max_share(rows: &BTreeMap<String, f64>) -> f64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_load;

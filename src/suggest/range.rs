@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::{
-    budget, describe_target, round_share, shard_rows, target_share, with_partitioning, KeySample,
+    budget, describe_target, round_share, target_share, with_partitioning, KeySample, Loads,
     Measurements, MidpointSplit, RangeData, Report, Request, Split, Suggestion,
 };
 use crate::error::InputError;
@@ -126,16 +126,18 @@ impl RangeData {
     }
 }
 
-/// A piece of an original range, possibly already split.
+/// A piece of an original range, possibly already split or merged into a neighbour.
 #[derive(Debug, Clone)]
-struct Piece {
-    from: Option<Bound>,
-    to: Option<Bound>,
-    shard: String,
+pub(super) struct Piece {
+    pub from: Option<Bound>,
+    pub to: Option<Bound>,
+    pub shard: String,
     /// Index of the original range, whose data the piece's rows come from.
-    data: usize,
+    pub data: usize,
     /// No key inside the piece halves its rows (one key holds them all).
-    stuck: bool,
+    pub stuck: bool,
+    /// Given to a neighbour by `--remove`: joined with it in the written map.
+    pub merged: bool,
 }
 
 fn cmp_from(a: &Option<Bound>, b: &Option<Bound>) -> Ordering {
@@ -144,6 +146,70 @@ fn cmp_from(a: &Option<Bound>, b: &Option<Bound>) -> Ordering {
         (None, _) => Ordering::Less,
         (_, None) => Ordering::Greater,
         (Some(x), Some(y)) => x.cmp(y),
+    }
+}
+
+/// How a piece's rows and load are counted. A piece's load in any quantity is its rows times
+/// its original owner's quantity per row: within a shard, writes and bytes are taken to spread
+/// over the keys as its rows do.
+pub(super) struct Weights<'a> {
+    m: &'a Measurements,
+    owner: Vec<String>,
+    before: Loads,
+    pub basis: super::Weigh,
+}
+
+impl Weights<'_> {
+    /// The measured loads, rows counted within each shard's ranges (the basis follows when it
+    /// is rows).
+    fn new<'a>(
+        owners: &[String],
+        ranges: &[RangeSpec],
+        m: &'a Measurements,
+        basis: super::Weigh,
+    ) -> Result<Weights<'a>, InputError> {
+        let measured = Loads::measured(owners, m, basis)?;
+        let mut in_ranges: BTreeMap<String, f64> =
+            owners.iter().map(|s| (s.clone(), 0.0)).collect();
+        for (p, r) in ranges.iter().zip(&m.ranges) {
+            *in_ranges.entry(p.shard.clone()).or_insert(0.0) +=
+                r.rows_between(p.from.as_ref(), p.to.as_ref());
+        }
+        Ok(Weights {
+            m,
+            owner: ranges.iter().map(|r| r.shard.clone()).collect(),
+            before: measured.with_rows(in_ranges, basis),
+            basis,
+        })
+    }
+
+    pub fn rows(&self, p: &Piece) -> f64 {
+        self.m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref())
+    }
+
+    fn per_row(&self, q: &BTreeMap<String, f64>, data: usize) -> f64 {
+        let s = &self.owner[data];
+        match (q.get(s), self.before.rows.get(s)) {
+            (Some(v), Some(r)) if *r > 0.0 => v / r,
+            _ => 0.0,
+        }
+    }
+
+    /// The piece's share of the basis, as a load (not normalised).
+    pub fn weight(&self, p: &Piece) -> f64 {
+        self.rows(p) * self.per_row(&self.before.weight, p.data)
+    }
+
+    /// Every quantity per shard for these pieces.
+    fn loads(&self, pieces: &[Piece]) -> Loads {
+        self.before.map(|q| {
+            let mut out = BTreeMap::new();
+            for p in pieces {
+                *out.entry(p.shard.clone()).or_insert(0.0) +=
+                    self.rows(p) * self.per_row(q, p.data);
+            }
+            out
+        })
     }
 }
 
@@ -161,63 +227,86 @@ pub(super) fn suggest(
         )));
     }
     let current = map.partitioning.owners();
-    let share = target_share(req.target, current.len());
     let mut pieces = pieces_of(ranges);
-    let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
-    let total: f64 = pieces.iter().map(rows_of).sum();
-    let before = per_shard(&pieces, &rows_of);
+    let w = Weights::new(&current, ranges, m, req.weigh)?;
+    let before = w.loads(&pieces);
+    let total: f64 = before.weight.values().sum();
+    let staying = current.len() - req.remove.len();
+    let share = target_share(req.target, staying);
+    let merges = super::merge::remove(&mut pieces, &req.remove, &w, total, share)?;
     let fresh: Vec<&String> = req
         .add
         .iter()
-        .take(budget(req, current.len()))
+        .take(budget(req, staying))
         .map(|(n, _)| n)
         .collect();
     let Splitting {
         splits,
         mut notes,
         added,
-    } = split_hot(&mut pieces, m, share, total, &fresh);
+    } = split_hot(&mut pieces, &w, share, total, &fresh);
     pieces.sort_by(|a, b| cmp_from(&a.from, &b.from));
-    let after = per_shard(&pieces, &rows_of);
-    let rows_moved: f64 = splits.iter().map(|s: &Split| s.rows_upper as f64).sum();
-    let ranges_out: Vec<RangeSpec> = pieces
+    let after = w.loads(&pieces);
+    let rows_moved: f64 = splits
         .iter()
-        .map(|p| RangeSpec {
-            from: p.from.clone(),
-            to: p.to.clone(),
-            shard: p.shard.clone(),
-        })
-        .collect();
-    let new_map = with_partitioning(map, req, &added, Partitioning::Range { ranges: ranges_out });
+        .map(|s: &Split| s.rows_upper as f64)
+        .sum::<f64>()
+        + merges.iter().map(|g| g.rows as f64).sum::<f64>();
+    let new_map = with_partitioning(
+        map,
+        req,
+        &added,
+        Partitioning::Range {
+            ranges: super::merge::coalesce(&pieces),
+        },
+    );
     let reached = pieces
         .iter()
-        .all(|p| total <= 0.0 || rows_of(p) / total <= share + 1e-12);
-    if splits.is_empty() && reached {
+        .all(|p| total <= 0.0 || w.weight(p) / total <= share + 1e-12);
+    if splits.is_empty() && merges.is_empty() && reached {
         notes.push("every range is within the target: the map is unchanged".into());
     }
+    notes.extend(basis_note(req, &splits));
     let report = Report {
         kind: "range".into(),
         written_kind: "range".into(),
+        weigh: req.weigh,
         target_share: round_share(share),
         target: describe_target(req.target, share),
-        total_rows: total.round() as u64,
-        before: shard_rows(&before, &super::hash::bytes_of(m)),
-        after: shard_rows(&after, &super::hash::bytes_of(m)),
+        total_rows: before.total_rows().round() as u64,
+        before: before.table(),
+        after: after.table(),
         rows_moved: rows_moved.round() as u64,
         moved_fraction: 0.0,
         reached_target: reached,
+        merges,
         splits,
         key_shares: BTreeMap::new(),
         options: Vec::new(),
         chosen: None,
         unused_shards: unused(req, &added),
         added_shards: added,
+        removed_shards: req.remove.clone(),
+        sample_seconds: None,
+        writes_unavailable: BTreeMap::new(),
+        writes_sources: BTreeMap::new(),
         quantiles: quantile_methods(m),
         notes,
     };
     Ok(Suggestion {
         map: new_map,
         report,
+    })
+}
+
+/// Splits by another basis than rows still cut at the rows' median: said so.
+fn basis_note(req: &Request, splits: &[Split]) -> Option<String> {
+    (req.weigh != super::Weigh::Rows && !splits.is_empty()).then(|| {
+        format!(
+            "the split keys are the median of the rows (from the key quantiles): {} are taken \
+             to spread over a shard's keys as its rows do",
+            req.weigh.word()
+        )
     })
 }
 
@@ -232,6 +321,7 @@ fn pieces_of(ranges: &[RangeSpec]) -> Vec<Piece> {
             shard: r.shard.clone(),
             data: i,
             stuck: false,
+            merged: false,
         })
         .collect()
 }
@@ -247,24 +337,23 @@ struct Splitting {
 /// next of `fresh`, until none is above the target or `fresh` runs out.
 fn split_hot(
     pieces: &mut Vec<Piece>,
-    m: &Measurements,
+    w: &Weights<'_>,
     share: f64,
     total: f64,
     fresh: &[&String],
 ) -> Splitting {
-    let rows_of = |p: &Piece| m.ranges[p.data].rows_between(p.from.as_ref(), p.to.as_ref());
     let mut fresh = fresh.iter();
     let (mut splits, mut notes, mut added) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let hot = pieces
             .iter()
             .enumerate()
-            .filter(|(_, p)| !p.stuck && total > 0.0 && rows_of(p) / total > share)
-            .max_by(|a, b| rows_of(a.1).total_cmp(&rows_of(b.1)).then(b.0.cmp(&a.0)))
+            .filter(|(_, p)| !p.stuck && total > 0.0 && w.weight(p) / total > share)
+            .max_by(|a, b| w.weight(a.1).total_cmp(&w.weight(b.1)).then(b.0.cmp(&a.0)))
             .map(|(i, _)| i);
         let Some(i) = hot else { break };
         let p = pieces[i].clone();
-        let data = &m.ranges[p.data];
+        let data = &w.m.ranges[p.data];
         let at = data.median(p.from.as_ref(), p.to.as_ref());
         let Some(at) = at else {
             notes.push(format!(
@@ -277,15 +366,16 @@ fn split_hot(
         };
         let Some(new_shard) = fresh.next() else {
             notes.push(format!(
-                "range {} of {} still holds {:.1}% of the rows, above the target, and no new \
+                "range {} of {} still holds {:.1}% of the {}, above the target, and no new \
                  shard is left: add one with --add NAME=URL",
                 show_range(&p.from, &p.to),
                 p.shard,
-                rows_of(&p) / total * 100.0
+                w.weight(&p) / total * 100.0,
+                w.basis.word()
             ));
             break;
         };
-        splits.push(split_report(data, &p, &at, new_shard, total));
+        splits.push(split_report(data, &p, &at, new_shard, w.weight(&p) / total));
         added.push((*new_shard).clone());
         pieces[i].to = Some(at.clone());
         pieces.push(Piece {
@@ -294,6 +384,7 @@ fn split_hot(
             shard: (*new_shard).clone(),
             data: p.data,
             stuck: false,
+            merged: false,
         });
     }
     Splitting {
@@ -303,15 +394,7 @@ fn split_hot(
     }
 }
 
-fn per_shard(pieces: &[Piece], rows_of: &dyn Fn(&Piece) -> f64) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for p in pieces {
-        *out.entry(p.shard.clone()).or_insert(0.0) += rows_of(p);
-    }
-    out
-}
-
-fn split_report(data: &RangeData, p: &Piece, at: &Bound, new_shard: &str, total: f64) -> Split {
+fn split_report(data: &RangeData, p: &Piece, at: &Bound, new_shard: &str, share: f64) -> Split {
     let (lo, hi) = (p.from.as_ref(), p.to.as_ref());
     let whole = data.rows_between(lo, hi);
     let lower = data.rows_between(lo, Some(at));
@@ -328,7 +411,7 @@ fn split_report(data: &RangeData, p: &Piece, at: &Bound, new_shard: &str, total:
         to: p.to.clone(),
         shard: p.shard.clone(),
         new_shard: new_shard.to_string(),
-        share_before: round_share(if total > 0.0 { whole / total } else { 0.0 }),
+        share_before: round_share(share),
         at: at.clone(),
         rows_lower: lower.round() as u64,
         rows_upper: (whole - lower).max(0.0).round() as u64,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::range::show_range;
-use super::{Report, ShardRow};
+use super::{Report, ShardRow, Weigh};
 
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
@@ -22,29 +22,109 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn shard_table(out: &mut String, before: &[ShardRow], after: &[ShardRow]) {
-    let b: BTreeMap<&str, &ShardRow> = before.iter().map(|r| (r.shard.as_str(), r)).collect();
-    let a: BTreeMap<&str, &ShardRow> = after.iter().map(|r| (r.shard.as_str(), r)).collect();
+fn rate(r: Option<f64>) -> String {
+    r.map_or("-".to_string(), |w| format!("{w:.2}"))
+}
+
+/// Shards before and after: rows and share of the basis, with writes/s and bytes beside them
+/// where they were measured (after: predicted).
+fn shard_table(out: &mut String, r: &Report) {
+    let b: BTreeMap<&str, &ShardRow> = r.before.iter().map(|x| (x.shard.as_str(), x)).collect();
+    let a: BTreeMap<&str, &ShardRow> = r.after.iter().map(|x| (x.shard.as_str(), x)).collect();
     let mut names: Vec<&str> = b.keys().chain(a.keys()).copied().collect();
     names.sort();
     names.dedup();
-    let _ = writeln!(
-        out,
-        "  {:<16} {:>22} {:>22}",
-        "shard", "rows before (share)", "rows after (share)"
+    let writes = r.before.iter().any(|x| x.writes_per_second.is_some());
+    let bytes = r.before.iter().any(|x| x.bytes.is_some());
+    let share_of = match r.weigh {
+        Weigh::Rows => String::new(),
+        w => format!(", share of {}", w.word()),
+    };
+    let mut head = format!(
+        "  {:<16} {:>24}",
+        "shard",
+        format!("rows before (share{share_of})")
     );
+    if writes {
+        let _ = write!(head, " {:>10}", "writes/s");
+    }
+    if bytes {
+        let _ = write!(head, " {:>14}", "bytes");
+    }
+    let _ = write!(head, " {:>22}", "rows after (share)");
+    if writes {
+        let _ = write!(head, " {:>10}", "writes/s");
+    }
+    let _ = writeln!(out, "{head}");
     let cell = |r: Option<&&ShardRow>| match r {
         Some(r) => format!("{} ({})", thousands(r.rows), pct(r.share)),
         None => "-".to_string(),
     };
     for n in names {
+        let (x, y) = (b.get(n), a.get(n));
+        let mut line = format!("  {:<16} {:>24}", n, cell(x));
+        if writes {
+            let _ = write!(line, " {:>10}", rate(x.and_then(|x| x.writes_per_second)));
+        }
+        if bytes {
+            let shown = x.and_then(|x| x.bytes).map_or("-".into(), thousands);
+            let _ = write!(line, " {shown:>14}");
+        }
+        let _ = write!(line, " {:>22}", cell(y));
+        if writes {
+            let _ = write!(line, " {:>10}", rate(y.and_then(|y| y.writes_per_second)));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn render_merges(out: &mut String, r: &Report) {
+    for g in &r.merges {
+        let (which, other) = match &g.other {
+            Some((s, v)) => ("colder", format!("; {s} would have made {}", pct(*v))),
+            None => ("only", String::new()),
+        };
         let _ = writeln!(
             out,
-            "  {:<16} {:>22} {:>22}",
-            n,
-            cell(b.get(n)),
-            cell(a.get(n))
+            "merge {} of {} ({}) into {}, its {which} neighbour: the merged range holds {}{}; {} \
+             rows move",
+            show_range(&g.from, &g.to),
+            g.shard,
+            pct(g.share),
+            g.into,
+            pct(g.merged_share),
+            other,
+            thousands(g.rows)
         );
+    }
+}
+
+/// Where the write rates come from, and how far to trust them.
+fn render_writes(out: &mut String, r: &Report) {
+    let Some(secs) = r.sample_seconds else {
+        return;
+    };
+    let mut by_source: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (shard, src) in &r.writes_sources {
+        by_source.entry(src).or_default().push(shard);
+    }
+    for (src, shards) in &by_source {
+        let _ = writeln!(
+            out,
+            "write rates of {} over a {secs}s window, from {src}",
+            shards.join(", ")
+        );
+        if *src == "pg_stat_user_tables" {
+            let _ = writeln!(
+                out,
+                "  (PostgreSQL sessions flush their counts at most once a second: a steady \
+                 writer's rate is right to about ±{:.0}% over {secs}s)",
+                100.0 / secs.max(1.0)
+            );
+        }
+    }
+    for (shard, why) in &r.writes_unavailable {
+        let _ = writeln!(out, "shard {shard}: {why}");
     }
 }
 
@@ -109,15 +189,21 @@ fn render_options(out: &mut String, r: &Report) {
 /// The report as a reviewer reads it: the target, shares before and after, what moves, why.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
+    let of = match r.weigh {
+        Weigh::Rows => String::new(),
+        w => format!(" of the {}", w.word()),
+    };
     let _ = writeln!(
         out,
-        "suggest: {} map, {} rows measured; target {} ({})",
+        "suggest: {} map, {} rows measured; target {}{of} ({})",
         r.kind,
         thousands(r.total_rows),
         pct(r.target_share),
         r.target
     );
-    shard_table(&mut out, &r.before, &r.after);
+    shard_table(&mut out, r);
+    render_writes(&mut out, r);
+    render_merges(&mut out, r);
     render_splits(&mut out, r);
     render_options(&mut out, r);
     if let Some(c) = &r.chosen {
@@ -131,6 +217,9 @@ pub fn render(r: &Report) -> String {
     );
     if !r.added_shards.is_empty() {
         let _ = writeln!(out, "new shards: {}", r.added_shards.join(", "));
+    }
+    if !r.removed_shards.is_empty() {
+        let _ = writeln!(out, "removed shards: {}", r.removed_shards.join(", "));
     }
     if !r.unused_shards.is_empty() {
         let _ = writeln!(out, "not needed: {}", r.unused_shards.join(", "));

@@ -6,7 +6,7 @@ use super::*;
 use crate::map::Key;
 use crate::planner::plan;
 
-fn map(partitioning: &str, shards: &[&str]) -> Map {
+pub(super) fn map(partitioning: &str, shards: &[&str]) -> Map {
     let shards: Vec<String> = shards
         .iter()
         .map(|s| format!("\"{s}\": \"sqlite://{s}.db\""))
@@ -19,7 +19,7 @@ fn map(partitioning: &str, shards: &[&str]) -> Map {
     Map::parse(&text, "test.json").expect("valid test map")
 }
 
-fn add(names: &[&str]) -> Vec<(String, ShardUrl)> {
+pub(super) fn add(names: &[&str]) -> Vec<(String, ShardUrl)> {
     names
         .iter()
         .map(|n| {
@@ -29,11 +29,13 @@ fn add(names: &[&str]) -> Vec<(String, ShardUrl)> {
         .collect()
 }
 
-fn request(target: Target, names: &[&str]) -> Request {
+pub(super) fn request(target: Target, names: &[&str]) -> Request {
     Request {
         target,
         add: add(names),
         to_kind: ToKind::Same,
+        weigh: Weigh::Rows,
+        remove: Vec::new(),
     }
 }
 
@@ -60,15 +62,24 @@ pub(crate) fn exact_sample(keys: &[i64]) -> KeySample {
     }
 }
 
-fn load(rows: u64) -> ShardLoad {
+pub(super) fn load(rows: u64) -> ShardLoad {
     let mut tables = BTreeMap::new();
-    tables.insert("users".to_string(), TableLoad { rows, bytes: None });
-    ShardLoad { tables }
+    tables.insert(
+        "users".to_string(),
+        TableLoad {
+            rows,
+            ..TableLoad::default()
+        },
+    );
+    ShardLoad {
+        tables,
+        ..ShardLoad::default()
+    }
 }
 
 /// The guide's hot spot: three range shards, new ids pile into the last one (near the top of
 /// its range, far from its key midpoint).
-fn hot_spot() -> (Map, Vec<i64>, Measurements) {
+pub(super) fn hot_spot() -> (Map, Vec<i64>, Measurements) {
     let m = map(
         r#"{"kind": "range", "ranges": [
             {"from": null, "to": 100000, "shard": "s0"},
@@ -100,7 +111,7 @@ fn hot_spot() -> (Map, Vec<i64>, Measurements) {
     (m, keys, meas)
 }
 
-fn count_between(keys: &[i64], lo: Option<&Bound>, hi: Option<&Bound>) -> usize {
+pub(super) fn count_between(keys: &[i64], lo: Option<&Bound>, hi: Option<&Bound>) -> usize {
     let v = |b: &Bound| match b {
         Bound::Int(v) => *v,
         Bound::Text(_) => unreachable!("integer test keys"),
@@ -201,7 +212,7 @@ fn a_balanced_range_map_is_left_unchanged() {
 }
 
 /// Ring measurements from real keys: each node holds the keys it owns.
-fn ring_measured(m: &Map, keys: u64) -> Measurements {
+pub(super) fn ring_measured(m: &Map, keys: u64) -> Measurements {
     let p = m.compile();
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     for k in 0..keys as i64 {
@@ -210,7 +221,7 @@ fn ring_measured(m: &Map, keys: u64) -> Measurements {
     }
     Measurements {
         shards: rows.into_iter().map(|(s, r)| (s, load(r))).collect(),
-        ranges: Vec::new(),
+        ..Measurements::default()
     }
 }
 
@@ -272,16 +283,22 @@ fn ring_with_shards_adds_exactly_that_many() {
     assert!(s.report.options.iter().all(|o| o.nodes_added.len() == 2));
 }
 
-#[test]
-fn modulo_reports_both_costs_and_writes_the_kind_asked_for() {
+/// A modulo map of three shards, 5,000 rows each.
+pub(super) fn modulo3() -> (Map, Measurements) {
     let m = map(
         r#"{"kind": "modulo", "hash": "md5", "shards": ["s0", "s1", "s2"]}"#,
         &["s0", "s1", "s2"],
     );
     let mut meas = Measurements::default();
-    for (s, r) in [("s0", 5_000), ("s1", 5_000), ("s2", 5_000)] {
-        meas.shards.insert(s.into(), load(r));
+    for s in ["s0", "s1", "s2"] {
+        meas.shards.insert(s.into(), load(5_000));
     }
+    (m, meas)
+}
+
+#[test]
+fn modulo_reports_both_costs_and_writes_the_kind_asked_for() {
+    let (m, meas) = modulo3();
     let mut req = request(Target::MaxShare(0.26), &["s3"]);
     let grow = suggest(&m, &meas, &req).expect("ok");
     assert_eq!(grow.map.partitioning.kind(), "modulo");

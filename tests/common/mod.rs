@@ -27,4 +27,5 @@ pub mod conn;
 pub mod db;
 pub mod online;
 pub mod private;
+pub mod suggest;
 pub mod writer;

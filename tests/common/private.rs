@@ -76,7 +76,7 @@ impl PrivateMariadb {
     }
 
     /// Starts one with extra server options.
-    fn start_with(extra: &[&str]) -> Option<PrivateMariadb> {
+    pub fn start_with(extra: &[&str]) -> Option<PrivateMariadb> {
         let installed = Command::new("mariadbd")
             .arg("--version")
             .stdout(Stdio::null())
